@@ -1,0 +1,149 @@
+//! The cluster: where objects are applied, read, watched and deleted.
+
+use crate::event::Event;
+use crate::object::{Object, ObjectRef};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// How an object is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// The field manager of server-side apply.
+    pub field_manager: String,
+    /// Compute the result without persisting it.
+    pub dry_run: bool,
+    /// Take fields owned by other managers (conflicts are overridden, as Flux does).
+    pub force_conflicts: bool,
+    /// Recreate the object when an immutable field changed.
+    pub recreate_on_immutable: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            field_manager: "trueup".into(),
+            dry_run: false,
+            force_conflicts: true,
+            recreate_on_immutable: false,
+        }
+    }
+}
+
+/// What an apply did to an object, in Flux's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApplyAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ApplyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyAction::Created => "created",
+            ApplyAction::Configured => "configured",
+            ApplyAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Which objects to list: one group and kind, optionally one namespace and a label selector
+/// (all labels must match).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListParams {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ListParams {
+    pub fn kind(group: &str, kind: &str) -> Self {
+        ListParams { group: group.into(), kind: kind.into(), ..Default::default() }
+    }
+}
+
+/// A change seen by a watch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchEvent {
+    /// Created or changed (spec, metadata or status).
+    Applied(Object),
+    Deleted(ObjectRef),
+}
+
+pub type WatchStream = BoxStream<'static, WatchEvent>;
+
+/// The health of an applied object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Reconciled and ready.
+    Current,
+    /// Still rolling out; the message says what is awaited.
+    InProgress(String),
+    /// Will not become ready without a change.
+    Failed(String),
+    /// The object does not exist.
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0} not found")]
+    NotFound(ObjectRef),
+    #[error("{object}: {message}")]
+    Invalid { object: ObjectRef, message: String },
+    #[error("{object}: conflict: {message}")]
+    Conflict { object: ObjectRef, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Other {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The cluster trueup reconciles into: a Kubernetes API server, or the embedded local backend.
+///
+/// Fleet objects (GitRepository, Kustomization, ...) live in the backend like any other object;
+/// their status is written through [`Backend::update_status`] (the status subresource).
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Server-side apply. Returns what happened and the object as stored.
+    async fn apply(&self, obj: &Object, opts: &ApplyOptions) -> Result<(ApplyAction, Object), BackendError>;
+
+    async fn get(&self, r: &ObjectRef) -> Result<Option<Object>, BackendError>;
+
+    async fn list(&self, params: &ListParams) -> Result<Vec<Object>, BackendError>;
+
+    /// Deletes an object; `Ok(false)` when it did not exist.
+    async fn delete(&self, r: &ObjectRef) -> Result<bool, BackendError>;
+
+    /// Replaces the status of an object, leaving spec and metadata alone.
+    async fn update_status(&self, r: &ObjectRef, status: &Value) -> Result<(), BackendError>;
+
+    /// Records an event about an object.
+    async fn record_event(&self, event: &Event) -> Result<(), BackendError>;
+
+    /// The health of an applied object.
+    async fn health(&self, r: &ObjectRef) -> Result<Health, BackendError>;
+
+    /// Changes to objects of the given (group, kind) pairs, from now on.
+    async fn watch(&self, kinds: &[(String, String)]) -> Result<WatchStream, BackendError>;
+
+    /// Whether workloads actually run here. The local backend writes objects without running
+    /// them, so health there means "written"; messages say so.
+    fn runs_workloads(&self) -> bool {
+        true
+    }
+
+    /// A short description for messages (`local directory ./out`, `cluster https://...`).
+    fn describe(&self) -> String;
+}

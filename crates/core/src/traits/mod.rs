@@ -1,0 +1,15 @@
+//! The extension traits. Sources make artifacts; appliers turn an artifact into applied state on
+//! a backend; plan runners turn an artifact into infrastructure; notifiers tell people. The
+//! backend is the cluster they all work against.
+
+pub mod applier;
+pub mod backend;
+pub mod notifier;
+pub mod plan;
+pub mod source;
+
+pub use applier::{Applied, Applier, ApplyError, ApplyRequest};
+pub use backend::{ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchEvent, WatchStream};
+pub use notifier::{Notifier, NotifyError};
+pub use plan::{Plan, PlanError, PlanRunner, PlanSummary, TofuWorkspace};
+pub use source::{Credentials, FetchedRevision, Source, SourceError, SourceErrorKind, SourceRequest};
