@@ -45,3 +45,5 @@ pub use event::{Event, Severity};
 pub use status::{Artifact, Condition, Inventory, Status};
 pub use traits::{Applier, Backend, Notifier, PlanRunner, Source};
 pub mod storage;
+pub mod substitute;
+pub mod sourceignore;
