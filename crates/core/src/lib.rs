@@ -47,3 +47,7 @@ pub use traits::{Applier, Backend, Notifier, PlanRunner, Source};
 pub mod storage;
 pub mod substitute;
 pub mod sourceignore;
+pub mod paths;
+pub mod reconcile;
+pub mod runtime;
+pub mod memory;

@@ -1,0 +1,88 @@
+//! Path handling for user-given relative paths (`spec.path`, include paths): they must stay
+//! inside their root.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PathError {
+    #[error("path `{0}` escapes the root directory")]
+    Escapes(String),
+    #[error("path `{0}` does not exist")]
+    Missing(String),
+}
+
+/// Joins a user-given relative path (`./apps/prod`, `apps`, `/apps`) to `root`, refusing `..`
+/// that leaves the root and symlinks that point out of it.
+pub fn join_inside(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+    let mut out = root.to_path_buf();
+    let mut depth = 0usize;
+    for c in Path::new(rel.trim_start_matches('/')).components() {
+        match c {
+            Component::Normal(p) => {
+                out.push(p);
+                depth += 1;
+            }
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                if depth == 0 {
+                    return Err(PathError::Escapes(rel.to_string()));
+                }
+                out.pop();
+                depth -= 1;
+            }
+            Component::Prefix(_) => return Err(PathError::Escapes(rel.to_string())),
+        }
+    }
+    if !out.exists() {
+        return Err(PathError::Missing(rel.to_string()));
+    }
+    let real_root = root.canonicalize().map_err(|_| PathError::Missing(root.display().to_string()))?;
+    let real = out.canonicalize().map_err(|_| PathError::Missing(rel.to_string()))?;
+    if !real.starts_with(&real_root) {
+        return Err(PathError::Escapes(rel.to_string()));
+    }
+    Ok(out)
+}
+
+/// Copies a directory tree (or one file), skipping symlinks.
+pub fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.is_file() {
+        if let Some(p) = dest.parent() {
+            fs::create_dir_all(p)?;
+        }
+        fs::copy(src, dest)?;
+        return Ok(());
+    }
+    fs::create_dir_all(dest)?;
+    for e in fs::read_dir(src)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            copy_tree(&e.path(), &dest.join(e.file_name()))?;
+        } else if ft.is_file() {
+            fs::copy(e.path(), dest.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("apps/prod")).unwrap();
+        assert_eq!(join_inside(d.path(), "./apps/prod").unwrap(), d.path().join("apps/prod"));
+        assert_eq!(join_inside(d.path(), "apps/../apps").unwrap(), d.path().join("apps"));
+        assert_eq!(join_inside(d.path(), "./").unwrap(), d.path().to_path_buf());
+        assert_eq!(join_inside(d.path(), "../etc"), Err(PathError::Escapes("../etc".into())));
+        assert_eq!(join_inside(d.path(), "nope"), Err(PathError::Missing("nope".into())));
+        std::os::unix::fs::symlink("/etc", d.path().join("apps/out")).unwrap();
+        assert_eq!(join_inside(d.path(), "apps/out"), Err(PathError::Escapes("apps/out".into())));
+    }
+}

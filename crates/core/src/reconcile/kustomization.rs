@@ -1,0 +1,180 @@
+//! The Kustomization reconciler: source artifact -> applier (render, substitute, apply,
+//! inventory, prune, health) -> status and events.
+
+use super::{dependency_refs, invalid_spec, source_ref, Outcome, Reconciler, Schedule, Verdict};
+use crate::api::kustomize::KustomizationSpec;
+use crate::api::{from_object, ApiError, FluxKind, Kustomization};
+use crate::event::{Event, Severity};
+use crate::object::Object;
+use crate::status::{reason, Condition, ConditionStatus, Status, HEALTHY};
+use crate::storage::ArtifactStore;
+use crate::traits::applier::{ApplyError, ApplyRequest};
+use crate::traits::{Applier, Backend};
+use async_trait::async_trait;
+use std::time::{Duration, Instant};
+
+/// Reconciles Kustomization objects with any [`Applier`] that reads a `KustomizationSpec`.
+pub struct KustomizationReconciler<A> {
+    applier: A,
+    store: ArtifactStore,
+}
+
+impl<A> KustomizationReconciler<A> {
+    pub fn new(applier: A, store: ArtifactStore) -> Self {
+        KustomizationReconciler { applier, store }
+    }
+}
+
+#[async_trait]
+impl<A> Reconciler for KustomizationReconciler<A>
+where
+    A: Applier<Spec = KustomizationSpec>,
+{
+    fn kind(&self) -> FluxKind {
+        FluxKind::Kustomization
+    }
+
+    fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {
+        let k: Kustomization = from_object(obj)?;
+        let interval = k.spec.interval.duration().max(Duration::from_secs(1));
+        Ok(Schedule {
+            interval,
+            retry_interval: k.spec.retry_interval.as_ref().map(|d| d.duration()).unwrap_or(interval),
+            timeout: k.spec.timeout.as_ref().map(|d| d.duration()).unwrap_or(interval),
+            suspend: k.spec.suspend,
+            depends_on: dependency_refs(FluxKind::Kustomization, k.namespace(), &k.spec.depends_on),
+            watches: source_ref(k.namespace(), &k.spec.source_ref).into_iter().collect(),
+        })
+    }
+
+    async fn reconcile(&self, obj: &Object, backend: &dyn Backend) -> Outcome {
+        let k: Kustomization = match from_object(obj) {
+            Ok(k) => k,
+            Err(e) => return invalid_spec(obj, &e),
+        };
+        let mut status = Status::from_value(obj.status());
+        let generation = obj.generation();
+        let Some(src_ref) = source_ref(k.namespace(), &k.spec.source_ref) else {
+            return Outcome::failed(
+                obj,
+                status,
+                reason::INVALID_SPEC,
+                format!("spec.sourceRef.kind: unsupported source kind '{}' (GitRepository, OCIRepository)", k.spec.source_ref.kind),
+                true,
+            );
+        };
+        let source = match backend.get(&src_ref).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Outcome::waiting(obj, status, reason::ARTIFACT_FAILED, format!("Source '{src_ref}' not found"))
+            }
+            Err(e) => return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false),
+        };
+        let Some(artifact) = Status::from_value(source.status()).artifact else {
+            return Outcome::waiting(
+                obj,
+                status,
+                reason::ARTIFACT_FAILED,
+                format!("Source artifact not found for '{src_ref}', waiting for it to be stored"),
+            );
+        };
+        let revision = artifact.revision.clone();
+        let store = self.store.clone();
+        let unpacked = tokio::task::spawn_blocking(move || store.unpacked(&artifact)).await;
+        let dir = match unpacked {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false),
+            Err(e) => return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false),
+        };
+
+        let me = obj.object_ref();
+        let started = Instant::now();
+        let timeout = k.spec.timeout.as_ref().map(|d| d.duration()).unwrap_or(k.spec.interval.duration());
+        let result = self
+            .applier
+            .apply(ApplyRequest {
+                object: &me,
+                spec: &k.spec,
+                artifact_dir: &dir,
+                revision: &revision,
+                previous_inventory: status.inventory.as_ref(),
+                backend,
+                timeout,
+            })
+            .await;
+        let now = crate::time::now_rfc3339();
+        status.last_attempted_revision = revision.clone();
+        status.observed_generation = generation;
+        match result {
+            Ok(applied) => {
+                let first_apply = status.last_applied_revision != revision;
+                status.inventory = Some(applied.inventory.clone());
+                status.last_applied_revision = revision.clone();
+                if !applied.health.is_empty() {
+                    status.set_condition(
+                        Condition::new(HEALTHY, ConditionStatus::True, reason::SUCCEEDED, applied.health.clone()),
+                        generation,
+                        &now,
+                    );
+                }
+                status.mark_ready(
+                    reason::RECONCILIATION_SUCCEEDED,
+                    format!("Applied revision: {revision}"),
+                    generation,
+                    &now,
+                );
+                let summary = applied.change_summary();
+                let mut out = Outcome::new(Verdict::Ready, status);
+                if !summary.is_empty() || first_apply {
+                    let msg = if summary.is_empty() {
+                        format!("Reconciliation finished in {:.1?}, next run in {}", started.elapsed(), k.spec.interval)
+                    } else {
+                        summary
+                    };
+                    out.events.push(
+                        Event::new(me, Severity::Info, reason::RECONCILIATION_SUCCEEDED, msg).with_revision(revision),
+                    );
+                }
+                out
+            }
+            Err(e) => {
+                let why = match &e {
+                    ApplyError::Build(_) => reason::BUILD_FAILED,
+                    ApplyError::Apply(_) => reason::RECONCILIATION_FAILED,
+                    ApplyError::Health(_) => reason::HEALTH_CHECK_FAILED,
+                    ApplyError::Prune(_) => reason::PRUNE_FAILED,
+                };
+                if matches!(e, ApplyError::Health(_)) {
+                    status.set_condition(
+                        Condition::new(HEALTHY, ConditionStatus::False, why, e.to_string()),
+                        generation,
+                        &now,
+                    );
+                }
+                let mut out = Outcome::failed(obj, status, why, e.to_string(), false);
+                for ev in &mut out.events {
+                    ev.metadata.insert("revision".into(), revision.clone());
+                    ev.revision = Some(revision.clone());
+                }
+                out
+            }
+        }
+    }
+
+    async fn finalize(&self, obj: &Object, backend: &dyn Backend) -> Vec<Event> {
+        let Ok(k) = from_object::<Kustomization>(obj) else { return Vec::new() };
+        let status = Status::from_value(obj.status());
+        let (true, Some(inv)) = (k.spec.prune, status.inventory.as_ref()) else { return Vec::new() };
+        let me = obj.object_ref();
+        match self.applier.remove(inv, backend).await {
+            Ok(removed) if removed.is_empty() => Vec::new(),
+            Ok(removed) => vec![Event::new(
+                me,
+                Severity::Info,
+                "Pruned",
+                removed.iter().map(|r| format!("{r} deleted")).collect::<Vec<_>>().join("\n"),
+            )],
+            Err(e) => vec![Event::new(me, Severity::Error, reason::PRUNE_FAILED, e.to_string())],
+        }
+    }
+}
