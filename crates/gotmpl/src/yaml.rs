@@ -1,0 +1,679 @@
+//! YAML in and out the way Helm does it.
+//!
+//! `toYaml` is `sigs.k8s.io/yaml.Marshal`: the value goes through JSON (maps
+//! sorted, every number a JSON number) and then go-yaml v2's emitter, whose
+//! choices are reproduced here: block style, 2-space indent, sequences not
+//! indented under a key, YAML 1.1 quoting (`"yes"`, `"012"`), `'single'`
+//! quotes for indicator characters, literal `|` blocks for multi-line text,
+//! and folding of long lines past column 80.
+
+use crate::gofmt;
+use crate::value::Value;
+use std::collections::BTreeMap;
+
+/// `toYaml`: marshals `v` and trims the final newline, as Helm does.
+pub fn to_yaml(v: &Value) -> String {
+    let mut e = Emitter {
+        out: String::new(),
+        column: 0,
+    };
+    e.node(v, 0, Ctx::Top);
+    // go-yaml ends the document with a newline that Helm trims again
+    // (strings.TrimSuffix(string(data), "\n")), so the buffer is the answer.
+    e.out
+}
+
+/// Marshals `v` as a full YAML document (with trailing newline).
+pub fn to_yaml_document(v: &Value) -> String {
+    let mut s = to_yaml(v);
+    s.push('\n');
+    s
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Ctx {
+    Top,
+    MapValue,
+    SeqItem,
+}
+
+struct Emitter {
+    out: String,
+    column: usize,
+}
+
+const BEST_WIDTH: usize = 80;
+
+impl Emitter {
+    fn write(&mut self, s: &str) {
+        for c in s.chars() {
+            if c == '\n' {
+                self.column = 0;
+            } else {
+                self.column += 1;
+            }
+        }
+        self.out.push_str(s);
+    }
+
+    fn newline_indent(&mut self, indent: usize) {
+        self.out.push('\n');
+        self.out.extend(std::iter::repeat_n(' ', indent));
+        self.column = indent;
+    }
+
+    /// Emits a node whose first line continues the current line.
+    /// `indent` is the block indentation of this node's content.
+    fn node(&mut self, v: &Value, indent: usize, ctx: Ctx) {
+        match v {
+            Value::Map(m) => {
+                let m = m.borrow();
+                if m.is_empty() {
+                    self.inline_prefix(ctx);
+                    self.write("{}");
+                    return;
+                }
+                self.mapping(&m, indent, ctx);
+            }
+            Value::List(l) => {
+                if l.is_empty() {
+                    self.inline_prefix(ctx);
+                    self.write("[]");
+                    return;
+                }
+                let items: Vec<Value> = l.iter().cloned().collect();
+                self.sequence(&items, indent, ctx);
+            }
+            Value::Object(o) => {
+                let d = o.to_data();
+                self.node(&d, indent, ctx)
+            }
+            scalar => {
+                self.inline_prefix(ctx);
+                self.scalar(scalar, indent, false);
+            }
+        }
+    }
+
+    /// For scalars and flow collections after `key:` there is a space.
+    fn inline_prefix(&mut self, ctx: Ctx) {
+        if ctx == Ctx::MapValue {
+            self.write(" ");
+        }
+    }
+
+    fn mapping(&mut self, m: &BTreeMap<String, Value>, indent: usize, ctx: Ctx) {
+        let mut first = true;
+        for (k, v) in m {
+            match (ctx, first) {
+                (Ctx::Top, true) => {}
+                (Ctx::SeqItem, true) => {}
+                (Ctx::MapValue, true) => self.newline_indent(indent),
+                _ => self.newline_indent(indent),
+            }
+            first = false;
+            self.scalar(&Value::str(k), indent, true);
+            self.write(":");
+            match v {
+                Value::Map(sub) if !sub.borrow().is_empty() => {
+                    self.node(v, indent + 2, Ctx::MapValue)
+                }
+                // go-yaml v2 does not indent a sequence under a mapping key.
+                Value::List(l) if !l.is_empty() => self.node(v, indent, Ctx::MapValue),
+                _ => self.node(v, indent + 2, Ctx::MapValue),
+            }
+        }
+    }
+
+    fn sequence(&mut self, items: &[Value], indent: usize, ctx: Ctx) {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 || ctx == Ctx::MapValue {
+                self.newline_indent(indent);
+            }
+            self.write("- ");
+            self.node(item, indent + 2, Ctx::SeqItem);
+        }
+    }
+
+    fn scalar(&mut self, v: &Value, indent: usize, key: bool) {
+        match v {
+            Value::Nil => self.write("null"),
+            Value::Bool(b) => self.write(if *b { "true" } else { "false" }),
+            Value::Int(i) | Value::Int64(i) => self.write(&i.to_string()),
+            Value::Float(f) => self.write(&yaml_float(*f)),
+            Value::String(s) => self.string(s, indent, key),
+            other => {
+                let s = gofmt::sprint_value(other);
+                self.string(&s, indent, key)
+            }
+        }
+    }
+
+    fn string(&mut self, s: &str, indent: usize, key: bool) {
+        let a = analyze(s);
+        let can_plain = !resolves_non_string(s) && !is_base60_float(s);
+        let style = if s.contains('\n') && !key {
+            if a.block_allowed {
+                Style::Literal
+            } else {
+                Style::Double
+            }
+        } else if s.contains('\n') {
+            Style::Double
+        } else if can_plain && a.plain_allowed && !(key && a.multiline) {
+            Style::Plain
+        } else if !can_plain {
+            Style::Double
+        } else if a.single_allowed {
+            Style::Single
+        } else {
+            Style::Double
+        };
+        let allow_breaks = !key;
+        match style {
+            Style::Plain => self.write_folded(s, indent, allow_breaks, Style::Plain),
+            Style::Single => {
+                self.write("'");
+                self.write_folded(s, indent, allow_breaks, Style::Single);
+                self.write("'");
+            }
+            Style::Double => {
+                self.write("\"");
+                self.write_folded(s, indent, allow_breaks, Style::Double);
+                self.write("\"");
+            }
+            Style::Literal => self.literal(s, indent),
+        }
+    }
+
+    /// Writes plain / single / double quoted text, folding at spaces once the
+    /// line is past the best width (libyaml's writer loops).
+    fn write_folded(&mut self, s: &str, indent: usize, allow_breaks: bool, style: Style) {
+        let chars: Vec<char> = s.chars().collect();
+        let n = chars.len();
+        let mut spaces = false;
+        let mut i = 0;
+        while i < n {
+            let c = chars[i];
+            if c == ' ' {
+                let next_space = i + 1 < n && chars[i + 1] == ' ';
+                let can_break = match style {
+                    Style::Plain => {
+                        allow_breaks && !spaces && self.column > BEST_WIDTH && !next_space
+                    }
+                    Style::Single => {
+                        allow_breaks
+                            && !spaces
+                            && self.column > BEST_WIDTH
+                            && i != 0
+                            && i != n - 1
+                            && !next_space
+                    }
+                    _ => {
+                        allow_breaks && !spaces && self.column > BEST_WIDTH && i != 0 && i != n - 1
+                    }
+                };
+                if can_break {
+                    self.newline_indent(indent);
+                    if style == Style::Double && next_space {
+                        self.write("\\");
+                    }
+                } else {
+                    self.write(" ");
+                }
+                spaces = true;
+            } else {
+                spaces = false;
+                match style {
+                    Style::Single if c == '\'' => self.write("''"),
+                    Style::Double => self.write(&double_escape(c)),
+                    _ => {
+                        let mut b = [0u8; 4];
+                        self.write(c.encode_utf8(&mut b));
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    fn literal(&mut self, s: &str, indent: usize) {
+        self.write("|");
+        if s.starts_with(' ') || s.starts_with('\n') {
+            self.write("2");
+        }
+        let chomp = if !s.ends_with('\n') {
+            "-"
+        } else if s.len() == 1 || s[..s.len() - 1].ends_with('\n') {
+            "+"
+        } else {
+            ""
+        };
+        self.write(chomp);
+        let body = s.strip_suffix('\n').unwrap_or(s);
+        for line in body.split('\n') {
+            if line.is_empty() {
+                self.out.push('\n');
+                self.column = 0;
+            } else {
+                self.newline_indent(indent);
+                self.write(line);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    Plain,
+    Single,
+    Double,
+    Literal,
+}
+
+struct Analysis {
+    plain_allowed: bool,
+    single_allowed: bool,
+    block_allowed: bool,
+    multiline: bool,
+}
+
+fn is_printable(c: char) -> bool {
+    let u = c as u32;
+    u == 0x0a
+        || (0x20..=0x7e).contains(&u)
+        || (0xa0..=0xd7ff).contains(&u)
+        || ((0xe000..=0xfffd).contains(&u) && u != 0xfeff)
+        || (0x10000..=0x10ffff).contains(&u)
+        || u == 0x85
+}
+
+fn is_break(c: char) -> bool {
+    matches!(c, '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// libyaml's yaml_emitter_analyze_scalar, for the block context.
+fn analyze(s: &str) -> Analysis {
+    if s.is_empty() {
+        return Analysis {
+            plain_allowed: false,
+            single_allowed: true,
+            block_allowed: false,
+            multiline: false,
+        };
+    }
+    let mut block_indicators = false;
+    let mut leading_space = false;
+    let mut leading_break = false;
+    let mut trailing_space = false;
+    let mut trailing_break = false;
+    let mut break_space = false;
+    let mut space_break = false;
+    let mut previous_space = false;
+    let mut previous_break = false;
+    let mut line_breaks = false;
+    let mut special = false;
+    if s.starts_with("---") || s.starts_with("...") {
+        block_indicators = true;
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let n = chars.len();
+    let mut preceded_by_ws = true;
+    for i in 0..n {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        let followed_by_ws = next.is_none_or(|c| c == ' ' || c == '\t' || is_break(c));
+        if i == 0 {
+            match c {
+                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
+                | '%' | '@' | '`' => {
+                    block_indicators = true;
+                }
+                '?' | ':' => {
+                    if followed_by_ws {
+                        block_indicators = true;
+                    }
+                }
+                '-' => {
+                    if followed_by_ws {
+                        block_indicators = true;
+                    }
+                }
+                _ => {}
+            }
+        } else {
+            match c {
+                ':' => {
+                    if followed_by_ws {
+                        block_indicators = true;
+                    }
+                }
+                '#' => {
+                    if preceded_by_ws {
+                        block_indicators = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !is_printable(c) || c == '\u{feff}' {
+            special = true;
+        }
+        if is_break(c) {
+            line_breaks = true;
+        }
+        if c == ' ' {
+            if i == 0 {
+                leading_space = true;
+            }
+            if i == n - 1 {
+                trailing_space = true;
+            }
+            if previous_break {
+                break_space = true;
+            }
+            previous_space = true;
+            previous_break = false;
+        } else if is_break(c) {
+            if i == 0 {
+                leading_break = true;
+            }
+            if i == n - 1 {
+                trailing_break = true;
+            }
+            if previous_space {
+                space_break = true;
+            }
+            previous_space = false;
+            previous_break = true;
+        } else {
+            previous_space = false;
+            previous_break = false;
+        }
+        preceded_by_ws = c == ' ' || c == '\t' || is_break(c);
+    }
+    let mut plain = !block_indicators;
+    let mut single = true;
+    let mut block = true;
+    if leading_space || leading_break || trailing_space || trailing_break {
+        plain = false;
+    }
+    if trailing_space {
+        block = false;
+    }
+    if break_space {
+        plain = false;
+        single = false;
+    }
+    if space_break || special {
+        plain = false;
+        single = false;
+        block = false;
+    }
+    if line_breaks {
+        plain = false;
+    }
+    Analysis {
+        plain_allowed: plain,
+        single_allowed: single,
+        block_allowed: block,
+        multiline: line_breaks,
+    }
+}
+
+fn double_escape(c: char) -> String {
+    match c {
+        '\0' => "\\0".into(),
+        '\x07' => "\\a".into(),
+        '\x08' => "\\b".into(),
+        '\t' => "\\t".into(),
+        '\n' => "\\n".into(),
+        '\x0b' => "\\v".into(),
+        '\x0c' => "\\f".into(),
+        '\r' => "\\r".into(),
+        '\x1b' => "\\e".into(),
+        '"' => "\\\"".into(),
+        '\\' => "\\\\".into(),
+        '\u{85}' => "\\N".into(),
+        '\u{a0}' => "\u{a0}".into(),
+        '\u{2028}' => "\\L".into(),
+        '\u{2029}' => "\\P".into(),
+        c if !is_printable(c) || c == '\u{feff}' => {
+            let u = c as u32;
+            if u <= 0xff {
+                format!("\\x{u:02X}")
+            } else if u <= 0xffff {
+                format!("\\u{u:04X}")
+            } else {
+                format!("\\U{u:08X}")
+            }
+        }
+        c => c.to_string(),
+    }
+}
+
+/// How go-yaml v2 resolves a plain scalar: true if it would not read back
+/// as a string (so it must be quoted). YAML 1.1 rules: yes/no/on/off,
+/// octal `012`, `0x`/`0o`/`0b`, underscores, timestamps, `.inf`.
+pub fn resolves_non_string(s: &str) -> bool {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return true,
+        "y" | "Y" | "yes" | "Yes" | "YES" | "n" | "N" | "no" | "No" | "NO" | "true" | "True"
+        | "TRUE" | "false" | "False" | "FALSE" | "on" | "On" | "ON" | "off" | "Off" | "OFF"
+        | "<<" => return true,
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => return true,
+        _ => {}
+    }
+    let first = s.as_bytes()[0];
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
+        return false;
+    }
+    let plain: String = s.chars().filter(|c| *c != '_').collect();
+    if go_parse_int(&plain) {
+        return true;
+    }
+    if is_yaml_float(&plain) {
+        return true;
+    }
+    is_timestamp(s)
+}
+
+/// Go's strconv.ParseInt/ParseUint with base 0 (accepts sign, 0x, 0o, 0b, 0 octal).
+fn go_parse_int(s: &str) -> bool {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if body.is_empty() {
+        return false;
+    }
+    let lower = body.to_ascii_lowercase();
+    let (digits, radix) = if let Some(h) = lower.strip_prefix("0x") {
+        (h, 16)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (o, 8)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (b, 2)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (&lower[1..], 8)
+    } else {
+        (lower.as_str(), 10)
+    };
+    !digits.is_empty() && u128::from_str_radix(digits, radix).is_ok_and(|v| v <= u64::MAX as u128)
+}
+
+/// go-yaml v2's float pattern: `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`.
+fn is_yaml_float(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        i += 1;
+    }
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - s
+    };
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    } else {
+        if digits(&mut i) == 0 {
+            return false;
+        }
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            digits(&mut i);
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// go-yaml v2 timestamps: `YYYY-M-D` optionally followed by a time.
+fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 8 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
+        return false;
+    }
+    let rest = &s[5..];
+    let mut parts = rest.splitn(3, '-');
+    let (Some(m), Some(d)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let d_end = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
+    let (dd, tail) = d.split_at(d_end);
+    let ok_num = |x: &str| !x.is_empty() && x.len() <= 2 && x.bytes().all(|c| c.is_ascii_digit());
+    if !ok_num(m) || !ok_num(dd) || parts.next().is_some() {
+        return false;
+    }
+    if tail.is_empty() {
+        return true;
+    }
+    // A time part: [Tt ]H:M:S...
+    let t = tail.trim_start_matches([' ', '\t']);
+    let t = t.strip_prefix(['T', 't']).unwrap_or(t);
+    let hms: Vec<&str> = t.splitn(3, ':').collect();
+    hms.len() == 3
+        && ok_num(hms[0])
+        && ok_num(hms[1])
+        && hms[2].len() >= 2
+        && hms[2].as_bytes()[..2].iter().all(u8::is_ascii_digit)
+}
+
+/// `^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`
+fn is_base60_float(s: &str) -> bool {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (main, frac) = match body.split_once('.') {
+        Some((m, f)) => (m, Some(f)),
+        None => (body, None),
+    };
+    if let Some(f) = frac {
+        if !f.bytes().all(|c| c.is_ascii_digit() || c == b'_') {
+            return false;
+        }
+    }
+    let mut parts = main.split(':');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    if first.is_empty()
+        || !first.as_bytes()[0].is_ascii_digit()
+        || !first.bytes().all(|c| c.is_ascii_digit() || c == b'_')
+    {
+        return false;
+    }
+    let mut count = 0;
+    for p in parts {
+        count += 1;
+        let ok = match p.len() {
+            1 => p.as_bytes()[0].is_ascii_digit(),
+            2 => (b'0'..=b'5').contains(&p.as_bytes()[0]) && p.as_bytes()[1].is_ascii_digit(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    count > 0
+}
+
+/// A float64 as it comes out of JSON then YAML: integral values print as
+/// integers (JSON writes them without exponent below 1e21), others with
+/// Go's shortest `%g`.
+pub fn yaml_float(f: f64) -> String {
+    if f.is_nan() {
+        return ".nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            ".inf".into()
+        } else {
+            "-.inf".into()
+        };
+    }
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        let s = gofmt::format_float_f_shortest(f);
+        if s.parse::<i64>().is_ok() || s.parse::<u64>().is_ok() {
+            return s;
+        }
+    }
+    gofmt::format_float_g_shortest(f)
+}
+
+/// Parses one YAML document into a [`Value`] the way `sigs.k8s.io/yaml`
+/// does (numbers become float64, keys become strings).
+pub fn from_yaml_str(s: &str) -> Result<Value, String> {
+    let v: serde_yaml::Value = serde_yaml::from_str(s).map_err(|e| e.to_string())?;
+    Ok(from_serde_yaml(&v))
+}
+
+/// Parses a multi-document YAML stream.
+pub fn from_yaml_documents(s: &str) -> Result<Vec<Value>, String> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(s) {
+        let v = serde_yaml::Value::deserialize(doc).map_err(|e| e.to_string())?;
+        out.push(from_serde_yaml(&v));
+    }
+    Ok(out)
+}
+
+fn yaml_key(k: &serde_yaml::Value) -> String {
+    match k {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Null => "null".into(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        other => gofmt::sprint_value(&from_serde_yaml(other)),
+    }
+}
+
+/// Converts a parsed YAML value.
+pub fn from_serde_yaml(v: &serde_yaml::Value) -> Value {
+    match v {
+        serde_yaml::Value::Null => Value::Nil,
+        serde_yaml::Value::Bool(b) => Value::Bool(*b),
+        serde_yaml::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(0.0)),
+        serde_yaml::Value::String(s) => Value::str(s),
+        serde_yaml::Value::Sequence(seq) => Value::list(seq.iter().map(from_serde_yaml).collect()),
+        serde_yaml::Value::Mapping(m) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                out.insert(yaml_key(k), from_serde_yaml(v));
+            }
+            Value::map(out)
+        }
+        serde_yaml::Value::Tagged(t) => from_serde_yaml(&t.value),
+    }
+}
