@@ -51,3 +51,4 @@ pub mod paths;
 pub mod reconcile;
 pub mod runtime;
 pub mod memory;
+pub mod scope;

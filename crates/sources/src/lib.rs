@@ -1,0 +1,31 @@
+//! trueup's sources: they turn a Flux source spec into a revision and its content.
+//!
+//! Today: [`GitSource`] (`GitRepository`, over the pure-Rust `gix`). Each source implements
+//! [`trueup_core::traits::source::Source`]: `resolve` is the cheap check reconcilers run every
+//! interval (one round trip, no download), `fetch` writes the content of a revision into a
+//! directory that the caller turns into an artifact.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use trueup_core::traits::source::{Source, SourceRequest};
+//! use trueup_sources::GitSource;
+//!
+//! let spec: trueup_core::api::source::GitRepositorySpec = serde_yaml::from_str(
+//!     "url: https://github.com/stefanprodan/podinfo\ninterval: 1m\nref: {branch: master}",
+//! )?;
+//! # let object: trueup_core::object::ObjectRef = todo!();
+//! let req = SourceRequest { object: &object, spec: &spec, credentials: None, timeout: Duration::from_secs(60) };
+//! let git = GitSource::new();
+//! let rev = git.resolve(&req).await?; // e.g. "master@sha1:0123…"
+//! let dir = tempfile::tempdir()?;
+//! let fetched = git.fetch(&req, &rev, dir.path()).await?;
+//! println!("{} -> {}", fetched.revision, dir.path().display());
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod git;
+pub mod semver_constraint;
+
+pub use git::GitSource;
