@@ -37,7 +37,12 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(object: ObjectRef, severity: Severity, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        object: ObjectRef,
+        severity: Severity,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Event {
             involved_object: object,
             severity,

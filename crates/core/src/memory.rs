@@ -41,7 +41,11 @@ pub fn generation_relevant(obj: &Object) -> Value {
 
 /// Copies the fields an API server owns (uid, creationTimestamp, generation, resourceVersion)
 /// from the stored object to the applied one.
-pub fn carry_system_metadata(stored: Option<&Object>, applied: &mut Object, next_version: u64) -> ApplyAction {
+pub fn carry_system_metadata(
+    stored: Option<&Object>,
+    applied: &mut Object,
+    next_version: u64,
+) -> ApplyAction {
     let action = match stored {
         None => ApplyAction::Created,
         Some(old) => {
@@ -50,36 +54,62 @@ pub fn carry_system_metadata(stored: Option<&Object>, applied: &mut Object, next
             for x in [&mut a, &mut o] {
                 x.0.remove("status");
                 let md = x.metadata_mut();
-                for k in ["uid", "creationTimestamp", "generation", "resourceVersion", "managedFields"] {
+                for k in [
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "resourceVersion",
+                    "managedFields",
+                ] {
                     md.remove(k);
                 }
             }
-            if a == o { ApplyAction::Unchanged } else { ApplyAction::Configured }
+            if a == o {
+                ApplyAction::Unchanged
+            } else {
+                ApplyAction::Configured
+            }
         }
     };
     let generation = match stored {
         None => 1,
-        Some(old) if generation_relevant(old) != generation_relevant(applied) => old.generation() + 1,
+        Some(old) if generation_relevant(old) != generation_relevant(applied) => {
+            old.generation() + 1
+        }
         Some(old) => old.generation().max(1),
     };
     let (uid, created) = match stored {
         Some(old) => (
             old.metadata().and_then(|m| m.get("uid")).cloned(),
-            old.metadata().and_then(|m| m.get("creationTimestamp")).cloned(),
+            old.metadata()
+                .and_then(|m| m.get("creationTimestamp"))
+                .cloned(),
         ),
         None => (None, None),
     };
     let version = if action == ApplyAction::Unchanged {
-        stored.and_then(|o| o.metadata()).and_then(|m| m.get("resourceVersion")).cloned()
+        stored
+            .and_then(|o| o.metadata())
+            .and_then(|m| m.get("resourceVersion"))
+            .cloned()
     } else {
         None
     };
     let status = stored.and_then(|o| o.0.get("status")).cloned();
     let md = applied.metadata_mut();
     md.insert("generation".into(), Value::from(generation));
-    md.insert("uid".into(), uid.unwrap_or_else(|| Value::String(format!("uid-{next_version:08}"))));
-    md.insert("creationTimestamp".into(), created.unwrap_or_else(|| Value::String(crate::time::now_rfc3339())));
-    md.insert("resourceVersion".into(), version.unwrap_or_else(|| Value::String(next_version.to_string())));
+    md.insert(
+        "uid".into(),
+        uid.unwrap_or_else(|| Value::String(format!("uid-{next_version:08}"))),
+    );
+    md.insert(
+        "creationTimestamp".into(),
+        created.unwrap_or_else(|| Value::String(crate::time::now_rfc3339())),
+    );
+    md.insert(
+        "resourceVersion".into(),
+        version.unwrap_or_else(|| Value::String(next_version.to_string())),
+    );
     applied.0.remove("status");
     if let Some(s) = status {
         applied.0.insert("status".into(), s);
@@ -106,10 +136,17 @@ impl MemoryBackend {
 
 #[async_trait]
 impl Backend for MemoryBackend {
-    async fn apply(&self, obj: &Object, opts: &ApplyOptions) -> Result<(ApplyAction, Object), BackendError> {
+    async fn apply(
+        &self,
+        obj: &Object,
+        opts: &ApplyOptions,
+    ) -> Result<(ApplyAction, Object), BackendError> {
         let r = obj.object_ref();
         if r.name.is_empty() {
-            return Err(BackendError::Invalid { object: r, message: "metadata.name is required".into() });
+            return Err(BackendError::Invalid {
+                object: r,
+                message: "metadata.name is required".into(),
+            });
         }
         let version = self.next();
         let mut objects = self.objects.lock().expect("objects lock");
@@ -138,7 +175,12 @@ impl Backend for MemoryBackend {
     }
 
     async fn delete(&self, r: &ObjectRef) -> Result<bool, BackendError> {
-        let removed = self.objects.lock().expect("objects lock").remove(r).is_some();
+        let removed = self
+            .objects
+            .lock()
+            .expect("objects lock")
+            .remove(r)
+            .is_some();
         if removed {
             let _ = self.changes.send(WatchEvent::Deleted(r.clone()));
         }
@@ -147,7 +189,9 @@ impl Backend for MemoryBackend {
 
     async fn update_status(&self, r: &ObjectRef, status: &Value) -> Result<(), BackendError> {
         let mut objects = self.objects.lock().expect("objects lock");
-        let obj = objects.get_mut(r).ok_or_else(|| BackendError::NotFound(r.clone()))?;
+        let obj = objects
+            .get_mut(r)
+            .ok_or_else(|| BackendError::NotFound(r.clone()))?;
         obj.0.insert("status".into(), status.clone());
         let _ = self.changes.send(WatchEvent::Applied(obj.clone()));
         Ok(())
@@ -159,7 +203,13 @@ impl Backend for MemoryBackend {
     }
 
     async fn health(&self, r: &ObjectRef) -> Result<Health, BackendError> {
-        Ok(if self.objects.lock().expect("objects lock").contains_key(r) { Health::Current } else { Health::NotFound })
+        Ok(
+            if self.objects.lock().expect("objects lock").contains_key(r) {
+                Health::Current
+            } else {
+                Health::NotFound
+            },
+        )
     }
 
     async fn watch(&self, kinds: &[(String, String)]) -> Result<WatchStream, BackendError> {
@@ -210,7 +260,9 @@ mod tests {
         o.set_label("team", "x");
         let (a, stored) = b.apply(&o, &ApplyOptions::default()).await.unwrap();
         assert_eq!((a, stored.generation()), (ApplyAction::Configured, 1));
-        b.update_status(&o.object_ref(), &serde_json::json!({"x": 1})).await.unwrap();
+        b.update_status(&o.object_ref(), &serde_json::json!({"x": 1}))
+            .await
+            .unwrap();
         o.0.insert("data".into(), serde_json::json!({"a": "2"}));
         let (a, stored) = b.apply(&o, &ApplyOptions::default()).await.unwrap();
         assert_eq!((a, stored.generation()), (ApplyAction::Configured, 2));

@@ -55,7 +55,11 @@ impl Object {
             Some(Value::String(_)) | None | Some(Value::Null) => {
                 return Err(ObjectError::MissingField("metadata.name"))
             }
-            Some(_) => return Err(ObjectError::NotAString { field: "metadata.name" }),
+            Some(_) => {
+                return Err(ObjectError::NotAString {
+                    field: "metadata.name",
+                })
+            }
         }
         Ok(obj)
     }
@@ -169,7 +173,9 @@ impl Object {
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels().and_then(|m| m.get(key)).and_then(Value::as_str)
+        self.labels()
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
@@ -299,17 +305,23 @@ mod tests {
     fn inventory_id_round_trips_like_flux() {
         let r = ObjectRef::new("apps", "Deployment", "default", "podinfo");
         assert_eq!(r.inventory_id(), "default_podinfo_apps_Deployment");
-        assert_eq!(ObjectRef::from_inventory_id("default_podinfo_apps_Deployment").unwrap(), r);
+        assert_eq!(
+            ObjectRef::from_inventory_id("default_podinfo_apps_Deployment").unwrap(),
+            r
+        );
         let ns = ObjectRef::new("", "Namespace", "", "apps");
         assert_eq!(ns.inventory_id(), "_apps__Namespace");
-        assert_eq!(ObjectRef::from_inventory_id("_apps__Namespace").unwrap(), ns);
+        assert_eq!(
+            ObjectRef::from_inventory_id("_apps__Namespace").unwrap(),
+            ns
+        );
         assert!(ObjectRef::from_inventory_id("nonsense").is_err());
     }
 
     #[test]
     fn from_value_names_what_is_missing() {
-        let err = Object::from_value(json!({"apiVersion": "v1", "metadata": {"name": "x"}}))
-            .unwrap_err();
+        let err =
+            Object::from_value(json!({"apiVersion": "v1", "metadata": {"name": "x"}})).unwrap_err();
         assert_eq!(err, ObjectError::MissingField("kind"));
         let err = Object::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap"})).unwrap_err();
         assert_eq!(err, ObjectError::MissingField("metadata.name"));

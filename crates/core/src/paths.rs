@@ -38,8 +38,12 @@ pub fn join_inside(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
     if !out.exists() {
         return Err(PathError::Missing(rel.to_string()));
     }
-    let real_root = root.canonicalize().map_err(|_| PathError::Missing(root.display().to_string()))?;
-    let real = out.canonicalize().map_err(|_| PathError::Missing(rel.to_string()))?;
+    let real_root = root
+        .canonicalize()
+        .map_err(|_| PathError::Missing(root.display().to_string()))?;
+    let real = out
+        .canonicalize()
+        .map_err(|_| PathError::Missing(rel.to_string()))?;
     if !real.starts_with(&real_root) {
         return Err(PathError::Escapes(rel.to_string()));
     }
@@ -77,12 +81,27 @@ mod tests {
     fn relative_paths_stay_inside() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("apps/prod")).unwrap();
-        assert_eq!(join_inside(d.path(), "./apps/prod").unwrap(), d.path().join("apps/prod"));
-        assert_eq!(join_inside(d.path(), "apps/../apps").unwrap(), d.path().join("apps"));
+        assert_eq!(
+            join_inside(d.path(), "./apps/prod").unwrap(),
+            d.path().join("apps/prod")
+        );
+        assert_eq!(
+            join_inside(d.path(), "apps/../apps").unwrap(),
+            d.path().join("apps")
+        );
         assert_eq!(join_inside(d.path(), "./").unwrap(), d.path().to_path_buf());
-        assert_eq!(join_inside(d.path(), "../etc"), Err(PathError::Escapes("../etc".into())));
-        assert_eq!(join_inside(d.path(), "nope"), Err(PathError::Missing("nope".into())));
+        assert_eq!(
+            join_inside(d.path(), "../etc"),
+            Err(PathError::Escapes("../etc".into()))
+        );
+        assert_eq!(
+            join_inside(d.path(), "nope"),
+            Err(PathError::Missing("nope".into()))
+        );
         std::os::unix::fs::symlink("/etc", d.path().join("apps/out")).unwrap();
-        assert_eq!(join_inside(d.path(), "apps/out"), Err(PathError::Escapes("apps/out".into())));
+        assert_eq!(
+            join_inside(d.path(), "apps/out"),
+            Err(PathError::Escapes("apps/out".into()))
+        );
     }
 }

@@ -34,7 +34,10 @@ const ORDER_FIRST: &[&str] = &[
 
 /// Kinds applied after everything else: webhooks would otherwise intercept the very objects
 /// whose servers are being installed alongside them.
-const ORDER_LAST: &[&str] = &["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"];
+const ORDER_LAST: &[&str] = &[
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
 
 /// The apply rank of a kind: lower first.
 pub fn apply_rank(kind: &str) -> usize {
@@ -127,14 +130,21 @@ impl ResourceSet {
 
     /// References in apply order.
     pub fn refs(&self) -> Vec<ObjectRef> {
-        self.in_apply_order().into_iter().map(Object::object_ref).collect()
+        self.in_apply_order()
+            .into_iter()
+            .map(Object::object_ref)
+            .collect()
     }
 }
 
 /// Sorts references into deletion order: the reverse of apply order, so workloads go before
 /// the namespaces and definitions they live in.
 pub fn sort_for_deletion(refs: &mut [ObjectRef]) {
-    refs.sort_by(|a, b| apply_rank(&b.kind).cmp(&apply_rank(&a.kind)).then_with(|| a.cmp(b)));
+    refs.sort_by(|a, b| {
+        apply_rank(&b.kind)
+            .cmp(&apply_rank(&a.kind))
+            .then_with(|| a.cmp(b))
+    });
 }
 
 impl IntoIterator for ResourceSet {
@@ -164,23 +174,45 @@ mod tests {
             obj("ConfigMap", "cfg"),
         ])
         .unwrap();
-        let kinds: Vec<_> = set.in_apply_order().iter().map(|o| o.kind().to_string()).collect();
+        let kinds: Vec<_> = set
+            .in_apply_order()
+            .iter()
+            .map(|o| o.kind().to_string())
+            .collect();
         assert_eq!(
             kinds,
-            ["CustomResourceDefinition", "Namespace", "ConfigMap", "Deployment", "Widget", "ValidatingWebhookConfiguration"]
+            [
+                "CustomResourceDefinition",
+                "Namespace",
+                "ConfigMap",
+                "Deployment",
+                "Widget",
+                "ValidatingWebhookConfiguration"
+            ]
         );
         let mut refs = set.refs();
         sort_for_deletion(&mut refs);
         let kinds: Vec<_> = refs.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(
             kinds,
-            ["ValidatingWebhookConfiguration", "Widget", "Deployment", "ConfigMap", "Namespace", "CustomResourceDefinition"]
+            [
+                "ValidatingWebhookConfiguration",
+                "Widget",
+                "Deployment",
+                "ConfigMap",
+                "Namespace",
+                "CustomResourceDefinition"
+            ]
         );
     }
 
     #[test]
     fn duplicates_are_rejected() {
-        let err = ResourceSet::from_objects(vec![obj("ConfigMap", "a"), obj("ConfigMap", "a")]).unwrap_err();
-        assert_eq!(err.to_string(), "duplicate object ConfigMap/default/a: each object may appear only once");
+        let err = ResourceSet::from_objects(vec![obj("ConfigMap", "a"), obj("ConfigMap", "a")])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "duplicate object ConfigMap/default/a: each object may appear only once"
+        );
     }
 }

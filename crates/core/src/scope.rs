@@ -19,10 +19,19 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("node.k8s.io", "RuntimeClass"),
     ("networking.k8s.io", "IngressClass"),
     ("policy", "PodSecurityPolicy"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
     ("certificates.k8s.io", "CertificateSigningRequest"),
     ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
     ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
@@ -59,9 +68,14 @@ const NAMESPACED: &[(&str, &str)] = &[
 /// `Some(true)` for known cluster-scoped kinds, `Some(false)` for known namespaced ones, `None`
 /// when only the cluster knows (custom resources).
 pub fn is_cluster_scoped(group: &str, kind: &str) -> Option<bool> {
-    if CLUSTER_SCOPED.iter().any(|(g, k)| *g == group && *k == kind) {
+    if CLUSTER_SCOPED
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind)
+    {
         Some(true)
-    } else if NAMESPACED.iter().any(|(g, k)| *g == group && *k == kind) || crate::api::FluxKind::from_group_kind(group, kind).is_some() {
+    } else if NAMESPACED.iter().any(|(g, k)| *g == group && *k == kind)
+        || crate::api::FluxKind::from_group_kind(group, kind).is_some()
+    {
         Some(false)
     } else {
         None

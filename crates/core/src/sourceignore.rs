@@ -8,14 +8,33 @@ use std::path::{Path, PathBuf};
 /// Patterns excluded from every artifact unless a later rule re-includes them.
 pub const DEFAULT_PATTERNS: &[&str] = &[
     // version control
-    ".git/", ".gitignore", ".gitmodules", ".gitattributes",
+    ".git/",
+    ".gitignore",
+    ".gitmodules",
+    ".gitattributes",
     // binaries and archives
-    "*.jpg", "*.jpeg", "*.gif", "*.png", "*.wmv", "*.flv", "*.tar.gz", "*.zip",
+    "*.jpg",
+    "*.jpeg",
+    "*.gif",
+    "*.png",
+    "*.wmv",
+    "*.flv",
+    "*.tar.gz",
+    "*.zip",
     // CI configuration
-    ".github/", ".circleci/", ".travis.yml", ".gitlab-ci.yml", "appveyor.yml", ".drone.yml",
-    "cloudbuild.yaml", "codeship-services.yml", "codeship-steps.yml",
+    ".github/",
+    ".circleci/",
+    ".travis.yml",
+    ".gitlab-ci.yml",
+    "appveyor.yml",
+    ".drone.yml",
+    "cloudbuild.yaml",
+    "codeship-services.yml",
+    "codeship-steps.yml",
     // tool configuration that never belongs in a cluster
-    "**/.goreleaser.yml", "**/.sops.yaml", "**/.flux.yaml",
+    "**/.goreleaser.yml",
+    "**/.sops.yaml",
+    "**/.flux.yaml",
 ];
 
 pub const IGNORE_FILE: &str = ".sourceignore";
@@ -41,9 +60,15 @@ impl SourceIgnore {
         let mut matchers = Vec::new();
         let mut b = GitignoreBuilder::new(root);
         for p in DEFAULT_PATTERNS {
-            b.add_line(None, p).map_err(|source| IgnoreError { origin: "default patterns".into(), source })?;
+            b.add_line(None, p).map_err(|source| IgnoreError {
+                origin: "default patterns".into(),
+                source,
+            })?;
         }
-        matchers.push(b.build().map_err(|source| IgnoreError { origin: "default patterns".into(), source })?);
+        matchers.push(b.build().map_err(|source| IgnoreError {
+            origin: "default patterns".into(),
+            source,
+        })?);
         let mut files = Vec::new();
         collect_ignore_files(root, &mut files);
         files.sort_by_key(|p| p.components().count());
@@ -51,18 +76,33 @@ impl SourceIgnore {
             let dir = file.parent().unwrap_or(root);
             let mut b = GitignoreBuilder::new(dir);
             if let Some(source) = b.add(&file) {
-                return Err(IgnoreError { origin: file.display().to_string(), source });
+                return Err(IgnoreError {
+                    origin: file.display().to_string(),
+                    source,
+                });
             }
-            matchers.push(b.build().map_err(|source| IgnoreError { origin: file.display().to_string(), source })?);
+            matchers.push(b.build().map_err(|source| IgnoreError {
+                origin: file.display().to_string(),
+                source,
+            })?);
         }
         if let Some(text) = spec_ignore {
             let mut b = GitignoreBuilder::new(root);
             for line in text.lines() {
-                b.add_line(None, line).map_err(|source| IgnoreError { origin: "spec.ignore".into(), source })?;
+                b.add_line(None, line).map_err(|source| IgnoreError {
+                    origin: "spec.ignore".into(),
+                    source,
+                })?;
             }
-            matchers.push(b.build().map_err(|source| IgnoreError { origin: "spec.ignore".into(), source })?);
+            matchers.push(b.build().map_err(|source| IgnoreError {
+                origin: "spec.ignore".into(),
+                source,
+            })?);
         }
-        Ok(SourceIgnore { root: root.to_path_buf(), matchers })
+        Ok(SourceIgnore {
+            root: root.to_path_buf(),
+            matchers,
+        })
     }
 
     /// Whether a path (relative to the root, `/`-separated) is excluded.
@@ -90,7 +130,9 @@ impl crate::storage::PathFilter for SourceIgnore {
 }
 
 fn collect_ignore_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.filter_map(Result::ok) {
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_dir() {
@@ -124,9 +166,15 @@ mod tests {
         assert!(!ig.is_excluded("KEEP.md", false));
         assert!(ig.is_excluded("apps/dev", true));
         assert!(ig.is_excluded("apps/dev/x.yaml", false));
-        assert!(!ig.is_excluded("dev/x.yaml", false), "apps/.sourceignore is scoped to apps/");
+        assert!(
+            !ig.is_excluded("dev/x.yaml", false),
+            "apps/.sourceignore is scoped to apps/"
+        );
         assert!(ig.is_excluded("terraform", true));
-        assert!(!ig.is_excluded("logo.png", false), "spec.ignore can re-include defaults");
+        assert!(
+            !ig.is_excluded("logo.png", false),
+            "spec.ignore can re-include defaults"
+        );
         assert!(!ig.is_excluded("apps/deploy.yaml", false));
     }
 }

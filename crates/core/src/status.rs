@@ -56,7 +56,12 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub fn new(type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Condition {
             type_: type_.into(),
             status,
@@ -129,7 +134,8 @@ impl Status {
     /// Reads the status of an object; a missing or unreadable status is an empty one (status
     /// is ours to rewrite).
     pub fn from_value(v: Option<&Value>) -> Status {
-        v.and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+        v.and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
     }
 
     pub fn to_value(&self) -> Value {
@@ -141,7 +147,8 @@ impl Status {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.condition(READY).is_some_and(|c| c.status == ConditionStatus::True)
+        self.condition(READY)
+            .is_some_and(|c| c.status == ConditionStatus::True)
     }
 
     /// Ready, and for the generation the object has now.
@@ -177,14 +184,31 @@ impl Status {
     }
 
     /// Marks the object Ready (True) and clears Reconciling/Stalled.
-    pub fn mark_ready(&mut self, reason: &str, message: impl Into<String>, generation: i64, now: &str) {
-        self.set_condition(Condition::new(READY, ConditionStatus::True, reason, message), generation, now);
+    pub fn mark_ready(
+        &mut self,
+        reason: &str,
+        message: impl Into<String>,
+        generation: i64,
+        now: &str,
+    ) {
+        self.set_condition(
+            Condition::new(READY, ConditionStatus::True, reason, message),
+            generation,
+            now,
+        );
         self.remove_condition(RECONCILING);
         self.remove_condition(STALLED);
     }
 
     /// Marks the object not Ready. `stalled` says that retrying without a change cannot help.
-    pub fn mark_failed(&mut self, reason: &str, message: impl Into<String>, stalled: bool, generation: i64, now: &str) {
+    pub fn mark_failed(
+        &mut self,
+        reason: &str,
+        message: impl Into<String>,
+        stalled: bool,
+        generation: i64,
+        now: &str,
+    ) {
         let message = message.into();
         self.set_condition(
             Condition::new(READY, ConditionStatus::False, reason, message.clone()),
@@ -193,21 +217,35 @@ impl Status {
         );
         self.remove_condition(RECONCILING);
         if stalled {
-            self.set_condition(Condition::new(STALLED, ConditionStatus::True, reason, message), generation, now);
+            self.set_condition(
+                Condition::new(STALLED, ConditionStatus::True, reason, message),
+                generation,
+                now,
+            );
         } else {
             self.remove_condition(STALLED);
         }
     }
 
     /// Marks the object as in progress (Ready Unknown, Reconciling True).
-    pub fn mark_reconciling(&mut self, reason: &str, message: impl Into<String>, generation: i64, now: &str) {
+    pub fn mark_reconciling(
+        &mut self,
+        reason: &str,
+        message: impl Into<String>,
+        generation: i64,
+        now: &str,
+    ) {
         let message = message.into();
         self.set_condition(
             Condition::new(READY, ConditionStatus::Unknown, reason, message.clone()),
             generation,
             now,
         );
-        self.set_condition(Condition::new(RECONCILING, ConditionStatus::True, reason, message), generation, now);
+        self.set_condition(
+            Condition::new(RECONCILING, ConditionStatus::True, reason, message),
+            generation,
+            now,
+        );
         self.remove_condition(STALLED);
     }
 }
@@ -225,7 +263,13 @@ mod tests {
         assert_eq!(s.condition(READY).unwrap().message, "still no artifact");
         s.mark_ready(reason::SUCCEEDED, "ok", 2, "t3");
         let ready = s.condition(READY).unwrap();
-        assert_eq!((ready.last_transition_time.as_str(), ready.observed_generation), ("t3", 2));
+        assert_eq!(
+            (
+                ready.last_transition_time.as_str(),
+                ready.observed_generation
+            ),
+            ("t3", 2)
+        );
         assert!(s.is_ready());
     }
 

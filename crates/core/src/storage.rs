@@ -112,8 +112,15 @@ pub fn keep_all(_: &str, _: bool) -> bool {
 impl ArtifactStore {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io_err(format!("creating artifact storage {}", root.display())))?;
-        Ok(ArtifactStore { root, limits: Limits::default(), keep: 3 })
+        fs::create_dir_all(&root).map_err(io_err(format!(
+            "creating artifact storage {}",
+            root.display()
+        )))?;
+        Ok(ArtifactStore {
+            root,
+            limits: Limits::default(),
+            keep: 3,
+        })
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -136,7 +143,11 @@ impl ArtifactStore {
 
     fn owner_dir(owner: &ObjectRef) -> PathBuf {
         let kind = owner.kind.to_lowercase();
-        let ns = if owner.namespace.is_empty() { "_cluster" } else { owner.namespace.as_str() };
+        let ns = if owner.namespace.is_empty() {
+            "_cluster"
+        } else {
+            owner.namespace.as_str()
+        };
         PathBuf::from(kind).join(ns).join(&owner.name)
     }
 
@@ -166,12 +177,21 @@ impl ArtifactStore {
     }
 
     /// Stores an already packed tar.gz for `owner`.
-    pub fn store_bytes(&self, owner: &ObjectRef, bytes: &[u8], revision: &str) -> Result<Artifact, StorageError> {
+    pub fn store_bytes(
+        &self,
+        owner: &ObjectRef,
+        bytes: &[u8],
+        revision: &str,
+    ) -> Result<Artifact, StorageError> {
         let hex = hex::encode(Sha256::digest(bytes));
         let rel = Self::owner_dir(owner).join(format!("{hex}.tar.gz"));
         let abs = self.root.join(&rel);
-        if fs::metadata(&abs).map(|m| m.len() != bytes.len() as u64).unwrap_or(true) {
-            atomic_write(&abs, bytes).map_err(io_err(format!("writing artifact {}", abs.display())))?;
+        if fs::metadata(&abs)
+            .map(|m| m.len() != bytes.len() as u64)
+            .unwrap_or(true)
+        {
+            atomic_write(&abs, bytes)
+                .map_err(io_err(format!("writing artifact {}", abs.display())))?;
         }
         let rel_str = rel.to_string_lossy().replace('\\', "/");
         Ok(Artifact {
@@ -188,13 +208,17 @@ impl ArtifactStore {
     /// The unpacked content of an artifact, extracted once and shared by everything that reads
     /// the same digest. Verifies the digest before extracting.
     pub fn unpacked(&self, artifact: &Artifact) -> Result<PathBuf, StorageError> {
-        let hex = artifact.digest.strip_prefix("sha256:").unwrap_or(&artifact.digest);
+        let hex = artifact
+            .digest
+            .strip_prefix("sha256:")
+            .unwrap_or(&artifact.digest);
         let dest = self.root.join("unpacked").join(hex);
         if dest.join(".complete").exists() {
             return Ok(dest);
         }
         let archive = self.path_of(artifact);
-        let bytes = fs::read(&archive).map_err(io_err(format!("reading artifact {}", archive.display())))?;
+        let bytes = fs::read(&archive)
+            .map_err(io_err(format!("reading artifact {}", archive.display())))?;
         let found = hex::encode(Sha256::digest(&bytes));
         if found != hex {
             return Err(StorageError::DigestMismatch {
@@ -210,16 +234,30 @@ impl ArtifactStore {
         let tmp = tempfile::Builder::new()
             .prefix(".extract-")
             .tempdir_in(&parent)
-            .map_err(io_err(format!("creating a temp dir in {}", parent.display())))?;
-        extract(&bytes[..], tmp.path(), &archive.display().to_string(), &self.limits)?;
-        File::create(tmp.path().join(".complete")).map_err(io_err("marking extraction complete"))?;
+            .map_err(io_err(format!(
+                "creating a temp dir in {}",
+                parent.display()
+            )))?;
+        extract(
+            &bytes[..],
+            tmp.path(),
+            &archive.display().to_string(),
+            &self.limits,
+        )?;
+        File::create(tmp.path().join(".complete"))
+            .map_err(io_err("marking extraction complete"))?;
         let tmp_path = tmp.keep();
         match fs::rename(&tmp_path, &dest) {
             Ok(()) => {}
             Err(_) if dest.join(".complete").exists() => {
                 let _ = fs::remove_dir_all(&tmp_path);
             }
-            Err(e) => return Err(io_err(format!("moving extracted artifact to {}", dest.display()))(e)),
+            Err(e) => {
+                return Err(io_err(format!(
+                    "moving extracted artifact to {}",
+                    dest.display()
+                ))(e))
+            }
         }
         Ok(dest)
     }
@@ -228,7 +266,9 @@ impl ArtifactStore {
     /// unpacked trees no archive refers to any more.
     pub fn gc(&self, owner: &ObjectRef, in_use: &Artifact) -> Result<usize, StorageError> {
         let dir = self.root.join(Self::owner_dir(owner));
-        let Ok(entries) = fs::read_dir(&dir) else { return Ok(0) };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(0);
+        };
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
@@ -241,7 +281,11 @@ impl ArtifactStore {
             if path == keep_path {
                 continue;
             }
-            if let Some(hex) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tar.gz")) {
+            if let Some(hex) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".tar.gz"))
+            {
                 let _ = fs::remove_dir_all(self.root.join("unpacked").join(hex));
             }
             if fs::remove_file(&path).is_ok() {
@@ -273,7 +317,9 @@ pub fn pack_dir(dir: &Path, filter: &dyn PathFilter) -> Result<Vec<u8>, StorageE
             let name = e.file_name();
             let rel_child = rel.join(&name);
             let rel_str = rel_child.to_string_lossy().replace('\\', "/");
-            let ft = e.file_type().map_err(io_err(format!("reading {}", e.path().display())))?;
+            let ft = e
+                .file_type()
+                .map_err(io_err(format!("reading {}", e.path().display())))?;
             if filter.excluded(&rel_str, ft.is_dir()) {
                 continue;
             }
@@ -287,7 +333,8 @@ pub fn pack_dir(dir: &Path, filter: &dyn PathFilter) -> Result<Vec<u8>, StorageE
     files.sort();
     for (rel, abs, is_link) in files {
         if is_link {
-            let target = fs::read_link(&abs).map_err(io_err(format!("reading link {}", abs.display())))?;
+            let target =
+                fs::read_link(&abs).map_err(io_err(format!("reading link {}", abs.display())))?;
             if !link_stays_inside(Path::new(&rel), &target) {
                 continue;
             }
@@ -338,12 +385,25 @@ fn safe_relative(path: &Path) -> Option<PathBuf> {
             _ => return None,
         }
     }
-    if out.as_os_str().is_empty() { None } else { Some(out) }
+    if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    }
 }
 
 /// Unpacks a tar.gz stream into `dest` under `limits`; `name` is used in errors.
-pub fn extract<R: Read>(reader: R, dest: &Path, name: &str, limits: &Limits) -> Result<(), StorageError> {
-    let counted = LimitedReader { inner: reader, left: limits.max_archive_bytes, name };
+pub fn extract<R: Read>(
+    reader: R,
+    dest: &Path,
+    name: &str,
+    limits: &Limits,
+) -> Result<(), StorageError> {
+    let counted = LimitedReader {
+        inner: reader,
+        left: limits.max_archive_bytes,
+        name,
+    };
     let mut archive = tar::Archive::new(GzDecoder::new(counted));
     let mut total: u64 = 0;
     let mut count: u64 = 0;
@@ -352,11 +412,22 @@ pub fn extract<R: Read>(reader: R, dest: &Path, name: &str, limits: &Limits) -> 
         let mut entry = entry.map_err(|e| read_error(name, e, limits))?;
         count += 1;
         if count > limits.max_entries {
-            return Err(StorageError::TooLarge { archive: name.into(), what: "entry count", limit: limits.max_entries });
+            return Err(StorageError::TooLarge {
+                archive: name.into(),
+                what: "entry count",
+                limit: limits.max_entries,
+            });
         }
-        let raw_path = entry.path().map_err(|e| read_error(name, e, limits))?.into_owned();
+        let raw_path = entry
+            .path()
+            .map_err(|e| read_error(name, e, limits))?
+            .into_owned();
         let shown = raw_path.to_string_lossy().to_string();
-        let unsafe_entry = |problem| StorageError::UnsafeEntry { archive: name.into(), entry: shown.clone(), problem };
+        let unsafe_entry = |problem| StorageError::UnsafeEntry {
+            archive: name.into(),
+            entry: shown.clone(),
+            problem,
+        };
         if raw_path.is_absolute() {
             return Err(unsafe_entry("has an absolute path"));
         }
@@ -366,15 +437,22 @@ pub fn extract<R: Read>(reader: R, dest: &Path, name: &str, limits: &Limits) -> 
         let target = dest.join(&rel);
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                fs::create_dir_all(&target).map_err(io_err(format!("creating {}", target.display())))?;
+                fs::create_dir_all(&target)
+                    .map_err(io_err(format!("creating {}", target.display())))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 total = total.saturating_add(entry.header().size().unwrap_or(0));
                 if total > limits.max_unpacked_bytes {
-                    return Err(StorageError::TooLarge { archive: name.into(), what: "unpacked", limit: limits.max_unpacked_bytes });
+                    return Err(StorageError::TooLarge {
+                        archive: name.into(),
+                        what: "unpacked",
+                        limit: limits.max_unpacked_bytes,
+                    });
                 }
-                ensure_parent_inside(dest, &rel).map_err(|_| unsafe_entry("is written through a link"))?;
-                let mut out = File::create(&target).map_err(io_err(format!("creating {}", target.display())))?;
+                ensure_parent_inside(dest, &rel)
+                    .map_err(|_| unsafe_entry("is written through a link"))?;
+                let mut out = File::create(&target)
+                    .map_err(io_err(format!("creating {}", target.display())))?;
                 // Copy at most the declared size, so a lying header cannot exceed the limit.
                 io::copy(&mut (&mut entry).take(limits.max_unpacked_bytes), &mut out)
                     .map_err(|e| read_error(name, e, limits))?;
@@ -388,14 +466,27 @@ pub fn extract<R: Read>(reader: R, dest: &Path, name: &str, limits: &Limits) -> 
                     .ok_or_else(|| unsafe_entry("is a link without a target"))?
                     .into_owned();
                 if !link_stays_inside(&rel, &link) {
-                    return Err(unsafe_entry("is a link that points outside the destination"));
+                    return Err(unsafe_entry(
+                        "is a link that points outside the destination",
+                    ));
                 }
-                ensure_parent_inside(dest, &rel).map_err(|_| unsafe_entry("is written through a link"))?;
-                symlink(&link, &target).map_err(io_err(format!("creating link {}", target.display())))?;
+                ensure_parent_inside(dest, &rel)
+                    .map_err(|_| unsafe_entry("is written through a link"))?;
+                symlink(&link, &target)
+                    .map_err(io_err(format!("creating link {}", target.display())))?;
             }
-            tar::EntryType::Link => return Err(unsafe_entry("is a hard link, which is not accepted")),
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
-            _ => return Err(unsafe_entry("is a special file (device, fifo), which is not accepted")),
+            tar::EntryType::Link => {
+                return Err(unsafe_entry("is a hard link, which is not accepted"))
+            }
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
+            _ => {
+                return Err(unsafe_entry(
+                    "is a special file (device, fifo), which is not accepted",
+                ))
+            }
         }
     }
     Ok(())
@@ -403,9 +494,16 @@ pub fn extract<R: Read>(reader: R, dest: &Path, name: &str, limits: &Limits) -> 
 
 fn read_error(name: &str, e: io::Error, limits: &Limits) -> StorageError {
     if e.kind() == io::ErrorKind::FileTooLarge {
-        return StorageError::TooLarge { archive: name.into(), what: "compressed", limit: limits.max_archive_bytes };
+        return StorageError::TooLarge {
+            archive: name.into(),
+            what: "compressed",
+            limit: limits.max_archive_bytes,
+        };
     }
-    StorageError::Io { context: format!("reading archive {name}"), source: e }
+    StorageError::Io {
+        context: format!("reading archive {name}"),
+        source: e,
+    }
 }
 
 /// Creates the parent directories of `rel` under `dest`, refusing to go through symlinks (an
@@ -439,7 +537,9 @@ fn symlink(target: &Path, link: &Path) -> io::Result<()> {
 
 #[cfg(not(unix))]
 fn symlink(_target: &Path, _link: &Path) -> io::Result<()> {
-    Err(io::Error::other("symlinks are not supported on this platform"))
+    Err(io::Error::other(
+        "symlinks are not supported on this platform",
+    ))
 }
 
 #[cfg(unix)]

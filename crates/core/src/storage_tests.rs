@@ -2,7 +2,12 @@ use super::*;
 use std::fs;
 
 fn owner() -> ObjectRef {
-    ObjectRef::new("source.toolkit.fluxcd.io", "GitRepository", "flux-system", "fleet")
+    ObjectRef::new(
+        "source.toolkit.fluxcd.io",
+        "GitRepository",
+        "flux-system",
+        "fleet",
+    )
 }
 
 fn tree() -> tempfile::TempDir {
@@ -44,10 +49,14 @@ fn archives_are_deterministic_and_content_addressed() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = ArtifactStore::new(store_dir.path()).unwrap();
     let no_git = |p: &str, _| p == ".git" || p.starts_with(".git/");
-    let a = store.archive_dir(&owner(), src.path(), "main@sha1:1111", &no_git).unwrap();
+    let a = store
+        .archive_dir(&owner(), src.path(), "main@sha1:1111", &no_git)
+        .unwrap();
     // Touching files does not change the digest: times are not archived.
     fs::write(src.path().join("README.md"), "hello\n").unwrap();
-    let b = store.archive_dir(&owner(), src.path(), "main@sha1:2222", &no_git).unwrap();
+    let b = store
+        .archive_dir(&owner(), src.path(), "main@sha1:2222", &no_git)
+        .unwrap();
     assert_eq!(a.digest, b.digest);
     assert_eq!(a.path, b.path);
     assert!(a.digest.starts_with("sha256:") && a.digest.len() == 71);
@@ -55,13 +64,21 @@ fn archives_are_deterministic_and_content_addressed() {
     assert!(store.contains(&a));
 
     let out = store.unpacked(&a).unwrap();
-    assert_eq!(fs::read_to_string(out.join("apps/base/deploy.yaml")).unwrap(), "kind: Deployment\n");
-    assert!(!out.join(".git").exists(), "filtered paths are not archived");
+    assert_eq!(
+        fs::read_to_string(out.join("apps/base/deploy.yaml")).unwrap(),
+        "kind: Deployment\n"
+    );
+    assert!(
+        !out.join(".git").exists(),
+        "filtered paths are not archived"
+    );
     // A second call reuses the extraction.
     assert_eq!(store.unpacked(&a).unwrap(), out);
 
     fs::write(src.path().join("README.md"), "changed\n").unwrap();
-    let c = store.archive_dir(&owner(), src.path(), "main@sha1:3333", &no_git).unwrap();
+    let c = store
+        .archive_dir(&owner(), src.path(), "main@sha1:3333", &no_git)
+        .unwrap();
     assert_ne!(a.digest, c.digest);
 }
 
@@ -70,7 +87,9 @@ fn tampered_archives_are_refused() {
     let src = tree();
     let store_dir = tempfile::tempdir().unwrap();
     let store = ArtifactStore::new(store_dir.path()).unwrap();
-    let a = store.archive_dir(&owner(), src.path(), "r", &keep_all).unwrap();
+    let a = store
+        .archive_dir(&owner(), src.path(), "r", &keep_all)
+        .unwrap();
     fs::write(store.path_of(&a), b"not the archive").unwrap();
     let err = store.unpacked(&a).unwrap_err();
     assert!(matches!(err, StorageError::DigestMismatch { .. }), "{err}");
@@ -79,17 +98,45 @@ fn tampered_archives_are_refused() {
 #[test]
 fn extraction_rejects_traversal_absolute_paths_and_escaping_links() {
     let cases = [
-        (raw_archive("../evil.yaml", tar::EntryType::Regular, None, b"x"), "escapes the destination"),
-        (raw_archive("a/../../evil.yaml", tar::EntryType::Regular, None, b"x"), "escapes the destination"),
-        (raw_archive("/etc/evil.yaml", tar::EntryType::Regular, None, b"x"), "absolute path"),
-        (raw_archive("link", tar::EntryType::Symlink, Some("../../outside"), b""), "points outside"),
-        (raw_archive("abs-link", tar::EntryType::Symlink, Some("/etc/passwd"), b""), "points outside"),
-        (raw_archive("hard", tar::EntryType::Link, Some("x"), b""), "hard link"),
-        (raw_archive("dev", tar::EntryType::Char, None, b""), "special file"),
+        (
+            raw_archive("../evil.yaml", tar::EntryType::Regular, None, b"x"),
+            "escapes the destination",
+        ),
+        (
+            raw_archive("a/../../evil.yaml", tar::EntryType::Regular, None, b"x"),
+            "escapes the destination",
+        ),
+        (
+            raw_archive("/etc/evil.yaml", tar::EntryType::Regular, None, b"x"),
+            "absolute path",
+        ),
+        (
+            raw_archive("link", tar::EntryType::Symlink, Some("../../outside"), b""),
+            "points outside",
+        ),
+        (
+            raw_archive(
+                "abs-link",
+                tar::EntryType::Symlink,
+                Some("/etc/passwd"),
+                b"",
+            ),
+            "points outside",
+        ),
+        (
+            raw_archive("hard", tar::EntryType::Link, Some("x"), b""),
+            "hard link",
+        ),
+        (
+            raw_archive("dev", tar::EntryType::Char, None, b""),
+            "special file",
+        ),
     ];
     for (bytes, expected) in cases {
         let dest = tempfile::tempdir().unwrap();
-        let err = extract(&bytes[..], dest.path(), "evil.tar.gz", &Limits::default()).unwrap_err().to_string();
+        let err = extract(&bytes[..], dest.path(), "evil.tar.gz", &Limits::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(expected), "expected `{expected}` in `{err}`");
         assert!(err.starts_with("archive evil.tar.gz: entry"), "{err}");
     }
@@ -100,13 +147,37 @@ fn oversized_archives_are_refused() {
     let big = vec![b'a'; 4 << 20];
     let bytes = raw_archive("big.bin", tar::EntryType::Regular, None, &big);
     let dest = tempfile::tempdir().unwrap();
-    let limits = Limits { max_unpacked_bytes: 1 << 20, ..Limits::default() };
+    let limits = Limits {
+        max_unpacked_bytes: 1 << 20,
+        ..Limits::default()
+    };
     let err = extract(&bytes[..], dest.path(), "big.tar.gz", &limits).unwrap_err();
-    assert!(matches!(err, StorageError::TooLarge { what: "unpacked", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StorageError::TooLarge {
+                what: "unpacked",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
-    let limits = Limits { max_archive_bytes: 64, ..Limits::default() };
+    let limits = Limits {
+        max_archive_bytes: 64,
+        ..Limits::default()
+    };
     let err = extract(&bytes[..], dest.path(), "big.tar.gz", &limits).unwrap_err();
-    assert!(matches!(err, StorageError::TooLarge { what: "compressed", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StorageError::TooLarge {
+                what: "compressed",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("limit of 64 bytes"), "{err}");
 }
 
@@ -118,8 +189,14 @@ fn links_inside_the_tree_survive_a_round_trip() {
     let bytes = pack_dir(src.path(), &keep_all).unwrap();
     let dest = tempfile::tempdir().unwrap();
     extract(&bytes[..], dest.path(), "t", &Limits::default()).unwrap();
-    assert_eq!(fs::read_to_string(dest.path().join("apps/link.yaml")).unwrap(), "kind: Deployment\n");
-    assert!(!dest.path().join("apps/outside.yaml").exists(), "escaping links are not archived");
+    assert_eq!(
+        fs::read_to_string(dest.path().join("apps/link.yaml")).unwrap(),
+        "kind: Deployment\n"
+    );
+    assert!(
+        !dest.path().join("apps/outside.yaml").exists(),
+        "escaping links are not archived"
+    );
 }
 
 #[test]
@@ -130,7 +207,11 @@ fn garbage_collection_keeps_the_newest_and_the_one_in_use() {
     let mut all = Vec::new();
     for i in 0..5 {
         fs::write(src.path().join("f"), format!("{i}")).unwrap();
-        all.push(store.archive_dir(&owner(), src.path(), &format!("r{i}"), &keep_all).unwrap());
+        all.push(
+            store
+                .archive_dir(&owner(), src.path(), &format!("r{i}"), &keep_all)
+                .unwrap(),
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     store.unpacked(&all[0]).unwrap();

@@ -26,7 +26,11 @@ pub enum SubstituteError {
     #[error("{object}: variable not set (strict mode): \"{name}\"")]
     Undefined { object: String, name: String },
     #[error("{object}: bad substitution `{expr}`: {problem}")]
-    Syntax { object: String, expr: String, problem: String },
+    Syntax {
+        object: String,
+        expr: String,
+        problem: String,
+    },
 }
 
 fn name_re() -> &'static regex::Regex {
@@ -46,10 +50,17 @@ impl Vars {
 
     /// Adds a set of variables (from a ConfigMap, a Secret or the inline map), overriding
     /// earlier ones; `origin` names the set in errors.
-    pub fn extend(&mut self, vars: impl IntoIterator<Item = (String, String)>, origin: &str) -> Result<(), SubstituteError> {
+    pub fn extend(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+        origin: &str,
+    ) -> Result<(), SubstituteError> {
         for (k, v) in vars {
             if !name_re().is_match(&k) {
-                return Err(SubstituteError::InvalidName { name: k, origin: origin.to_string() });
+                return Err(SubstituteError::InvalidName {
+                    name: k,
+                    origin: origin.to_string(),
+                });
             }
             self.0.insert(k, v);
         }
@@ -72,13 +83,23 @@ impl Vars {
 
 /// Substitutes variables in every object that has not opted out. `strict` fails on a variable
 /// that is neither set nor given a default.
-pub fn substitute_objects(objects: &mut [Object], vars: &Vars, strict: bool) -> Result<(), SubstituteError> {
+pub fn substitute_objects(
+    objects: &mut [Object],
+    vars: &Vars,
+    strict: bool,
+) -> Result<(), SubstituteError> {
     for obj in objects.iter_mut() {
-        if obj.annotation(SUBSTITUTE_KEY) == Some("disabled") || obj.label(SUBSTITUTE_KEY) == Some("disabled") {
+        if obj.annotation(SUBSTITUTE_KEY) == Some("disabled")
+            || obj.label(SUBSTITUTE_KEY) == Some("disabled")
+        {
             continue;
         }
         let name = obj.display_name();
-        let ctx = Ctx { vars, strict, object: &name };
+        let ctx = Ctx {
+            vars,
+            strict,
+            object: &name,
+        };
         substitute_map(&mut obj.0, &ctx)?;
     }
     Ok(())
@@ -111,7 +132,11 @@ fn substitute_value(v: &mut Value, ctx: &Ctx) -> Result<(), SubstituteError> {
         Value::String(s) if s.contains("${") => {
             let plain = would_be_plain(s);
             let out = eval(s, ctx)?;
-            *v = if plain { reinterpret_plain(out) } else { Value::String(out) };
+            *v = if plain {
+                reinterpret_plain(out)
+            } else {
+                Value::String(out)
+            };
         }
         Value::Array(items) => {
             for item in items {
@@ -169,7 +194,9 @@ fn reinterpret_plain(s: String) -> Value {
         }
     }
     let looks_float = unsigned.bytes().any(|b| b.is_ascii_digit())
-        && unsigned.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && unsigned
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && !unsigned.starts_with(['e', 'E']);
     if looks_float {
         if let Ok(f) = s.parse::<f64>() {
@@ -182,8 +209,20 @@ fn reinterpret_plain(s: String) -> Value {
 }
 
 /// Substitutes every `${...}` expression of a string.
-pub fn substitute_str(s: &str, vars: &Vars, strict: bool, object: &str) -> Result<String, SubstituteError> {
-    eval(s, &Ctx { vars, strict, object })
+pub fn substitute_str(
+    s: &str,
+    vars: &Vars,
+    strict: bool,
+    object: &str,
+) -> Result<String, SubstituteError> {
+    eval(
+        s,
+        &Ctx {
+            vars,
+            strict,
+            object,
+        },
+    )
 }
 
 fn eval(s: &str, ctx: &Ctx) -> Result<String, SubstituteError> {
@@ -250,7 +289,11 @@ fn expand(expr: &str, ctx: &Ctx) -> Result<String, SubstituteError> {
         problem: problem.to_string(),
     };
     if let Some(name) = expr.strip_prefix('#') {
-        return Ok(lookup(name, ctx)?.unwrap_or_default().chars().count().to_string());
+        return Ok(lookup(name, ctx)?
+            .unwrap_or_default()
+            .chars()
+            .count()
+            .to_string());
     }
     let name_len = expr
         .bytes()
@@ -300,8 +343,14 @@ fn expand(expr: &str, ctx: &Ctx) -> Result<String, SubstituteError> {
             match op {
                 "^^" => v.to_uppercase(),
                 ",," => v.to_lowercase(),
-                "^" => chars.next().map(|c| c.to_uppercase().collect::<String>() + chars.as_str()).unwrap_or_default(),
-                _ => chars.next().map(|c| c.to_lowercase().collect::<String>() + chars.as_str()).unwrap_or_default(),
+                "^" => chars
+                    .next()
+                    .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
+                    .unwrap_or_default(),
+                _ => chars
+                    .next()
+                    .map(|c| c.to_lowercase().collect::<String>() + chars.as_str())
+                    .unwrap_or_default(),
             }
         }
         _ if op.starts_with(':') => {
@@ -310,11 +359,23 @@ fn expand(expr: &str, ctx: &Ctx) -> Result<String, SubstituteError> {
                 None => undefined(name, ctx)?.chars().collect(),
             };
             let mut parts = op[1..].splitn(2, ':');
-            let offset: i64 = parts.next().unwrap_or("0").trim().parse().map_err(|_| syntax("offset is not a number"))?;
-            let start = if offset < 0 { (v.len() as i64 + offset).max(0) as usize } else { (offset as usize).min(v.len()) };
+            let offset: i64 = parts
+                .next()
+                .unwrap_or("0")
+                .trim()
+                .parse()
+                .map_err(|_| syntax("offset is not a number"))?;
+            let start = if offset < 0 {
+                (v.len() as i64 + offset).max(0) as usize
+            } else {
+                (offset as usize).min(v.len())
+            };
             let end = match parts.next() {
                 Some(l) => {
-                    let len: usize = l.trim().parse().map_err(|_| syntax("length is not a number"))?;
+                    let len: usize = l
+                        .trim()
+                        .parse()
+                        .map_err(|_| syntax("length is not a number"))?;
                     (start + len).min(v.len())
                 }
                 None => v.len(),
@@ -331,7 +392,10 @@ fn lookup<'a>(name: &str, ctx: &'a Ctx) -> Result<Option<&'a str>, SubstituteErr
 
 fn undefined(name: &str, ctx: &Ctx) -> Result<String, SubstituteError> {
     if ctx.strict {
-        Err(SubstituteError::Undefined { object: ctx.object.to_string(), name: name.to_string() })
+        Err(SubstituteError::Undefined {
+            object: ctx.object.to_string(),
+            name: name.to_string(),
+        })
     } else {
         Ok(String::new())
     }
@@ -344,7 +408,11 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
         let mut v = Vars::new();
-        v.extend(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())), "test").unwrap();
+        v.extend(
+            pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+            "test",
+        )
+        .unwrap();
         v
     }
 
@@ -354,7 +422,11 @@ mod tests {
 
     #[test]
     fn operators_behave_like_flux_envsubst() {
-        let v = vars(&[("region", "eu-central-1"), ("empty", ""), ("name", "podinfo")]);
+        let v = vars(&[
+            ("region", "eu-central-1"),
+            ("empty", ""),
+            ("name", "podinfo"),
+        ]);
         assert_eq!(sub("${region}", &v, false).unwrap(), "eu-central-1");
         assert_eq!(sub("a-${region}-b", &v, false).unwrap(), "a-eu-central-1-b");
         assert_eq!(sub("${missing:=fallback}", &v, false).unwrap(), "fallback");
@@ -369,7 +441,10 @@ mod tests {
         assert_eq!(sub("${name^^}", &v, false).unwrap(), "PODINFO");
         assert_eq!(sub("${name^}", &v, false).unwrap(), "Podinfo");
         // $var is not substituted, and $${var} is an escape.
-        assert_eq!(sub("echo $name $${name}", &v, false).unwrap(), "echo $name ${name}");
+        assert_eq!(
+            sub("echo $name $${name}", &v, false).unwrap(),
+            "echo $name ${name}"
+        );
         assert_eq!(sub("${missing}", &v, false).unwrap(), "");
     }
 
@@ -377,7 +452,10 @@ mod tests {
     fn strict_mode_names_the_variable_and_object() {
         let v = vars(&[]);
         let err = sub("${cluster_name}", &v, true).unwrap_err();
-        assert_eq!(err.to_string(), "ConfigMap/default/x: variable not set (strict mode): \"cluster_name\"");
+        assert_eq!(
+            err.to_string(),
+            "ConfigMap/default/x: variable not set (strict mode): \"cluster_name\""
+        );
         assert_eq!(sub("${cluster_name:=dev}", &v, true).unwrap(), "dev");
         assert!(sub("${unclosed", &v, false).is_err());
     }
@@ -385,18 +463,41 @@ mod tests {
     #[test]
     fn invalid_names_are_rejected_with_their_origin() {
         let mut v = Vars::new();
-        let err = v.extend([("my-var".to_string(), "x".to_string())], "ConfigMap/flux-system/vars").unwrap_err();
-        assert!(err.to_string().contains("'my-var' var name is invalid"), "{err}");
-        assert!(err.to_string().contains("ConfigMap/flux-system/vars"), "{err}");
+        let err = v
+            .extend(
+                [("my-var".to_string(), "x".to_string())],
+                "ConfigMap/flux-system/vars",
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("'my-var' var name is invalid"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("ConfigMap/flux-system/vars"),
+            "{err}"
+        );
     }
 
     #[test]
     fn later_sources_win_and_inline_substitute_wins_over_all() {
         let mut v = Vars::new();
-        v.extend([("a".into(), "from-cm".into()), ("b".into(), "from-cm".into())], "cm").unwrap();
-        v.extend([("b".into(), "from-secret".into())], "secret").unwrap();
-        v.extend([("a".into(), "inline".into())], "substitute").unwrap();
-        assert_eq!((v.get("a"), v.get("b")), (Some("inline"), Some("from-secret")));
+        v.extend(
+            [
+                ("a".into(), "from-cm".into()),
+                ("b".into(), "from-cm".into()),
+            ],
+            "cm",
+        )
+        .unwrap();
+        v.extend([("b".into(), "from-secret".into())], "secret")
+            .unwrap();
+        v.extend([("a".into(), "inline".into())], "substitute")
+            .unwrap();
+        assert_eq!(
+            (v.get("a"), v.get("b")),
+            (Some("inline"), Some("from-secret"))
+        );
     }
 
     #[test]

@@ -88,7 +88,9 @@ pub fn parse_objects(text: &str, origin: &str) -> Result<Vec<Object>, YamlError>
 }
 
 fn is_list(v: &Value) -> bool {
-    v.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"))
+    v.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k == "List" || k.ends_with("List"))
         && v.get("items").is_some_and(Value::is_array)
 }
 
@@ -99,7 +101,9 @@ pub fn to_string(value: &Value) -> Result<String, YamlError> {
 
 /// Writes objects as a multi-document stream separated by `---`, the way `kubectl kustomize`
 /// prints them.
-pub fn objects_to_string<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Result<String, YamlError> {
+pub fn objects_to_string<'a>(
+    objects: impl IntoIterator<Item = &'a Object>,
+) -> Result<String, YamlError> {
     let mut out = String::new();
     for (i, obj) in objects.into_iter().enumerate() {
         if i > 0 {
@@ -116,21 +120,38 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_document() {
-        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\nkind: [unclosed\n";
-        let err = parse_documents(text, "apps/cm.yaml").unwrap_err().to_string();
-        assert!(err.starts_with("apps/cm.yaml: document 2: invalid YAML"), "{err}");
+        let text =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\nkind: [unclosed\n";
+        let err = parse_documents(text, "apps/cm.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("apps/cm.yaml: document 2: invalid YAML"),
+            "{err}"
+        );
     }
 
     #[test]
     fn skips_empty_documents_and_flattens_lists() {
         let text = "---\n# only a comment\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n";
         let objs = parse_objects(text, "x.yaml").unwrap();
-        assert_eq!(objs.iter().map(|o| o.name()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            objs.iter().map(|o| o.name()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]
     fn non_objects_are_reported_with_their_index() {
-        let err = parse_objects("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nfoo: bar\n", "x.yaml").unwrap_err().to_string();
-        assert_eq!(err, "x.yaml: document 1: missing or empty field `apiVersion`");
+        let err = parse_objects(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nfoo: bar\n",
+            "x.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "x.yaml: document 1: missing or empty field `apiVersion`"
+        );
     }
 }

@@ -21,7 +21,10 @@ impl GoDuration {
         let err = || DurationError(text.to_string());
         let s = text.trim();
         if s == "0" {
-            return Ok(GoDuration { text: text.to_string(), value: Duration::ZERO });
+            return Ok(GoDuration {
+                text: text.to_string(),
+                value: Duration::ZERO,
+            });
         }
         if s.is_empty() || s.starts_with('-') {
             return Err(err());
@@ -57,7 +60,10 @@ impl GoDuration {
         if !total.is_finite() || total > 1e12 {
             return Err(err());
         }
-        Ok(GoDuration { text: text.to_string(), value: Duration::from_secs_f64(total) })
+        Ok(GoDuration {
+            text: text.to_string(),
+            value: Duration::from_secs_f64(total),
+        })
     }
 
     pub fn from_duration(d: Duration) -> Self {
@@ -108,11 +114,26 @@ mod tests {
 
     #[test]
     fn parses_go_durations() {
-        assert_eq!(GoDuration::parse("1m").unwrap().duration(), Duration::from_secs(60));
-        assert_eq!(GoDuration::parse("1h30m").unwrap().duration(), Duration::from_secs(5400));
-        assert_eq!(GoDuration::parse("500ms").unwrap().duration(), Duration::from_millis(500));
-        assert_eq!(GoDuration::parse("1.5s").unwrap().duration(), Duration::from_millis(1500));
-        assert_eq!(GoDuration::parse("12h").unwrap().duration(), Duration::from_secs(43200));
+        assert_eq!(
+            GoDuration::parse("1m").unwrap().duration(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            GoDuration::parse("1h30m").unwrap().duration(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            GoDuration::parse("500ms").unwrap().duration(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            GoDuration::parse("1.5s").unwrap().duration(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            GoDuration::parse("12h").unwrap().duration(),
+            Duration::from_secs(43200)
+        );
         assert_eq!(GoDuration::parse("0").unwrap().duration(), Duration::ZERO);
         for bad in ["", "5", "m", "5 minutes", "-1s", "1d"] {
             assert!(GoDuration::parse(bad).is_err(), "{bad} should be rejected");
@@ -123,6 +144,9 @@ mod tests {
     fn keeps_original_text() {
         let d = GoDuration::parse("90s").unwrap();
         assert_eq!(d.to_string(), "90s");
-        assert_eq!(GoDuration::from_duration(Duration::from_secs(600)).as_str(), "10m");
+        assert_eq!(
+            GoDuration::from_duration(Duration::from_secs(600)).as_str(),
+            "10m"
+        );
     }
 }

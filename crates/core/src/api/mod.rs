@@ -183,7 +183,9 @@ pub enum FluxObject {
 /// Why an object is not a valid Flux object.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ApiError {
-    #[error("{object}: unsupported apiVersion `{api_version}` for kind {kind} (supported: {supported})")]
+    #[error(
+        "{object}: unsupported apiVersion `{api_version}` for kind {kind} (supported: {supported})"
+    )]
     UnsupportedVersion {
         object: String,
         api_version: String,

@@ -36,17 +36,29 @@ pub async fn read_credentials(
     namespace: &str,
     secret: Option<&crate::api::meta::LocalObjectReference>,
 ) -> Result<Option<Credentials>, String> {
-    let Some(secret) = secret else { return Ok(None) };
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
     let r = ObjectRef::new("", "Secret", namespace, &secret.name);
     match backend.get(&r).await {
         Ok(Some(obj)) => Ok(Some(Credentials(object_data(&obj)?))),
-        Ok(None) => Err(format!("failed to get secret '{namespace}/{}': not found", secret.name)),
-        Err(e) => Err(format!("failed to get secret '{namespace}/{}': {e}", secret.name)),
+        Ok(None) => Err(format!(
+            "failed to get secret '{namespace}/{}': not found",
+            secret.name
+        )),
+        Err(e) => Err(format!(
+            "failed to get secret '{namespace}/{}': {e}",
+            secret.name
+        )),
     }
 }
 
 fn included_revisions(status: &Status) -> Value {
-    status.extra.get("includedArtifacts").cloned().unwrap_or(Value::Null)
+    status
+        .extra
+        .get("includedArtifacts")
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 #[async_trait]
@@ -64,7 +76,12 @@ where
         Ok(Schedule {
             interval,
             retry_interval: interval.min(Duration::from_secs(30)),
-            timeout: repo.spec.timeout.as_ref().map(|t| t.duration()).unwrap_or(DEFAULT_TIMEOUT),
+            timeout: repo
+                .spec
+                .timeout
+                .as_ref()
+                .map(|t| t.duration())
+                .unwrap_or(DEFAULT_TIMEOUT),
             suspend: repo.spec.suspend,
             depends_on: Vec::new(),
             watches: repo
@@ -86,13 +103,20 @@ where
         let ns = repo.namespace().to_string();
         let creds = match read_credentials(backend, &ns, repo.spec.secret_ref.as_ref()).await {
             Ok(c) => c,
-            Err(msg) => return Outcome::failed(obj, status, reason::AUTHENTICATION_FAILED, msg, false),
+            Err(msg) => {
+                return Outcome::failed(obj, status, reason::AUTHENTICATION_FAILED, msg, false)
+            }
         };
         let req = SourceRequest {
             object: &me,
             spec: &repo.spec,
             credentials: creds.as_ref(),
-            timeout: repo.spec.timeout.as_ref().map(|t| t.duration()).unwrap_or(DEFAULT_TIMEOUT),
+            timeout: repo
+                .spec
+                .timeout
+                .as_ref()
+                .map(|t| t.duration())
+                .unwrap_or(DEFAULT_TIMEOUT),
         };
         let fail = |status: Status, kind: SourceErrorKind, msg: String| {
             let why = match kind {
@@ -105,7 +129,13 @@ where
         };
         let resolved = match self.source.resolve(&req).await {
             Ok(r) => r,
-            Err(e) => return fail(status, e.kind, format!("failed to checkout and determine revision: {}", e.message)),
+            Err(e) => {
+                return fail(
+                    status,
+                    e.kind,
+                    format!("failed to checkout and determine revision: {}", e.message),
+                )
+            }
         };
 
         // Included repositories must have artifacts; their revisions are part of ours.
@@ -121,7 +151,10 @@ where
                     obj,
                     status,
                     reason::ARTIFACT_FAILED,
-                    format!("no artifact available for include '{}'", inc.repository.name),
+                    format!(
+                        "no artifact available for include '{}'",
+                        inc.repository.name
+                    ),
                 );
             };
             includes.push((inc.clone(), artifact));
@@ -132,7 +165,11 @@ where
                 .map(|(i, a)| serde_json::json!({"name": i.repository.name, "revision": a.revision, "digest": a.digest}))
                 .collect(),
         );
-        let include_revs = if includes.is_empty() { Value::Null } else { include_revs };
+        let include_revs = if includes.is_empty() {
+            Value::Null
+        } else {
+            include_revs
+        };
 
         if let Some(current) = &status.artifact {
             if current.revision == resolved.revision
@@ -150,11 +187,23 @@ where
 
         let tmp = match tempfile::Builder::new().prefix("trueup-git-").tempdir() {
             Ok(t) => t,
-            Err(e) => return fail(status, SourceErrorKind::Other, format!("failed to create a working directory: {e}")),
+            Err(e) => {
+                return fail(
+                    status,
+                    SourceErrorKind::Other,
+                    format!("failed to create a working directory: {e}"),
+                )
+            }
         };
         let fetched = match self.source.fetch(&req, &resolved, tmp.path()).await {
             Ok(f) => f,
-            Err(e) => return fail(status, e.kind, format!("failed to checkout and determine revision: {}", e.message)),
+            Err(e) => {
+                return fail(
+                    status,
+                    e.kind,
+                    format!("failed to checkout and determine revision: {}", e.message),
+                )
+            }
         };
         for (inc, artifact) in &includes {
             if let Err(msg) = copy_include(&self.store, artifact, inc, tmp.path()) {
@@ -168,15 +217,29 @@ where
         let me2 = me.clone();
         let archived = tokio::task::spawn_blocking(move || -> Result<Artifact, String> {
             let filter = SourceIgnore::load(&dir, ignore.as_deref()).map_err(|e| e.to_string())?;
-            let a = store.archive_dir(&me2, &dir, &rev, &filter).map_err(|e| e.to_string())?;
+            let a = store
+                .archive_dir(&me2, &dir, &rev, &filter)
+                .map_err(|e| e.to_string())?;
             let _ = store.gc(&me2, &a);
             Ok(a)
         })
         .await;
         let mut artifact = match archived {
             Ok(Ok(a)) => a,
-            Ok(Err(msg)) => return fail(status, SourceErrorKind::Other, format!("failed to store artifact: {msg}")),
-            Err(e) => return fail(status, SourceErrorKind::Other, format!("failed to store artifact: {e}")),
+            Ok(Err(msg)) => {
+                return fail(
+                    status,
+                    SourceErrorKind::Other,
+                    format!("failed to store artifact: {msg}"),
+                )
+            }
+            Err(e) => {
+                return fail(
+                    status,
+                    SourceErrorKind::Other,
+                    format!("failed to store artifact: {e}"),
+                )
+            }
         };
         artifact.metadata = fetched.metadata.clone();
 
@@ -189,21 +252,37 @@ where
         if include_revs.is_null() {
             status.extra.remove("includedArtifacts");
         } else {
-            status.extra.insert("includedArtifacts".into(), include_revs);
+            status
+                .extra
+                .insert("includedArtifacts".into(), include_revs);
         }
         status.observed_generation = obj.generation();
         status.mark_ready(reason::SUCCEEDED, message.clone(), obj.generation(), &now);
         status.set_condition(
-            Condition::new(ARTIFACT_IN_STORAGE, ConditionStatus::True, reason::SUCCEEDED, message),
+            Condition::new(
+                ARTIFACT_IN_STORAGE,
+                ConditionStatus::True,
+                reason::SUCCEEDED,
+                message,
+            ),
             obj.generation(),
             &now,
         );
         let mut out = Outcome::new(Verdict::Ready, status);
         if changed {
-            let subject = fetched.metadata.get("message").cloned().unwrap_or_else(|| artifact.revision.clone());
+            let subject = fetched
+                .metadata
+                .get("git.subject")
+                .cloned()
+                .unwrap_or_else(|| artifact.revision.clone());
             out.events.push(
-                Event::new(me, Severity::Info, reason::NEW_ARTIFACT, format!("stored artifact for commit '{subject}'"))
-                    .with_revision(artifact.revision),
+                Event::new(
+                    me,
+                    Severity::Info,
+                    reason::NEW_ARTIFACT,
+                    format!("stored artifact for commit '{subject}'"),
+                )
+                .with_revision(artifact.revision),
             );
         }
         out
@@ -225,5 +304,6 @@ fn copy_include(
         .map_err(|e| format!("include '{}': fromPath: {e}", inc.repository.name))?;
     let dest = crate::paths::join_inside(dest_root, to)
         .map_err(|e| format!("include '{}': toPath: {e}", inc.repository.name))?;
-    crate::paths::copy_tree(&src, &dest).map_err(|e| format!("include '{}': {e}", inc.repository.name))
+    crate::paths::copy_tree(&src, &dest)
+        .map_err(|e| format!("include '{}': {e}", inc.repository.name))
 }

@@ -39,11 +39,23 @@ where
         let interval = k.spec.interval.duration().max(Duration::from_secs(1));
         Ok(Schedule {
             interval,
-            retry_interval: k.spec.retry_interval.as_ref().map(|d| d.duration()).unwrap_or(interval),
-            timeout: k.spec.timeout.as_ref().map(|d| d.duration()).unwrap_or(interval),
+            retry_interval: k
+                .spec
+                .retry_interval
+                .as_ref()
+                .map(|d| d.duration())
+                .unwrap_or(interval),
+            timeout: k
+                .spec
+                .timeout
+                .as_ref()
+                .map(|d| d.duration())
+                .unwrap_or(interval),
             suspend: k.spec.suspend,
             depends_on: dependency_refs(FluxKind::Kustomization, k.namespace(), &k.spec.depends_on),
-            watches: source_ref(k.namespace(), &k.spec.source_ref).into_iter().collect(),
+            watches: source_ref(k.namespace(), &k.spec.source_ref)
+                .into_iter()
+                .collect(),
         })
     }
 
@@ -66,9 +78,16 @@ where
         let source = match backend.get(&src_ref).await {
             Ok(Some(s)) => s,
             Ok(None) => {
-                return Outcome::waiting(obj, status, reason::ARTIFACT_FAILED, format!("Source '{src_ref}' not found"))
+                return Outcome::waiting(
+                    obj,
+                    status,
+                    reason::ARTIFACT_FAILED,
+                    format!("Source '{src_ref}' not found"),
+                )
             }
-            Err(e) => return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false),
+            Err(e) => {
+                return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false)
+            }
         };
         let Some(artifact) = Status::from_value(source.status()).artifact else {
             return Outcome::waiting(
@@ -83,13 +102,22 @@ where
         let unpacked = tokio::task::spawn_blocking(move || store.unpacked(&artifact)).await;
         let dir = match unpacked {
             Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false),
-            Err(e) => return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false),
+            Ok(Err(e)) => {
+                return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false)
+            }
+            Err(e) => {
+                return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false)
+            }
         };
 
         let me = obj.object_ref();
         let started = Instant::now();
-        let timeout = k.spec.timeout.as_ref().map(|d| d.duration()).unwrap_or(k.spec.interval.duration());
+        let timeout = k
+            .spec
+            .timeout
+            .as_ref()
+            .map(|d| d.duration())
+            .unwrap_or(k.spec.interval.duration());
         let result = self
             .applier
             .apply(ApplyRequest {
@@ -112,7 +140,12 @@ where
                 status.last_applied_revision = revision.clone();
                 if !applied.health.is_empty() {
                     status.set_condition(
-                        Condition::new(HEALTHY, ConditionStatus::True, reason::SUCCEEDED, applied.health.clone()),
+                        Condition::new(
+                            HEALTHY,
+                            ConditionStatus::True,
+                            reason::SUCCEEDED,
+                            applied.health.clone(),
+                        ),
                         generation,
                         &now,
                     );
@@ -127,12 +160,17 @@ where
                 let mut out = Outcome::new(Verdict::Ready, status);
                 if !summary.is_empty() || first_apply {
                     let msg = if summary.is_empty() {
-                        format!("Reconciliation finished in {:.1?}, next run in {}", started.elapsed(), k.spec.interval)
+                        format!(
+                            "Reconciliation finished in {:.1?}, next run in {}",
+                            started.elapsed(),
+                            k.spec.interval
+                        )
                     } else {
                         summary
                     };
                     out.events.push(
-                        Event::new(me, Severity::Info, reason::RECONCILIATION_SUCCEEDED, msg).with_revision(revision),
+                        Event::new(me, Severity::Info, reason::RECONCILIATION_SUCCEEDED, msg)
+                            .with_revision(revision),
                     );
                 }
                 out
@@ -162,9 +200,13 @@ where
     }
 
     async fn finalize(&self, obj: &Object, backend: &dyn Backend) -> Vec<Event> {
-        let Ok(k) = from_object::<Kustomization>(obj) else { return Vec::new() };
+        let Ok(k) = from_object::<Kustomization>(obj) else {
+            return Vec::new();
+        };
         let status = Status::from_value(obj.status());
-        let (true, Some(inv)) = (k.spec.prune, status.inventory.as_ref()) else { return Vec::new() };
+        let (true, Some(inv)) = (k.spec.prune, status.inventory.as_ref()) else {
+            return Vec::new();
+        };
         let me = obj.object_ref();
         match self.applier.remove(inv, backend).await {
             Ok(removed) if removed.is_empty() => Vec::new(),
@@ -172,9 +214,18 @@ where
                 me,
                 Severity::Info,
                 "Pruned",
-                removed.iter().map(|r| format!("{r} deleted")).collect::<Vec<_>>().join("\n"),
+                removed
+                    .iter()
+                    .map(|r| format!("{r} deleted"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             )],
-            Err(e) => vec![Event::new(me, Severity::Error, reason::PRUNE_FAILED, e.to_string())],
+            Err(e) => vec![Event::new(
+                me,
+                Severity::Error,
+                reason::PRUNE_FAILED,
+                e.to_string(),
+            )],
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod git;
 pub mod kustomization;
+pub mod terraform;
 
 use crate::api::{ApiError, FluxKind};
 use crate::event::{Event, Severity};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use git::GitRepositoryReconciler;
 pub use kustomization::KustomizationReconciler;
+pub use terraform::TerraformReconciler;
 
 /// How the runtime schedules one object, read from its spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +37,9 @@ pub struct Schedule {
 pub enum Verdict {
     Ready,
     /// Failed; retried with backoff. `stalled`: retrying without a change cannot help.
-    Failed { stalled: bool },
+    Failed {
+        stalled: bool,
+    },
     /// Waiting for something else (a dependency, a source artifact); retried at the retry
     /// interval, and at once when what it waits for changes.
     Waiting,
@@ -54,15 +58,27 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn new(verdict: Verdict, status: Status) -> Self {
-        Outcome { verdict, status, events: Vec::new(), requeue_after: None }
+        Outcome {
+            verdict,
+            status,
+            events: Vec::new(),
+            requeue_after: None,
+        }
     }
 
     /// A failure with its Ready=False condition and an error event.
-    pub fn failed(obj: &Object, mut status: Status, why: &str, message: String, stalled: bool) -> Self {
+    pub fn failed(
+        obj: &Object,
+        mut status: Status,
+        why: &str,
+        message: String,
+        stalled: bool,
+    ) -> Self {
         let now = crate::time::now_rfc3339();
         status.mark_failed(why, message.clone(), stalled, obj.generation(), &now);
         let mut out = Outcome::new(Verdict::Failed { stalled }, status);
-        out.events.push(Event::new(obj.object_ref(), Severity::Error, why, message));
+        out.events
+            .push(Event::new(obj.object_ref(), Severity::Error, why, message));
         out
     }
 
@@ -76,7 +92,13 @@ impl Outcome {
 
 /// Turns a spec parse error into a stalled outcome naming the field.
 pub fn invalid_spec(obj: &Object, err: &ApiError) -> Outcome {
-    Outcome::failed(obj, Status::from_value(obj.status()), reason::INVALID_SPEC, err.to_string(), true)
+    Outcome::failed(
+        obj,
+        Status::from_value(obj.status()),
+        reason::INVALID_SPEC,
+        err.to_string(),
+        true,
+    )
 }
 
 /// One reconciler per kind.
@@ -99,7 +121,11 @@ pub trait Reconciler: Send + Sync {
 
 /// `spec.dependsOn` entries as references of the same kind; the namespace defaults to the
 /// object's own.
-pub fn dependency_refs(kind: FluxKind, own_namespace: &str, deps: &[crate::api::meta::DependencyReference]) -> Vec<ObjectRef> {
+pub fn dependency_refs(
+    kind: FluxKind,
+    own_namespace: &str,
+    deps: &[crate::api::meta::DependencyReference],
+) -> Vec<ObjectRef> {
     deps.iter()
         .map(|d| kind.ref_to(d.namespace.as_deref().unwrap_or(own_namespace), &d.name))
         .collect()
@@ -146,7 +172,9 @@ pub fn object_data(obj: &Object) -> Result<std::collections::BTreeMap<String, Ve
                 let bytes = if key == "binaryData" {
                     base64::engine::general_purpose::STANDARD
                         .decode(s.trim())
-                        .map_err(|_| format!("{}: binaryData.{k} is not valid base64", obj.display_name()))?
+                        .map_err(|_| {
+                            format!("{}: binaryData.{k} is not valid base64", obj.display_name())
+                        })?
                 } else {
                     s.as_bytes().to_vec()
                 };

@@ -8,10 +8,16 @@ use std::collections::HashMap;
 pub fn find_cycles(edges: &HashMap<ObjectRef, Vec<ObjectRef>>) -> Vec<Vec<ObjectRef>> {
     let mut nodes: Vec<&ObjectRef> = edges.keys().collect();
     nodes.sort();
-    let index_of: HashMap<&ObjectRef, usize> = nodes.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+    let index_of: HashMap<&ObjectRef, usize> =
+        nodes.iter().enumerate().map(|(i, r)| (*r, i)).collect();
     let succ: Vec<Vec<usize>> = nodes
         .iter()
-        .map(|n| edges[*n].iter().filter_map(|d| index_of.get(d).copied()).collect())
+        .map(|n| {
+            edges[*n]
+                .iter()
+                .filter_map(|d| index_of.get(d).copied())
+                .collect()
+        })
         .collect();
 
     // Iterative Tarjan, so deep graphs cannot overflow the stack.
@@ -67,7 +73,12 @@ pub fn find_cycles(edges: &HashMap<ObjectRef, Vec<ObjectRef>>) -> Vec<Vec<Object
         }
     }
     sccs.into_iter()
-        .map(|comp| order_cycle(&comp, &succ).into_iter().map(|i| nodes[i].clone()).collect())
+        .map(|comp| {
+            order_cycle(&comp, &succ)
+                .into_iter()
+                .map(|i| nodes[i].clone())
+                .collect()
+        })
         .collect()
 }
 
@@ -96,7 +107,10 @@ fn order_cycle(comp: &[usize], succ: &[Vec<usize>]) -> Vec<usize> {
 
 /// `A -> B -> A`, the way a cycle is named in conditions.
 pub fn describe_cycle(cycle: &[ObjectRef]) -> String {
-    let mut parts: Vec<String> = cycle.iter().map(|r| format!("{}/{}", r.namespace, r.name)).collect();
+    let mut parts: Vec<String> = cycle
+        .iter()
+        .map(|r| format!("{}/{}", r.namespace, r.name))
+        .collect();
     if let Some(first) = parts.first().cloned() {
         parts.push(first);
     }
@@ -108,7 +122,12 @@ mod tests {
     use super::*;
 
     fn r(name: &str) -> ObjectRef {
-        ObjectRef::new("kustomize.toolkit.fluxcd.io", "Kustomization", "flux-system", name)
+        ObjectRef::new(
+            "kustomize.toolkit.fluxcd.io",
+            "Kustomization",
+            "flux-system",
+            name,
+        )
     }
 
     #[test]
@@ -122,7 +141,10 @@ mod tests {
         edges.insert(r("crds"), vec![r("apps")]);
         edges.insert(r("alone"), vec![r("alone")]);
         edges.insert(r("leaf"), vec![r("apps")]);
-        let mut cycles: Vec<String> = find_cycles(&edges).iter().map(|c| describe_cycle(c)).collect();
+        let mut cycles: Vec<String> = find_cycles(&edges)
+            .iter()
+            .map(|c| describe_cycle(c))
+            .collect();
         cycles.sort();
         assert_eq!(
             cycles,

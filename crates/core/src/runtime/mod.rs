@@ -99,7 +99,9 @@ impl Entry {
     }
 
     fn upstream(&self) -> impl Iterator<Item = &ObjectRef> {
-        self.schedule.iter().flat_map(|s| s.depends_on.iter().chain(s.watches.iter()))
+        self.schedule
+            .iter()
+            .flat_map(|s| s.depends_on.iter().chain(s.watches.iter()))
     }
 }
 
@@ -109,8 +111,14 @@ fn signature(obj: &Object) -> String {
     format!(
         "{}|{}|{}|{}",
         st.is_ready_for(obj.generation()),
-        st.artifact.as_ref().map(|a| a.digest.as_str()).unwrap_or(""),
-        st.artifact.as_ref().map(|a| a.revision.as_str()).unwrap_or(""),
+        st.artifact
+            .as_ref()
+            .map(|a| a.digest.as_str())
+            .unwrap_or(""),
+        st.artifact
+            .as_ref()
+            .map(|a| a.revision.as_str())
+            .unwrap_or(""),
         st.last_applied_revision
     )
 }
@@ -183,7 +191,12 @@ struct RunResult {
 
 impl Runtime {
     pub fn builder(backend: Arc<dyn Backend>) -> RuntimeBuilder {
-        RuntimeBuilder { backend, reconcilers: HashMap::new(), notifiers: Vec::new(), options: RuntimeOptions::default() }
+        RuntimeBuilder {
+            backend,
+            reconcilers: HashMap::new(),
+            notifiers: Vec::new(),
+            options: RuntimeOptions::default(),
+        }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -228,24 +241,41 @@ impl Runtime {
 
     /// Runs until every object is settled: Ready, failed, suspended, or waiting on something
     /// that failed. Returns the final snapshot.
-    pub async fn run_until_settled(&self, cancel: CancellationToken) -> Result<Vec<ObjectSummary>, RuntimeError> {
+    pub async fn run_until_settled(
+        &self,
+        cancel: CancellationToken,
+    ) -> Result<Vec<ObjectSummary>, RuntimeError> {
         self.drive(cancel, true).await?;
         Ok(self.snapshot())
     }
 
     fn kinds(&self) -> Vec<(String, String)> {
-        self.reconcilers.keys().map(|k| (k.group().to_string(), k.kind().to_string())).collect()
+        self.reconcilers
+            .keys()
+            .map(|k| (k.group().to_string(), k.kind().to_string()))
+            .collect()
     }
 
-    async fn drive(&self, cancel: CancellationToken, until_settled: bool) -> Result<(), RuntimeError> {
+    async fn drive(
+        &self,
+        cancel: CancellationToken,
+        until_settled: bool,
+    ) -> Result<(), RuntimeError> {
         // Subscribe before listing, so nothing that changes in between is missed.
-        let mut watch = self.backend.watch(&self.kinds()).await.map_err(RuntimeError::Watch)?;
+        let mut watch = self
+            .backend
+            .watch(&self.kinds())
+            .await
+            .map_err(RuntimeError::Watch)?;
         for kind in self.reconcilers.keys() {
             let objs = self
                 .backend
                 .list(&crate::traits::ListParams::kind(kind.group(), kind.kind()))
                 .await
-                .map_err(|source| RuntimeError::List { kind: *kind, source })?;
+                .map_err(|source| RuntimeError::List {
+                    kind: *kind,
+                    source,
+                })?;
             for o in objs {
                 self.observe(o);
             }
@@ -259,7 +289,11 @@ impl Runtime {
             }
             // At the concurrency limit nothing can start before a run finishes: do not wake
             // for due objects then, or the loop would spin.
-            let next_due = if tasks.len() >= self.options.concurrency.max(1) { None } else { self.next_due() };
+            let next_due = if tasks.len() >= self.options.concurrency.max(1) {
+                None
+            } else {
+                self.next_due()
+            };
             let sleep = async {
                 match next_due {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -308,8 +342,12 @@ impl Runtime {
     /// Takes in a new or changed object and decides whether it, or what depends on it, runs now.
     fn observe(&self, obj: Object) {
         let r = obj.object_ref();
-        let Some(kind) = FluxKind::from_group_kind(&r.group, &r.kind) else { return };
-        let Some(rec) = self.reconcilers.get(&kind) else { return };
+        let Some(kind) = FluxKind::from_group_kind(&r.group, &r.kind) else {
+            return;
+        };
+        let Some(rec) = self.reconcilers.get(&kind) else {
+            return;
+        };
         let mut st = self.state.lock().expect("runtime state");
         let now = Instant::now();
         let sig = signature(&obj);
@@ -370,7 +408,9 @@ impl Runtime {
 
     fn forget(&self, r: &ObjectRef, finalizers: &mut JoinSet<()>) {
         let mut st = self.state.lock().expect("runtime state");
-        let Some(e) = st.entries.remove(r) else { return };
+        let Some(e) = st.entries.remove(r) else {
+            return;
+        };
         st.graph_dirty = true;
         trigger_downstream(&mut st, r, Instant::now());
         drop(st);
@@ -391,7 +431,15 @@ impl Runtime {
         let edges: HashMap<ObjectRef, Vec<ObjectRef>> = st
             .entries
             .iter()
-            .map(|(r, e)| (r.clone(), e.schedule.as_ref().map(|s| s.depends_on.clone()).unwrap_or_default()))
+            .map(|(r, e)| {
+                (
+                    r.clone(),
+                    e.schedule
+                        .as_ref()
+                        .map(|s| s.depends_on.clone())
+                        .unwrap_or_default(),
+                )
+            })
             .collect();
         st.cycles.clear();
         for cycle in graph::find_cycles(&edges) {
@@ -405,7 +453,11 @@ impl Runtime {
 
     fn next_due(&self) -> Option<Instant> {
         let st = self.state.lock().expect("runtime state");
-        st.entries.values().filter(|e| !e.running && !e.suspended()).filter_map(|e| e.due).min()
+        st.entries
+            .values()
+            .filter(|e| !e.running && !e.suspended())
+            .filter_map(|e| e.due)
+            .min()
     }
 
     /// Starts due objects, oldest first, up to the concurrency limit.
@@ -436,7 +488,15 @@ impl Runtime {
             let rec = self.reconcilers[&e.kind].clone();
             let backend = self.backend.clone();
             let notifiers = self.notifiers.clone();
-            tasks.spawn(run_one(obj, schedule, cycle, deps_waiting, rec, backend, notifiers));
+            tasks.spawn(run_one(
+                obj,
+                schedule,
+                cycle,
+                deps_waiting,
+                rec,
+                backend,
+                notifiers,
+            ));
         }
     }
 
@@ -446,11 +506,20 @@ impl Runtime {
         let schedule = e.schedule.as_ref().ok()?;
         for dep in &schedule.depends_on {
             match st.entries.get(dep) {
-                None => return Some(format!("dependency '{}/{}' not found", dep.namespace, dep.name)),
+                None => {
+                    return Some(format!(
+                        "dependency '{}/{}' not found",
+                        dep.namespace, dep.name
+                    ))
+                }
                 Some(d) => {
-                    let ready = Status::from_value(d.object.status()).is_ready_for(d.object.generation());
+                    let ready =
+                        Status::from_value(d.object.status()).is_ready_for(d.object.generation());
                     if !ready {
-                        return Some(format!("dependency '{}/{}' is not ready", dep.namespace, dep.name));
+                        return Some(format!(
+                            "dependency '{}/{}' is not ready",
+                            dep.namespace, dep.name
+                        ));
                     }
                 }
             }
@@ -461,7 +530,9 @@ impl Runtime {
     fn finish(&self, res: RunResult) {
         let mut st = self.state.lock().expect("runtime state");
         let now = Instant::now();
-        let Some(e) = st.entries.get_mut(&res.object) else { return };
+        let Some(e) = st.entries.get_mut(&res.object) else {
+            return;
+        };
         e.running = false;
         let schedule = e.schedule.clone().ok();
         if let Some(status) = &res.status {
@@ -486,7 +557,9 @@ impl Runtime {
                 e.failures += 1;
                 Some(backoff(s.retry_interval, s.interval, e.failures))
             }
-            (Some(Verdict::Waiting), Some(s)) => Some(s.retry_interval.min(self.options.dependency_requeue)),
+            (Some(Verdict::Waiting), Some(s)) => {
+                Some(s.retry_interval.min(self.options.dependency_requeue))
+            }
             (None, Some(s)) => Some(s.interval),
         };
         let delay = res.requeue_after.or(delay);
@@ -508,7 +581,9 @@ impl Runtime {
         let st = self.state.lock().expect("runtime state");
         let now = Instant::now();
         let mut memo: HashMap<ObjectRef, bool> = HashMap::new();
-        st.entries.keys().all(|r| settled_rec(&st, r, now, &mut memo, &mut HashSet::new()))
+        st.entries
+            .keys()
+            .all(|r| settled_rec(&st, r, now, &mut memo, &mut HashSet::new()))
     }
 }
 
@@ -522,7 +597,9 @@ fn settled_rec(
     if let Some(v) = memo.get(r) {
         return *v;
     }
-    let Some(e) = st.entries.get(r) else { return true };
+    let Some(e) = st.entries.get(r) else {
+        return true;
+    };
     if e.suspended() {
         return true;
     }
@@ -540,7 +617,8 @@ fn settled_rec(
             let res = e.upstream().any(|u| match st.entries.get(u) {
                 None => true,
                 Some(ue) => {
-                    !matches!(ue.verdict, Some(Verdict::Ready)) && settled_rec(st, u, now, memo, visiting)
+                    !matches!(ue.verdict, Some(Verdict::Ready))
+                        && settled_rec(st, u, now, memo, visiting)
                 }
             });
             visiting.remove(r);
@@ -600,17 +678,24 @@ async fn run_one(
             format!("circular dependency detected: {cycle}"),
             true,
         ),
-        (Ok(_), None, Some(problem)) => Outcome::waiting(&obj, base, reason::DEPENDENCY_NOT_READY, problem),
-        (Ok(s), None, None) => match tokio::time::timeout(s.timeout, rec.reconcile(&obj, backend.as_ref())).await {
-            Ok(o) => o,
-            Err(_) => Outcome::failed(
-                &obj,
-                base,
-                reason::TIMEOUT,
-                format!("reconciliation timed out after {}", crate::api::GoDuration::from_duration(s.timeout)),
-                false,
-            ),
-        },
+        (Ok(_), None, Some(problem)) => {
+            Outcome::waiting(&obj, base, reason::DEPENDENCY_NOT_READY, problem)
+        }
+        (Ok(s), None, None) => {
+            match tokio::time::timeout(s.timeout, rec.reconcile(&obj, backend.as_ref())).await {
+                Ok(o) => o,
+                Err(_) => Outcome::failed(
+                    &obj,
+                    base,
+                    reason::TIMEOUT,
+                    format!(
+                        "reconciliation timed out after {}",
+                        crate::api::GoDuration::from_duration(s.timeout)
+                    ),
+                    false,
+                ),
+            }
+        }
     };
     if let Some(req) = obj.annotation(REQUESTED_AT) {
         outcome.status.last_handled_reconcile_at = req.to_string();

@@ -2,7 +2,7 @@ use super::*;
 use crate::api::{ApiError, GoDuration};
 use crate::memory::MemoryBackend;
 use crate::reconcile::Outcome;
-use crate::status::{STALLED, READY};
+use crate::status::{READY, STALLED};
 use crate::traits::ApplyOptions;
 use async_trait::async_trait;
 use serde_json::json;
@@ -14,7 +14,11 @@ struct Scripted {
 }
 
 fn dur(obj: &Object, field: &str) -> Option<Duration> {
-    obj.spec()?.get(field)?.as_str().and_then(|s| GoDuration::parse(s).ok()).map(|d| d.duration())
+    obj.spec()?
+        .get(field)?
+        .as_str()
+        .and_then(|s| GoDuration::parse(s).ok())
+        .map(|d| d.duration())
 }
 
 #[async_trait]
@@ -29,13 +33,22 @@ impl Reconciler for Scripted {
             .spec()
             .and_then(|s| s.get("dependsOn"))
             .and_then(|d| d.as_array())
-            .map(|a| a.iter().filter_map(|d| d["name"].as_str()).map(|n| FluxKind::Kustomization.ref_to("flux-system", n)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d["name"].as_str())
+                    .map(|n| FluxKind::Kustomization.ref_to("flux-system", n))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Schedule {
             interval,
             retry_interval: dur(obj, "retryInterval").unwrap_or(interval),
             timeout: dur(obj, "timeout").unwrap_or(Duration::from_secs(60)),
-            suspend: obj.spec().and_then(|s| s.get("suspend")).and_then(|s| s.as_bool()).unwrap_or(false),
+            suspend: obj
+                .spec()
+                .and_then(|s| s.get("suspend"))
+                .and_then(|s| s.as_bool())
+                .unwrap_or(false),
             depends_on: deps,
             watches: vec![],
         })
@@ -46,7 +59,9 @@ impl Reconciler for Scripted {
         let status = Status::from_value(obj.status());
         let now = crate::time::now_rfc3339();
         match obj.annotation("test/behavior") {
-            Some("fail") => Outcome::failed(obj, status, "Boom", format!("{} failed", obj.name()), false),
+            Some("fail") => {
+                Outcome::failed(obj, status, "Boom", format!("{} failed", obj.name()), false)
+            }
             Some("slow") => {
                 tokio::time::sleep(Duration::from_secs(3600 * 24)).await;
                 unreachable!("the runtime's timeout ends this first")
@@ -60,13 +75,21 @@ impl Reconciler for Scripted {
     }
 
     async fn finalize(&self, obj: &Object, _backend: &dyn Backend) -> Vec<Event> {
-        self.log.lock().unwrap().push(format!("finalize {}", obj.name()));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("finalize {}", obj.name()));
         Vec::new()
     }
 }
 
 fn kustomization(name: &str, spec: serde_json::Value, behavior: Option<&str>) -> Object {
-    let mut o = Object::new("kustomize.toolkit.fluxcd.io/v1", "Kustomization", Some("flux-system"), name);
+    let mut o = Object::new(
+        "kustomize.toolkit.fluxcd.io/v1",
+        "Kustomization",
+        Some("flux-system"),
+        name,
+    );
     o.0.insert("spec".into(), spec);
     if let Some(b) = behavior {
         o.set_annotation("test/behavior", b);
@@ -74,32 +97,49 @@ fn kustomization(name: &str, spec: serde_json::Value, behavior: Option<&str>) ->
     o
 }
 
-async fn setup(objs: Vec<Object>, options: RuntimeOptions) -> (Arc<MemoryBackend>, Runtime, Arc<Mutex<Vec<String>>>) {
+async fn setup(
+    objs: Vec<Object>,
+    options: RuntimeOptions,
+) -> (Arc<MemoryBackend>, Runtime, Arc<Mutex<Vec<String>>>) {
     let backend = Arc::new(MemoryBackend::new());
     for o in &objs {
         backend.apply(o, &ApplyOptions::default()).await.unwrap();
     }
     let log = Arc::new(Mutex::new(Vec::new()));
-    let rt = Runtime::builder(backend.clone()).reconciler(Scripted { log: log.clone() }).options(options).build();
+    let rt = Runtime::builder(backend.clone())
+        .reconciler(Scripted { log: log.clone() })
+        .options(options)
+        .build();
     (backend, rt, log)
 }
 
 fn status_of(snap: &[ObjectSummary], name: &str) -> Status {
-    snap.iter().find(|s| s.object.name == name).unwrap().status.clone()
+    snap.iter()
+        .find(|s| s.object.name == name)
+        .unwrap()
+        .status
+        .clone()
 }
 
 #[tokio::test(start_paused = true)]
 async fn dependencies_run_first_and_dependents_follow_at_once() {
     let (_, rt, log) = setup(
         vec![
-            kustomization("apps", json!({"interval": "10m", "dependsOn": [{"name": "infra"}]}), None),
+            kustomization(
+                "apps",
+                json!({"interval": "10m", "dependsOn": [{"name": "infra"}]}),
+                None,
+            ),
             kustomization("infra", json!({"interval": "10m"}), None),
         ],
         RuntimeOptions::default(),
     )
     .await;
     let started = Instant::now();
-    let snap = rt.run_until_settled(CancellationToken::new()).await.unwrap();
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
     assert!(snap.iter().all(|s| s.is_ready()), "{snap:?}");
     assert_eq!(*log.lock().unwrap(), ["infra", "apps"]);
     // apps did not wait for its 30s dependency requeue: infra becoming Ready triggered it.
@@ -110,19 +150,33 @@ async fn dependencies_run_first_and_dependents_follow_at_once() {
 async fn a_dependency_cycle_stalls_its_members_only() {
     let (_, rt, _) = setup(
         vec![
-            kustomization("a", json!({"interval": "10m", "dependsOn": [{"name": "b"}]}), None),
-            kustomization("b", json!({"interval": "10m", "dependsOn": [{"name": "a"}]}), None),
+            kustomization(
+                "a",
+                json!({"interval": "10m", "dependsOn": [{"name": "b"}]}),
+                None,
+            ),
+            kustomization(
+                "b",
+                json!({"interval": "10m", "dependsOn": [{"name": "a"}]}),
+                None,
+            ),
             kustomization("c", json!({"interval": "10m"}), None),
         ],
         RuntimeOptions::default(),
     )
     .await;
-    let snap = rt.run_until_settled(CancellationToken::new()).await.unwrap();
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
     for name in ["a", "b"] {
         let st = status_of(&snap, name);
         let stalled = st.condition(STALLED).expect("stalled");
         assert_eq!(stalled.reason, "DependencyCycle");
-        assert_eq!(stalled.message, "circular dependency detected: flux-system/a -> flux-system/b -> flux-system/a");
+        assert_eq!(
+            stalled.message,
+            "circular dependency detected: flux-system/a -> flux-system/b -> flux-system/a"
+        );
     }
     assert!(status_of(&snap, "c").is_ready());
 }
@@ -132,26 +186,49 @@ async fn a_failed_dependency_settles_its_dependents_as_not_ready() {
     let (_, rt, log) = setup(
         vec![
             kustomization("infra", json!({"interval": "10m"}), Some("fail")),
-            kustomization("apps", json!({"interval": "10m", "dependsOn": [{"name": "infra"}]}), None),
+            kustomization(
+                "apps",
+                json!({"interval": "10m", "dependsOn": [{"name": "infra"}]}),
+                None,
+            ),
         ],
         RuntimeOptions::default(),
     )
     .await;
-    let snap = rt.run_until_settled(CancellationToken::new()).await.unwrap();
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
     let apps = status_of(&snap, "apps");
     let ready = apps.condition(READY).unwrap();
-    assert_eq!((ready.reason.as_str(), ready.message.as_str()), ("DependencyNotReady", "dependency 'flux-system/infra' is not ready"));
-    assert!(!log.lock().unwrap().contains(&"apps".to_string()), "apps never ran its reconcile");
+    assert_eq!(
+        (ready.reason.as_str(), ready.message.as_str()),
+        (
+            "DependencyNotReady",
+            "dependency 'flux-system/infra' is not ready"
+        )
+    );
+    assert!(
+        !log.lock().unwrap().contains(&"apps".to_string()),
+        "apps never ran its reconcile"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn failures_back_off_exponentially_while_others_keep_their_interval() {
     let (_, rt, log) = setup(
         vec![
-            kustomization("bad", json!({"interval": "10m", "retryInterval": "30s"}), Some("fail")),
+            kustomization(
+                "bad",
+                json!({"interval": "10m", "retryInterval": "30s"}),
+                Some("fail"),
+            ),
             kustomization("good", json!({"interval": "1m"}), None),
         ],
-        RuntimeOptions { jitter_percent: 0, ..RuntimeOptions::default() },
+        RuntimeOptions {
+            jitter_percent: 0,
+            ..RuntimeOptions::default()
+        },
     )
     .await;
     let cancel = CancellationToken::new();
@@ -174,14 +251,24 @@ async fn failures_back_off_exponentially_while_others_keep_their_interval() {
 async fn a_slow_object_times_out_without_blocking_the_others() {
     let (_, rt, _) = setup(
         vec![
-            kustomization("a-slow", json!({"interval": "10m", "timeout": "5s"}), Some("slow")),
+            kustomization(
+                "a-slow",
+                json!({"interval": "10m", "timeout": "5s"}),
+                Some("slow"),
+            ),
             kustomization("b", json!({"interval": "10m"}), None),
             kustomization("c", json!({"interval": "10m"}), None),
         ],
-        RuntimeOptions { concurrency: 1, ..RuntimeOptions::default() },
+        RuntimeOptions {
+            concurrency: 1,
+            ..RuntimeOptions::default()
+        },
     )
     .await;
-    let snap = rt.run_until_settled(CancellationToken::new()).await.unwrap();
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
     let slow = status_of(&snap, "a-slow");
     let ready = slow.condition(READY).unwrap();
     assert_eq!(ready.reason, "ReconciliationTimeout");
@@ -191,7 +278,11 @@ async fn a_slow_object_times_out_without_blocking_the_others() {
 
 #[tokio::test(start_paused = true)]
 async fn spec_changes_requests_suspend_and_deletion() {
-    let (backend, rt, log) = setup(vec![kustomization("app", json!({"interval": "1h"}), None)], RuntimeOptions::default()).await;
+    let (backend, rt, log) = setup(
+        vec![kustomization("app", json!({"interval": "1h"}), None)],
+        RuntimeOptions::default(),
+    )
+    .await;
     let cancel = CancellationToken::new();
     let rt = Arc::new(rt);
     let (rt2, c2) = (rt.clone(), cancel.clone());
@@ -211,10 +302,17 @@ async fn spec_changes_requests_suspend_and_deletion() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(log.lock().unwrap().len(), 3);
     let stored = backend.get(&o.object_ref()).await.unwrap().unwrap();
-    assert_eq!(Status::from_value(stored.status()).last_handled_reconcile_at, "2024-01-01T00:00:00Z");
+    assert_eq!(
+        Status::from_value(stored.status()).last_handled_reconcile_at,
+        "2024-01-01T00:00:00Z"
+    );
 
     // Suspended objects do not run, not even at their interval.
-    let mut s = kustomization("app", json!({"interval": "1h", "path": "./v2", "suspend": true}), None);
+    let mut s = kustomization(
+        "app",
+        json!({"interval": "1h", "path": "./v2", "suspend": true}),
+        None,
+    );
     s.set_annotation(REQUESTED_AT, "2024-01-01T00:00:00Z");
     backend.apply(&s, &ApplyOptions::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
@@ -244,13 +342,26 @@ async fn an_invalid_spec_stalls_with_the_field_named() {
         }
     }
     let backend = Arc::new(MemoryBackend::new());
-    let o = kustomization("bad", json!({"interval": "10m", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "x"}, "pruen": 1}), None);
+    let o = kustomization(
+        "bad",
+        json!({"interval": "10m", "prune": true, "sourceRef": {"kind": "GitRepository", "name": "x"}, "pruen": 1}),
+        None,
+    );
     backend.apply(&o, &ApplyOptions::default()).await.unwrap();
     let rt = Runtime::builder(backend.clone()).reconciler(Strict).build();
-    let snap = rt.run_until_settled(CancellationToken::new()).await.unwrap();
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
     let st = &snap[0].status;
     let stalled = st.condition(STALLED).unwrap();
-    assert!(stalled.message.contains("field `spec.pruen`: unknown field `pruen`"), "{}", stalled.message);
+    assert!(
+        stalled
+            .message
+            .contains("field `spec.pruen`: unknown field `pruen`"),
+        "{}",
+        stalled.message
+    );
     assert_eq!(backend.events()[0].reason, "InvalidSpec");
 }
 

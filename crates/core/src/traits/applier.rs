@@ -72,5 +72,9 @@ pub trait Applier: Send + Sync {
     async fn apply(&self, req: ApplyRequest<'_, Self::Spec>) -> Result<Applied, ApplyError>;
 
     /// Removes what an inventory lists (the object was deleted and prune is on).
-    async fn remove(&self, inventory: &Inventory, backend: &dyn Backend) -> Result<Vec<ObjectRef>, ApplyError>;
+    async fn remove(
+        &self,
+        inventory: &Inventory,
+        backend: &dyn Backend,
+    ) -> Result<Vec<ObjectRef>, ApplyError>;
 }

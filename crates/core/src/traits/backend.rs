@@ -61,7 +61,11 @@ pub struct ListParams {
 
 impl ListParams {
     pub fn kind(group: &str, kind: &str) -> Self {
-        ListParams { group: group.into(), kind: kind.into(), ..Default::default() }
+        ListParams {
+            group: group.into(),
+            kind: kind.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -117,7 +121,11 @@ pub enum BackendError {
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Server-side apply. Returns what happened and the object as stored.
-    async fn apply(&self, obj: &Object, opts: &ApplyOptions) -> Result<(ApplyAction, Object), BackendError>;
+    async fn apply(
+        &self,
+        obj: &Object,
+        opts: &ApplyOptions,
+    ) -> Result<(ApplyAction, Object), BackendError>;
 
     async fn get(&self, r: &ObjectRef) -> Result<Option<Object>, BackendError>;
 

@@ -9,7 +9,13 @@ pub mod plan;
 pub mod source;
 
 pub use applier::{Applied, Applier, ApplyError, ApplyRequest};
-pub use backend::{ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchEvent, WatchStream};
+pub use backend::{
+    ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchEvent, WatchStream,
+};
 pub use notifier::{Notifier, NotifyError};
-pub use plan::{Plan, PlanError, PlanRunner, PlanSummary, TofuWorkspace};
-pub use source::{Credentials, FetchedRevision, Source, SourceError, SourceErrorKind, SourceRequest};
+pub use plan::{
+    plan_id, OutputValue, Outputs, Plan, PlanError, PlanRequest, PlanRunner, PlanSummary,
+};
+pub use source::{
+    Credentials, FetchedRevision, Source, SourceError, SourceErrorKind, SourceRequest,
+};

@@ -19,7 +19,10 @@ impl Credentials {
 
     /// Every value, for redacting them from messages.
     pub fn secret_values(&self) -> impl Iterator<Item = &str> {
-        self.0.values().filter_map(|v| std::str::from_utf8(v).ok()).filter(|s| s.len() >= 3)
+        self.0
+            .values()
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .filter(|s| s.len() >= 3)
     }
 
     /// Replaces every secret value that occurs in `text` with `*****`.
@@ -34,7 +37,9 @@ impl Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.keys().map(|k| (k, "<redacted>"))).finish()
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
     }
 }
 
@@ -83,7 +88,11 @@ pub struct SourceError {
 
 impl SourceError {
     pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> Self {
-        SourceError { kind, message: message.into(), source: None }
+        SourceError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -100,7 +109,10 @@ pub trait Source: Send + Sync {
 
     /// The revision the spec points at now. Must be cheap (one remote round trip, no download):
     /// reconcilers call it on every interval and skip [`Source::fetch`] when nothing changed.
-    async fn resolve(&self, req: &SourceRequest<'_, Self::Spec>) -> Result<FetchedRevision, SourceError>;
+    async fn resolve(
+        &self,
+        req: &SourceRequest<'_, Self::Spec>,
+    ) -> Result<FetchedRevision, SourceError>;
 
     /// Writes the content of `revision` into `dir` (an empty directory created by the caller).
     async fn fetch(

@@ -1,0 +1,488 @@
+//! The bundled example operator and CLI: a thin assembly of trueup's parts.
+//!
+//! ```text
+//! trueup demo                      # a full reconcile of the bundled fleet, no cluster needed
+//! trueup operator --dir ./cluster --fleet clusters/production [--once]
+//! trueup get --dir ./cluster
+//! trueup events --dir ./cluster
+//! trueup build DIR                 # what `kubectl kustomize DIR` prints
+//! ```
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trueup::core::api::FluxKind;
+use trueup::core::event::Event;
+use trueup::core::object::Object;
+use trueup::core::runtime::{CancellationToken, Runtime, RuntimeOptions};
+use trueup::core::status::{ConditionStatus, Status, READY};
+use trueup::core::storage::ArtifactStore;
+use trueup::core::traits::{ApplyOptions, Backend, ListParams, Notifier, NotifyError};
+use trueup::local::{LocalBackend, LocalOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "trueup",
+    about = "GitOps reconciliation with Flux's objects, on a directory or a cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reconcile the bundled demo fleet from a real Git repository made in a temporary folder.
+    Demo {
+        /// Where the local cluster goes (default: a temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run the operator on the local backend.
+    Operator {
+        /// The local cluster directory.
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
+        /// A folder of Flux objects to load (like clusters/production); may repeat.
+        #[arg(long)]
+        fleet: Vec<PathBuf>,
+        /// Bootstrap like `flux bootstrap`: a GitRepository and a Kustomization named
+        /// flux-system that reconcile this repository URL at --path.
+        #[arg(long)]
+        bootstrap: Option<String>,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        #[arg(long, default_value = "./clusters/production")]
+        path: String,
+        /// Run until every object is Ready or failed, print the table, exit 0 or 1.
+        #[arg(long)]
+        once: bool,
+        /// Reconciles in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Print the status of every object, like `flux get all`.
+    Get {
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
+    },
+    /// Print the recorded events.
+    Events {
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
+    },
+    /// Render a kustomization directory, as `kubectl kustomize DIR` does.
+    Build {
+        dir: PathBuf,
+        /// Render a directory without kustomization.yaml the way Flux does (all YAML files).
+        #[arg(long)]
+        flux: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<bool> {
+    match cli.command {
+        Command::Build { dir, flux } => {
+            let opts = trueup::appliers::kustomize::RenderOptions {
+                generate_missing_kustomization: flux,
+                ..Default::default()
+            };
+            let text = trueup::appliers::kustomize::render_to_yaml(&dir, &opts)?;
+            print!("{text}");
+            Ok(true)
+        }
+        Command::Get { dir } => {
+            let backend =
+                LocalBackend::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+            print!("{}", status_table(&fleet_objects(&backend).await?));
+            Ok(true)
+        }
+        Command::Events { dir } => {
+            let backend =
+                LocalBackend::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+            for ev in backend.events(None)? {
+                println!("{}", format_event(&ev));
+            }
+            Ok(true)
+        }
+        Command::Operator {
+            dir,
+            fleet,
+            bootstrap,
+            branch,
+            path,
+            once,
+            concurrency,
+        } => {
+            let backend = open_backend(&dir, true)?;
+            let _lock = backend
+                .acquire_exclusive()
+                .with_context(|| format!("locking {}", dir.display()))?;
+            for f in &fleet {
+                load_fleet(&backend, f).await?;
+            }
+            if let Some(url) = bootstrap {
+                bootstrap_objects(&backend, &url, &branch, &path, "1m").await?;
+            }
+            let runtime = build_runtime(&backend, concurrency)?;
+            if once {
+                let ok = settle(&runtime, &backend).await?;
+                return Ok(ok);
+            }
+            println!(
+                "trueup operator on {} (ctrl-c to stop)",
+                backend.root().display()
+            );
+            let cancel = CancellationToken::new();
+            let c2 = cancel.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                c2.cancel();
+            });
+            let runtime = Arc::new(runtime);
+            let printer = tokio::spawn(print_table_on_change(runtime.clone(), cancel.clone()));
+            runtime.run(cancel).await?;
+            printer.abort();
+            Ok(true)
+        }
+        Command::Demo { dir } => demo(dir).await,
+    }
+}
+
+fn open_backend(dir: &Path, durable: bool) -> Result<LocalBackend> {
+    let opts = LocalOptions {
+        durable,
+        ..LocalOptions::default()
+    };
+    LocalBackend::open_with(dir, opts)
+        .with_context(|| format!("opening the local cluster at {}", dir.display()))
+}
+
+fn build_runtime(backend: &LocalBackend, concurrency: usize) -> Result<Runtime> {
+    let store = ArtifactStore::new(backend.state_dir().join("artifacts"))?;
+    let options = RuntimeOptions {
+        concurrency,
+        ..RuntimeOptions::default()
+    };
+    Ok(trueup::presets::gitops(Arc::new(backend.clone()), store)
+        .notifier(ConsoleNotifier)
+        .options(options)
+        .build())
+}
+
+/// Prints events as they happen.
+struct ConsoleNotifier;
+
+#[async_trait::async_trait]
+impl Notifier for ConsoleNotifier {
+    async fn notify(&self, event: &Event) -> Result<(), NotifyError> {
+        println!("{}", format_event(event));
+        Ok(())
+    }
+}
+
+fn format_event(ev: &Event) -> String {
+    let mut lines = ev.message.lines();
+    let first = lines.next().unwrap_or("");
+    let mut out = format!(
+        "{}  {:<5} {}  {}: {}",
+        ev.timestamp,
+        ev.severity.as_str(),
+        ev.involved_object,
+        ev.reason,
+        first
+    );
+    for l in lines {
+        out.push_str("\n      ");
+        out.push_str(l);
+    }
+    out
+}
+
+async fn fleet_objects(backend: &dyn Backend) -> Result<Vec<Object>> {
+    let mut all = Vec::new();
+    for kind in FluxKind::ALL {
+        all.extend(
+            backend
+                .list(&ListParams::kind(kind.group(), kind.kind()))
+                .await?,
+        );
+    }
+    Ok(all)
+}
+
+/// The `flux get all` table: one line per object.
+fn status_table(objects: &[Object]) -> String {
+    let mut rows = vec![[
+        "NAMESPACE",
+        "NAME",
+        "REVISION",
+        "SUSPENDED",
+        "READY",
+        "MESSAGE",
+    ]
+    .map(String::from)];
+    for o in objects {
+        let st = Status::from_value(o.status());
+        let revision = st
+            .artifact
+            .as_ref()
+            .map(|a| a.revision.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| st.last_applied_revision.clone());
+        let ready = match st.condition(READY).map(|c| c.status) {
+            Some(ConditionStatus::True) => "True",
+            Some(ConditionStatus::False) => "False",
+            _ => "Unknown",
+        };
+        let message = st
+            .condition(READY)
+            .map(|c| c.message.replace('\n', " "))
+            .unwrap_or_default();
+        let suspended = o
+            .spec()
+            .and_then(|s| s.get("suspend"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        rows.push([
+            o.namespace().unwrap_or("").to_string(),
+            format!("{}/{}", o.kind().to_lowercase(), o.name()),
+            revision,
+            if suspended { "True" } else { "False" }.to_string(),
+            ready.to_string(),
+            message,
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            if i == 5 {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+async fn print_table_on_change(runtime: Arc<Runtime>, cancel: CancellationToken) {
+    let mut last = String::new();
+    while !cancel.is_cancelled() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(objs) = fleet_objects(runtime.backend().as_ref()).await else {
+            continue;
+        };
+        let table = status_table(&objs);
+        if table != last {
+            println!("\n{table}");
+            last = table;
+        }
+    }
+}
+
+/// Runs until settled and prints the table; true when everything is Ready.
+async fn settle(runtime: &Runtime, backend: &LocalBackend) -> Result<bool> {
+    let snap = runtime.run_until_settled(CancellationToken::new()).await?;
+    println!();
+    print!("{}", status_table(&fleet_objects(backend).await?));
+    Ok(snap.iter().all(|s| s.suspended || s.is_ready()))
+}
+
+/// Applies every object found under `dir` (rendered like a Flux Kustomization path).
+async fn load_fleet(backend: &LocalBackend, dir: &Path) -> Result<()> {
+    let dir2 = dir.to_path_buf();
+    let set = tokio::task::spawn_blocking(move || {
+        trueup::appliers::kustomize::render_dir(
+            &dir2,
+            &trueup::appliers::kustomize::RenderOptions::flux(),
+        )
+    })
+    .await??;
+    for o in set.in_apply_order() {
+        let mut o = o.clone();
+        if o.namespace().is_none()
+            && trueup::core::scope::is_cluster_scoped(o.group(), o.kind()) == Some(false)
+        {
+            o.set_namespace("flux-system");
+        }
+        backend.apply(&o, &ApplyOptions::default()).await?;
+    }
+    println!("loaded {} objects from {}", set.len(), dir.display());
+    Ok(())
+}
+
+/// What `flux bootstrap` leaves behind: a GitRepository and a Kustomization, both named
+/// flux-system, that reconcile the fleet repository itself.
+async fn bootstrap_objects(
+    backend: &dyn Backend,
+    url: &str,
+    branch: &str,
+    path: &str,
+    interval: &str,
+) -> Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: flux-system\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  url: {url}\n  ref:\n    branch: {branch}\n---\n\
+         apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: {path}\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n"
+    );
+    for o in trueup::core::yaml::parse_objects(&text, "bootstrap")? {
+        backend.apply(&o, &ApplyOptions::default()).await?;
+    }
+    Ok(())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=trueup demo",
+            "-c",
+            "user.email=demo@trueup.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running git (is it installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), dest.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The demo: the bundled fleet in a real Git repository, reconciled from scratch, then a commit
+/// that deletes a manifest, reconciled again to show the prune.
+async fn demo(dir: Option<PathBuf>) -> Result<bool> {
+    let tmp = tempfile::tempdir()?;
+    let repo = tmp.path().join("fleet-infra");
+    let fleet_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet");
+    copy_dir(&fleet_src, &repo).with_context(|| format!("copying {}", fleet_src.display()))?;
+    git(&repo, &["init", "-q"])?;
+    git(&repo, &["add", "-A"])?;
+    git(&repo, &["commit", "-q", "-m", "Add the production fleet"])?;
+    let cluster = dir.unwrap_or_else(|| tmp.path().join("cluster"));
+    println!(
+        "fleet repository: {} (a real Git repository)",
+        repo.display()
+    );
+    println!("local cluster:    {}\n", cluster.display());
+
+    // Durable writes cost an fsync per file; the demo's cluster is throwaway.
+    let backend = open_backend(&cluster, false)?;
+    let url = format!("file://{}", repo.display());
+    bootstrap_objects(&backend, &url, "main", "./clusters/production", "1m").await?;
+    let runtime = build_runtime(&backend, 4)?;
+
+    let t = Instant::now();
+    let ok = settle(&runtime, &backend).await?;
+    let first = t.elapsed();
+    let files = count_files(backend.root(), &[".trueup"]);
+    println!(
+        "\nfirst reconcile: {first:.2?}, {files} object files written under {}\n",
+        cluster.display()
+    );
+
+    let t = Instant::now();
+    request_all(&runtime, &backend).await?;
+    let ok2 = settle_quiet(&runtime).await?;
+    let noop = t.elapsed();
+    println!("no-op reconcile of everything (nothing changed in Git): {noop:.2?}\n");
+
+    println!("-- commit: delete apps/overlays/production/hpa.yaml --");
+    std::fs::remove_file(repo.join("apps/overlays/production/hpa.yaml"))?;
+    let kfile = repo.join("apps/overlays/production/kustomization.yaml");
+    let k = std::fs::read_to_string(&kfile)?.replace("  - hpa.yaml\n", "");
+    std::fs::write(&kfile, k)?;
+    git(
+        &repo,
+        &["commit", "-q", "-am", "Drop the HorizontalPodAutoscaler"],
+    )?;
+    let t = Instant::now();
+    request_all(&runtime, &backend).await?;
+    let ok3 = settle(&runtime, &backend).await?;
+    println!("\nreconcile of the new commit: {:.2?}", t.elapsed());
+    let hpa = backend.object_path(&trueup::core::ObjectRef::new(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "apps",
+        "podinfo",
+    ))?;
+    println!("{} exists: {}", hpa.display(), hpa.exists());
+    Ok(ok && ok2 && ok3 && !hpa.exists())
+}
+
+/// Like `flux reconcile --with-source` for everything, from inside the operator process.
+async fn request_all(runtime: &Runtime, backend: &LocalBackend) -> Result<()> {
+    for o in fleet_objects(backend).await? {
+        runtime.request_reconcile(&o.object_ref());
+    }
+    Ok(())
+}
+
+async fn settle_quiet(runtime: &Runtime) -> Result<bool> {
+    let snap = runtime.run_until_settled(CancellationToken::new()).await?;
+    Ok(snap.iter().all(|s| s.is_ready()))
+}
+
+fn count_files(root: &Path, skip: &[&str]) -> usize {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .filter(|e| !skip.iter().any(|s| e.file_name() == *s))
+        .map(|e| {
+            if e.path().is_dir() {
+                count_files(&e.path(), skip)
+            } else {
+                1
+            }
+        })
+        .sum()
+}

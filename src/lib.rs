@@ -1,0 +1,70 @@
+//! # trueup
+//!
+//! An embeddable GitOps reconciliation library: the objects Flux users keep in Git
+//! (GitRepository, Kustomization, HelmRelease, Terraform, ...) are fetched, rendered and applied
+//! by Rust code you can embed, to a Kubernetes cluster or to a plain directory.
+//!
+//! This crate re-exports the workspace's parts behind features:
+//!
+//! | module | crate | feature |
+//! | --- | --- | --- |
+//! | [`core`] | `trueup-core`: objects, API types, traits, runtime, reconcilers | always |
+//! | `sources` | `trueup-sources`: Git (and more) sources | `sources` (default) |
+//! | `appliers` | `trueup-appliers`: Kustomize overlay renderer and applier | `appliers` (default) |
+//! | `local` | `trueup-local`: the embedded directory backend | `local` (default) |
+//! | `kube` | `trueup-kube`: the Kubernetes backend | `kube` |
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "sources", feature = "appliers", feature = "local"))]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use trueup::core::reconcile::{GitRepositoryReconciler, KustomizationReconciler};
+//! use trueup::core::runtime::{CancellationToken, Runtime};
+//! use trueup::core::storage::ArtifactStore;
+//!
+//! let backend = trueup::local::LocalBackend::open("./cluster")?;
+//! let store = ArtifactStore::new(backend.state_dir().join("artifacts"))?;
+//! let runtime = Runtime::builder(Arc::new(backend))
+//!     .reconciler(GitRepositoryReconciler::new(trueup::sources::GitSource::default(), store.clone()))
+//!     .reconciler(KustomizationReconciler::new(trueup::appliers::KustomizeApplier::default(), store))
+//!     .build();
+//! let summary = runtime.run_until_settled(CancellationToken::new()).await?;
+//! println!("{} objects, all ready: {}", summary.len(), summary.iter().all(|s| s.is_ready()));
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub use trueup_core as core;
+
+#[cfg(feature = "appliers")]
+pub use trueup_appliers as appliers;
+#[cfg(feature = "kube")]
+pub use trueup_kube as kube;
+#[cfg(feature = "local")]
+pub use trueup_local as local;
+#[cfg(feature = "sources")]
+pub use trueup_sources as sources;
+
+/// Ready-made assemblies of the parts, for programs that want the usual wiring.
+#[cfg(all(feature = "sources", feature = "appliers"))]
+pub mod presets {
+    use std::sync::Arc;
+    use trueup_core::reconcile::{GitRepositoryReconciler, KustomizationReconciler};
+    use trueup_core::runtime::{Runtime, RuntimeBuilder};
+    use trueup_core::storage::ArtifactStore;
+    use trueup_core::traits::Backend;
+
+    /// A runtime builder with the Git source and the Kustomize applier wired to `backend`,
+    /// artifacts kept in `store`. Add notifiers and options, then `build()`.
+    pub fn gitops(backend: Arc<dyn Backend>, store: ArtifactStore) -> RuntimeBuilder {
+        Runtime::builder(backend)
+            .reconciler(GitRepositoryReconciler::new(
+                trueup_sources::GitSource::new(),
+                store.clone(),
+            ))
+            .reconciler(KustomizationReconciler::new(
+                trueup_appliers::KustomizeApplier::default(),
+                store,
+            ))
+    }
+}
