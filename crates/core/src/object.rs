@@ -237,6 +237,32 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
     }
 }
 
+/// An API group and kind: what a reconciler serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GroupKind {
+    pub group: String,
+    pub kind: String,
+}
+
+impl GroupKind {
+    pub fn new(group: &str, kind: &str) -> Self {
+        GroupKind {
+            group: group.into(),
+            kind: kind.into(),
+        }
+    }
+}
+
+impl fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() {
+            f.write_str(&self.kind)
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)
+        }
+    }
+}
+
 /// Identifies an object across API versions: group, kind, namespace (empty when
 /// cluster-scoped) and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -279,6 +305,10 @@ impl ObjectRef {
             return Err(InventoryIdError(id.to_string()));
         }
         Ok(ObjectRef::new(parts[2], parts[3], parts[0], parts[1]))
+    }
+
+    pub fn group_kind(&self) -> GroupKind {
+        GroupKind::new(&self.group, &self.kind)
     }
 
     pub fn is_namespaced(&self) -> bool {

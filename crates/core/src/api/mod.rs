@@ -159,6 +159,12 @@ impl FluxKind {
     }
 }
 
+impl From<FluxKind> for crate::object::GroupKind {
+    fn from(k: FluxKind) -> Self {
+        crate::object::GroupKind::new(k.group(), k.kind())
+    }
+}
+
 impl fmt::Display for FluxKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind())

@@ -66,8 +66,8 @@ impl<S> Reconciler for GitRepositoryReconciler<S>
 where
     S: Source<Spec = GitRepositorySpec>,
 {
-    fn kind(&self) -> FluxKind {
-        FluxKind::GitRepository
+    fn kind(&self) -> crate::object::GroupKind {
+        FluxKind::GitRepository.into()
     }
 
     fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {

@@ -30,8 +30,8 @@ impl<A> Reconciler for KustomizationReconciler<A>
 where
     A: Applier<Spec = KustomizationSpec>,
 {
-    fn kind(&self) -> FluxKind {
-        FluxKind::Kustomization
+    fn kind(&self) -> crate::object::GroupKind {
+        FluxKind::Kustomization.into()
     }
 
     fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {

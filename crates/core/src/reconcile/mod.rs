@@ -7,7 +7,7 @@ pub mod terraform;
 
 use crate::api::{ApiError, FluxKind};
 use crate::event::{Event, Severity};
-use crate::object::{Object, ObjectRef};
+use crate::object::{GroupKind, Object, ObjectRef};
 use crate::status::{reason, Status};
 use crate::traits::Backend;
 use async_trait::async_trait;
@@ -104,7 +104,9 @@ pub fn invalid_spec(obj: &Object, err: &ApiError) -> Outcome {
 /// One reconciler per kind.
 #[async_trait]
 pub trait Reconciler: Send + Sync {
-    fn kind(&self) -> FluxKind;
+    /// The group and kind this reconciler serves: one of Flux's ([`FluxKind`] converts with
+    /// `.into()`) or a kind of your own.
+    fn kind(&self) -> GroupKind;
 
     /// Reads the schedule from the object's spec. An error stalls the object.
     fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError>;

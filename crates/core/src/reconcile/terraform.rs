@@ -686,8 +686,10 @@ impl<R: PlanRunner> TerraformReconciler<R> {
 
 #[async_trait]
 impl<R: PlanRunner> Reconciler for TerraformReconciler<R> {
-    fn kind(&self) -> FluxKind {
-        FluxKind::Terraform
+    // The Reconciler trait now returns a GroupKind, so custom controllers can serve their
+    // own kinds; Flux's kinds convert with `.into()`.
+    fn kind(&self) -> crate::object::GroupKind {
+        FluxKind::Terraform.into()
     }
 
     fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {

@@ -10,9 +10,8 @@
 
 pub mod graph;
 
-use crate::api::FluxKind;
 use crate::event::Event;
-use crate::object::{Object, ObjectRef};
+use crate::object::{GroupKind, Object, ObjectRef};
 use crate::reconcile::{Outcome, Reconciler, Schedule, Verdict};
 use crate::status::{reason, Status};
 use crate::traits::{Backend, Notifier};
@@ -55,7 +54,7 @@ impl Default for RuntimeOptions {
 pub enum RuntimeError {
     #[error("listing {kind}: {source}")]
     List {
-        kind: FluxKind,
+        kind: GroupKind,
         #[source]
         source: crate::traits::BackendError,
     },
@@ -80,7 +79,7 @@ impl ObjectSummary {
 }
 
 struct Entry {
-    kind: FluxKind,
+    kind: GroupKind,
     object: Object,
     schedule: Result<Schedule, String>,
     due: Option<Instant>,
@@ -134,7 +133,7 @@ struct State {
 /// Assembles a runtime from a backend and the parts for each kind.
 pub struct RuntimeBuilder {
     backend: Arc<dyn Backend>,
-    reconcilers: HashMap<FluxKind, Arc<dyn Reconciler>>,
+    reconcilers: HashMap<GroupKind, Arc<dyn Reconciler>>,
     notifiers: Vec<Arc<dyn Notifier>>,
     options: RuntimeOptions,
 }
@@ -175,7 +174,7 @@ impl RuntimeBuilder {
 /// Drives reconcilers over every object of the kinds they serve.
 pub struct Runtime {
     backend: Arc<dyn Backend>,
-    reconcilers: HashMap<FluxKind, Arc<dyn Reconciler>>,
+    reconcilers: HashMap<GroupKind, Arc<dyn Reconciler>>,
     notifiers: Vec<Arc<dyn Notifier>>,
     options: RuntimeOptions,
     state: Arc<Mutex<State>>,
@@ -252,7 +251,7 @@ impl Runtime {
     fn kinds(&self) -> Vec<(String, String)> {
         self.reconcilers
             .keys()
-            .map(|k| (k.group().to_string(), k.kind().to_string()))
+            .map(|k| (k.group.clone(), k.kind.clone()))
             .collect()
     }
 
@@ -270,10 +269,10 @@ impl Runtime {
         for kind in self.reconcilers.keys() {
             let objs = self
                 .backend
-                .list(&crate::traits::ListParams::kind(kind.group(), kind.kind()))
+                .list(&crate::traits::ListParams::kind(&kind.group, &kind.kind))
                 .await
                 .map_err(|source| RuntimeError::List {
-                    kind: *kind,
+                    kind: kind.clone(),
                     source,
                 })?;
             for o in objs {
@@ -342,9 +341,7 @@ impl Runtime {
     /// Takes in a new or changed object and decides whether it, or what depends on it, runs now.
     fn observe(&self, obj: Object) {
         let r = obj.object_ref();
-        let Some(kind) = FluxKind::from_group_kind(&r.group, &r.kind) else {
-            return;
-        };
+        let kind = r.group_kind();
         let Some(rec) = self.reconcilers.get(&kind) else {
             return;
         };

@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::{ApiError, GoDuration};
+use crate::api::{ApiError, FluxKind, GoDuration};
 use crate::memory::MemoryBackend;
 use crate::reconcile::Outcome;
 use crate::status::{READY, STALLED};
@@ -23,8 +23,8 @@ fn dur(obj: &Object, field: &str) -> Option<Duration> {
 
 #[async_trait]
 impl Reconciler for Scripted {
-    fn kind(&self) -> FluxKind {
-        FluxKind::Kustomization
+    fn kind(&self) -> GroupKind {
+        FluxKind::Kustomization.into()
     }
 
     fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {
@@ -330,8 +330,8 @@ async fn an_invalid_spec_stalls_with_the_field_named() {
     struct Strict;
     #[async_trait]
     impl Reconciler for Strict {
-        fn kind(&self) -> FluxKind {
-            FluxKind::Kustomization
+        fn kind(&self) -> GroupKind {
+            FluxKind::Kustomization.into()
         }
         fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {
             crate::api::from_object::<crate::api::Kustomization>(obj)?;
