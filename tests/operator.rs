@@ -1,0 +1,368 @@
+//! End to end: a Flux fleet in a real Git repository served by `git daemon`, reconciled by the
+//! runtime onto the local backend; the example operator killed with SIGKILL mid-reconcile and
+//! restarted.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use trueup::core::api::FluxKind;
+use trueup::core::runtime::{CancellationToken, Runtime};
+use trueup::core::status::{Status, READY};
+use trueup::core::storage::ArtifactStore;
+use trueup::core::traits::{ApplyOptions, Backend};
+use trueup::core::ObjectRef;
+use trueup::local::{LocalBackend, LocalOptions};
+
+async fn bootstrap(backend: &LocalBackend, url: &str, branch: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: flux-system}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: {url}\n  ref: {{branch: {branch}}}\n---\n\
+         apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./clusters/production\n  prune: true\n  sourceRef: {{kind: GitRepository, name: flux-system}}\n"
+    );
+    for o in trueup::core::yaml::parse_objects(&text, "bootstrap").unwrap() {
+        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+    }
+}
+
+fn runtime(backend: &LocalBackend) -> Runtime {
+    let store = ArtifactStore::new(backend.state_dir().join("artifacts")).unwrap();
+    trueup::presets::gitops(Arc::new(backend.clone()), store).build()
+}
+
+fn deployment() -> ObjectRef {
+    ObjectRef::new("apps", "Deployment", "apps", "podinfo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_from_git_daemon_reconciles_prunes_and_skips_unchanged_revisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let daemon = GitDaemon::start(&repo.base);
+    let backend = LocalBackend::open_with(
+        tmp.path().join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    bootstrap(&backend, &daemon.url("fleet.git"), "main").await;
+    let rt = runtime(&backend);
+
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(snap.len(), 4, "{snap:?}");
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let head = git(&repo.work, &["rev-parse", "HEAD"]);
+    let apps = Status::from_value(
+        backend
+            .get(&FluxKind::Kustomization.ref_to("flux-system", "apps"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+    );
+    assert_eq!(apps.last_applied_revision, format!("main@sha1:{head}"));
+    assert_eq!(
+        apps.condition(READY).unwrap().message,
+        format!("Applied revision: main@sha1:{head}")
+    );
+    let inventory: Vec<&str> = apps
+        .inventory
+        .as_ref()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.id.as_str())
+        .collect();
+    assert!(
+        inventory.contains(&"apps_podinfo_apps_Deployment"),
+        "{inventory:?}"
+    );
+
+    // The overlay, the generator merge and the substitutions all reached the applied object.
+    let d = backend
+        .get(&deployment())
+        .await
+        .unwrap()
+        .expect("deployment applied");
+    assert_eq!(d.0["spec"]["replicas"], 3);
+    let c = &d.0["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/stefanprodan/podinfo:6.7.1");
+    assert_eq!(c["env"][0]["value"], "production-eks");
+    assert_eq!(c["env"][1]["value"], "us-east-1");
+    let cm_name = c["envFrom"][0]["configMapRef"]["name"].as_str().unwrap();
+    assert!(cm_name.starts_with("podinfo-config-"));
+    assert!(backend
+        .get(&ObjectRef::new("", "ConfigMap", "apps", cm_name))
+        .await
+        .unwrap()
+        .is_some());
+
+    // An unchanged remote: a reconcile of the source stores no new artifact and sends no event.
+    let events_before = backend.events(None).unwrap().len();
+    let git_ref = FluxKind::GitRepository.ref_to("flux-system", "flux-system");
+    rt.request_reconcile(&git_ref);
+    rt.run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    let new_artifacts = backend.events(None).unwrap()[events_before..]
+        .iter()
+        .filter(|e| e.reason == "NewArtifact")
+        .count();
+    assert_eq!(new_artifacts, 0);
+
+    // A commit that deletes a manifest prunes the object it held.
+    let overlay = repo.work.join("apps/overlays/production");
+    std::fs::remove_file(overlay.join("hpa.yaml")).unwrap();
+    let k = std::fs::read_to_string(overlay.join("kustomization.yaml"))
+        .unwrap()
+        .replace("  - hpa.yaml\n", "");
+    std::fs::write(overlay.join("kustomization.yaml"), k).unwrap();
+    let new_head = repo.commit("Drop the HPA");
+    rt.request_reconcile(&git_ref);
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let hpa = ObjectRef::new("autoscaling", "HorizontalPodAutoscaler", "apps", "podinfo");
+    assert!(
+        backend.get(&hpa).await.unwrap().is_none(),
+        "the HPA was pruned"
+    );
+    assert!(!backend.object_path(&hpa).unwrap().exists());
+    let pruned = backend.events(None).unwrap().into_iter().any(|e| {
+        e.message
+            .contains("HorizontalPodAutoscaler/apps/podinfo deleted")
+    });
+    assert!(pruned, "a prune event names the object");
+    let apps = Status::from_value(
+        backend
+            .get(&FluxKind::Kustomization.ref_to("flux-system", "apps"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+    );
+    assert_eq!(apps.last_applied_revision, format!("main@sha1:{new_head}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_branch_is_named_in_the_condition_and_dependents_wait() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let daemon = GitDaemon::start(&repo.base);
+    let backend = LocalBackend::open_with(
+        tmp.path().join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    bootstrap(&backend, &daemon.url("fleet.git"), "no-such-branch").await;
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| !s.is_ready()));
+    let src = Status::from_value(
+        backend
+            .get(&FluxKind::GitRepository.ref_to("flux-system", "flux-system"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+    );
+    let ready = src.condition(READY).unwrap();
+    assert_eq!(ready.reason, "GitOperationFailed");
+    assert!(
+        ready.message.contains("no-such-branch"),
+        "{}",
+        ready.message
+    );
+    let ks = Status::from_value(
+        backend
+            .get(&FluxKind::Kustomization.ref_to("flux-system", "flux-system"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+    );
+    assert_eq!(ks.condition(READY).unwrap().reason, "ArtifactFailed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let backend = LocalBackend::open_with(
+        tmp.path().join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    bootstrap(
+        &backend,
+        &format!("git://127.0.0.1:{port}/fleet.git"),
+        "main",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let src = Status::from_value(
+        backend
+            .get(&FluxKind::GitRepository.ref_to("flux-system", "flux-system"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+    );
+    let msg = &src.condition(READY).unwrap().message;
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+}
+
+/// The example operator is killed with SIGKILL at random points while it reconciles new
+/// commits; every file it leaves is whole, and a restart converges to exactly what an
+/// uninterrupted run produces, file for file.
+#[test]
+fn the_operator_converges_after_kill_9_at_any_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let url = format!("file://{}", repo.bare.display());
+    let bin = trueup_bin();
+    let run = |dir: &Path| {
+        std::process::Command::new(&bin)
+            .args([
+                "operator",
+                "--once",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--bootstrap",
+                &url,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // How long a full first reconcile takes here, to aim the kills inside it.
+    let t = std::time::Instant::now();
+    let out = run(&tmp.path().join("warmup")).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full = t.elapsed().as_millis() as u64;
+
+    let crashed = tmp.path().join("crashed");
+    let mut kills = 0;
+    for round in 0..10u32 {
+        // Every round brings new work: a changed value, and an object that comes and goes.
+        let vars = repo
+            .work
+            .join("infrastructure/production/cluster-vars.yaml");
+        let text = std::fs::read_to_string(&vars).unwrap();
+        std::fs::write(
+            &vars,
+            text.replace(
+                &format!("replicas: \"{}\"", round + 3),
+                &format!("replicas: \"{}\"", round + 4),
+            ),
+        )
+        .unwrap();
+        let extra = repo.work.join("infrastructure/production/extra.yaml");
+        let k = repo
+            .work
+            .join("infrastructure/production/kustomization.yaml");
+        let ktext = std::fs::read_to_string(&k).unwrap();
+        if round % 2 == 0 {
+            std::fs::write(&extra, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-{round}\n  namespace: flux-system\n")).unwrap();
+            std::fs::write(&k, ktext + "  - extra.yaml\n").unwrap();
+        } else {
+            std::fs::remove_file(&extra).unwrap();
+            std::fs::write(&k, ktext.replace("  - extra.yaml\n", "")).unwrap();
+        }
+        repo.commit(&format!("round {round}"));
+
+        let mut child = run(&crashed);
+        std::thread::sleep(Duration::from_millis(fastrand::u64(full / 10..=full)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        for (path, text) in manifest_tree(&crashed) {
+            trueup::core::yaml::parse_objects(&text, &path)
+                .unwrap_or_else(|e| panic!("round {round}: half-written file: {e}"));
+        }
+    }
+    assert!(
+        kills >= 3,
+        "the operator was killed mid-run only {kills} times out of 10"
+    );
+
+    let out = run(&crashed).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "restart after kills: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = tmp.path().join("reference");
+    let out = run(&reference).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (got, expected) = (manifest_tree(&crashed), manifest_tree(&reference));
+    let names =
+        |t: &std::collections::BTreeMap<String, String>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&got), names(&expected));
+    for (path, text) in &expected {
+        assert_eq!(&got[path], text, "{path}");
+    }
+}
+
+/// Every object file of a local cluster, relative path to content (state folder excluded).
+fn manifest_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name() == ".trueup" {
+                continue;
+            }
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                );
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}

@@ -1,0 +1,142 @@
+//! Real servers and repositories for the end-to-end tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs git with a fixed identity, panicking with git's stderr on failure (test setup only).
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=trueup tests",
+            "-c",
+            "user.email=tests@trueup.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A bare repository holding the bundled demo fleet, plus a work tree to commit from.
+pub struct FleetRepo {
+    pub base: PathBuf,
+    pub work: PathBuf,
+    pub bare: PathBuf,
+}
+
+impl FleetRepo {
+    pub fn new(root: &Path) -> FleetRepo {
+        let work = root.join("work");
+        let base = root.join("repos");
+        let bare = base.join("fleet.git");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet"),
+            &work,
+        );
+        git(&work, &["init", "-q"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "Add the production fleet"]);
+        std::fs::create_dir_all(&base).unwrap();
+        git(
+            &base,
+            &["clone", "-q", "--bare", work.to_str().unwrap(), "fleet.git"],
+        );
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        FleetRepo { base, work, bare }
+    }
+
+    /// Commits every change in the work tree and pushes it; returns the new commit id.
+    pub fn commit(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(&self.work, &["push", "-q", "origin", "main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+/// `git daemon` serving a base path on a free port of 127.0.0.1; stopped on drop.
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    pub fn start(base: &Path) -> GitDaemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let exec_path = String::from_utf8(
+            Command::new("git")
+                .arg("--exec-path")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        // The daemon binary itself, not the `git daemon` wrapper, so that kill() stops it.
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+            ])
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git-daemon starts (install git)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitDaemon { child, port }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example operator binary, built by `cargo test` next to the test binaries.
+pub fn trueup_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("examples").join("trueup");
+    assert!(bin.exists(), "{} is missing: run `cargo test --workspace` (it builds examples) or `cargo build --example trueup`", bin.display());
+    bin
+}
