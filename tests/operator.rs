@@ -366,3 +366,140 @@ fn manifest_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
     walk(root, root, &mut out);
     out
 }
+
+#[test]
+fn the_cli_exits_by_readiness_and_get_prints_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let bin = trueup_bin();
+    let dir = tmp.path().join("cluster");
+    let url = format!("file://{}", repo.bare.display());
+    let out = std::process::Command::new(&bin)
+        .args([
+            "operator",
+            "--once",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--bootstrap",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = std::process::Command::new(&bin)
+        .args(["get", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(get.stdout).unwrap();
+    let head = git(&repo.work, &["rev-parse", "HEAD"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAMESPACE") && header.contains("REVISION") && header.contains("READY"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains("kustomization/apps"))
+        .expect("apps row");
+    assert!(
+        row.contains(&format!("main@sha1:{head}"))
+            && row.contains("True")
+            && row.contains("Applied revision"),
+        "{row}"
+    );
+
+    // A branch that does not exist: exit 1, and the table says why.
+    let dir2 = tmp.path().join("cluster2");
+    let out = std::process::Command::new(&bin)
+        .args([
+            "operator",
+            "--once",
+            "--dir",
+            dir2.to_str().unwrap(),
+            "--bootstrap",
+            &url,
+            "--branch",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("gitrepository/flux-system"))
+        .expect("source row");
+    assert!(row.contains("False") && row.contains("nope"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn includes_and_ignore_rules_shape_the_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    // A second repository whose `shared/` folder the first one includes.
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir_all(lib.join("shared")).unwrap();
+    std::fs::write(lib.join("shared/policy.yaml"), "kind: Policy\n").unwrap();
+    std::fs::write(lib.join("shared/notes.md"), "not for the cluster\n").unwrap();
+    git(&lib, &["init", "-q"]);
+    git(&lib, &["add", "-A"]);
+    git(&lib, &["commit", "-q", "-m", "lib"]);
+    std::fs::write(repo.work.join(".sourceignore"), "*.md\n").unwrap();
+    std::fs::write(repo.work.join("README.md"), "docs\n").unwrap();
+    std::fs::create_dir_all(repo.work.join("scratch")).unwrap();
+    std::fs::write(repo.work.join("scratch/tmp.yaml"), "x: 1\n").unwrap();
+    repo.commit("docs and scratch");
+
+    let backend = LocalBackend::open_with(
+        tmp.path().join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let text = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: lib, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{lib}\n  ref: {{branch: main}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{fleet}\n  ref: {{branch: main}}\n  ignore: |\n    /scratch/\n  include:\n    - repository: {{name: lib}}\n      fromPath: shared\n      toPath: vendor/lib\n",
+        lib = lib.display(),
+        fleet = repo.bare.display()
+    );
+    for o in trueup::core::yaml::parse_objects(&text, "sources.yaml").unwrap() {
+        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+    }
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let fleet = backend
+        .get(&FluxKind::GitRepository.ref_to("flux-system", "fleet"))
+        .await
+        .unwrap()
+        .unwrap();
+    let artifact = Status::from_value(fleet.status()).artifact.unwrap();
+    let store = ArtifactStore::new(backend.state_dir().join("artifacts")).unwrap();
+    let dir = store.unpacked(&artifact).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vendor/lib/policy.yaml")).unwrap(),
+        "kind: Policy\n"
+    );
+    // Ignore rules apply to the whole tree after includes are copied in, as in Flux.
+    assert!(
+        !dir.join("vendor/lib/notes.md").exists(),
+        "the fleet's .sourceignore covers included files"
+    );
+    assert!(
+        !dir.join("README.md").exists(),
+        ".sourceignore excludes *.md"
+    );
+    assert!(
+        !dir.join("scratch").exists(),
+        "spec.ignore excludes /scratch/"
+    );
+    assert!(dir.join("clusters/production/apps.yaml").exists());
+}

@@ -50,6 +50,45 @@ pub fn join_inside(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
     Ok(out)
 }
 
+/// Joins a user-given relative path to `root` for a destination that may not exist yet:
+/// `..` may not leave the root, and the deepest existing ancestor must resolve inside it (so
+/// a symlink cannot redirect the write).
+pub fn join_for_write(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+    let mut out = root.to_path_buf();
+    let mut depth = 0usize;
+    for c in Path::new(rel.trim_start_matches('/')).components() {
+        match c {
+            Component::Normal(p) => {
+                out.push(p);
+                depth += 1;
+            }
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                if depth == 0 {
+                    return Err(PathError::Escapes(rel.to_string()));
+                }
+                out.pop();
+                depth -= 1;
+            }
+            Component::Prefix(_) => return Err(PathError::Escapes(rel.to_string())),
+        }
+    }
+    let real_root = root
+        .canonicalize()
+        .map_err(|_| PathError::Missing(root.display().to_string()))?;
+    let mut existing = out.as_path();
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(root);
+    }
+    let real = existing
+        .canonicalize()
+        .map_err(|_| PathError::Missing(rel.to_string()))?;
+    if !real.starts_with(&real_root) {
+        return Err(PathError::Escapes(rel.to_string()));
+    }
+    Ok(out)
+}
+
 /// Copies a directory tree (or one file), skipping symlinks.
 pub fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(src)?;

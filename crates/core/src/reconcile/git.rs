@@ -302,7 +302,7 @@ fn copy_include(
     let to = inc.to_path.as_deref().unwrap_or(&inc.repository.name);
     let src = crate::paths::join_inside(&src_root, from)
         .map_err(|e| format!("include '{}': fromPath: {e}", inc.repository.name))?;
-    let dest = crate::paths::join_inside(dest_root, to)
+    let dest = crate::paths::join_for_write(dest_root, to)
         .map_err(|e| format!("include '{}': toPath: {e}", inc.repository.name))?;
     crate::paths::copy_tree(&src, &dest)
         .map_err(|e| format!("include '{}': {e}", inc.repository.name))
