@@ -245,37 +245,34 @@ impl KustomizeApplier {
         Ok(changes)
     }
 
-    async fn prune(
+    /// Deletes objects in deletion order, keeping those marked `prune: disabled` and, when
+    /// `owner` is given, those another Kustomization has taken over.
+    async fn delete_objects(
         &self,
         backend: &dyn Backend,
-        owner: &ObjectRef,
-        stale: Vec<ObjectRef>,
+        owner: Option<&ObjectRef>,
+        mut refs: Vec<ObjectRef>,
     ) -> Result<Vec<ObjectRef>, ApplyError> {
-        let mut stale = stale;
-        sort_for_deletion(&mut stale);
+        sort_for_deletion(&mut refs);
         let mut deleted = Vec::new();
-        for r in stale {
+        for r in refs {
             let live = backend
                 .get(&r)
                 .await
                 .map_err(|e| ApplyError::Prune(format!("{r}: {e}")))?;
             let Some(live) = live else { continue };
-            if live
-                .annotation(PRUNE_KEY)
-                .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
-                || live
-                    .label(PRUNE_KEY)
-                    .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
-            {
+            let disabled = |v: Option<&str>| v.is_some_and(|v| v.eq_ignore_ascii_case("disabled"));
+            if disabled(live.annotation(PRUNE_KEY)) || disabled(live.label(PRUNE_KEY)) {
                 continue;
             }
-            // An object another Kustomization has taken over is not ours to delete.
-            let owned = match (live.label(NAME_LABEL), live.label(NAMESPACE_LABEL)) {
-                (Some(n), Some(ns)) => n == owner.name && ns == owner.namespace,
-                _ => true,
-            };
-            if !owned {
-                continue;
+            if let Some(owner) = owner {
+                let owned = match (live.label(NAME_LABEL), live.label(NAMESPACE_LABEL)) {
+                    (Some(n), Some(ns)) => n == owner.name && ns == owner.namespace,
+                    _ => true,
+                };
+                if !owned {
+                    continue;
+                }
             }
             if backend
                 .delete(&r)
@@ -389,7 +386,8 @@ impl Applier for KustomizeApplier {
                 .into_iter()
                 .filter(|r| !keep.contains(&r.inventory_id()))
                 .collect();
-            self.prune(req.backend, req.object, stale).await?
+            self.delete_objects(req.backend, Some(req.object), stale)
+                .await?
         } else {
             Vec::new()
         };
@@ -433,34 +431,7 @@ impl Applier for KustomizeApplier {
         inventory: &Inventory,
         backend: &dyn Backend,
     ) -> Result<Vec<ObjectRef>, ApplyError> {
-        let refs = refs_of(inventory);
-        // The owner is unknown here; deletion of the owner removes what its inventory lists.
-        let mut stale = refs;
-        sort_for_deletion(&mut stale);
-        let mut deleted = Vec::new();
-        for r in stale {
-            let Some(live) = backend
-                .get(&r)
-                .await
-                .map_err(|e| ApplyError::Prune(e.to_string()))?
-            else {
-                continue;
-            };
-            if live
-                .annotation(PRUNE_KEY)
-                .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
-            {
-                continue;
-            }
-            if backend
-                .delete(&r)
-                .await
-                .map_err(|e| ApplyError::Prune(format!("{r} delete failed: {e}")))?
-            {
-                deleted.push(r);
-            }
-        }
-        Ok(deleted)
+        self.delete_objects(backend, None, refs_of(inventory)).await
     }
 }
 
@@ -471,4 +442,267 @@ pub fn count_actions(changes: &[(ObjectRef, ApplyAction)]) -> BTreeMap<&'static 
         *m.entry(a.as_str()).or_insert(0) += 1;
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use trueup_core::api::{from_object, Kustomization};
+    use trueup_core::memory::MemoryBackend;
+
+    fn spec(extra: &str) -> KustomizationSpec {
+        let text = format!(
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: apps, namespace: flux-system}}\nspec:\n  interval: 10m\n  prune: true\n  sourceRef: {{kind: GitRepository, name: fleet}}\n{extra}"
+        );
+        let obj = trueup_core::yaml::parse_objects(&text, "ks.yaml")
+            .unwrap()
+            .remove(0);
+        from_object::<Kustomization>(&obj).unwrap().spec
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: apps\ndata:\n  region: ${region:=none}\n";
+
+    fn owner() -> ObjectRef {
+        ObjectRef::new(
+            "kustomize.toolkit.fluxcd.io",
+            "Kustomization",
+            "flux-system",
+            "apps",
+        )
+    }
+
+    async fn apply(
+        dir: &Path,
+        spec: &KustomizationSpec,
+        backend: &MemoryBackend,
+        prev: Option<&Inventory>,
+    ) -> Result<Applied, ApplyError> {
+        KustomizeApplier::default()
+            .apply(ApplyRequest {
+                object: &owner(),
+                spec,
+                artifact_dir: dir,
+                revision: "main@sha1:1",
+                previous_inventory: prev,
+                backend,
+                timeout: Duration::from_secs(5),
+            })
+            .await
+    }
+
+    fn cm(name: &str) -> ObjectRef {
+        ObjectRef::new("", "ConfigMap", "apps", name)
+    }
+
+    #[tokio::test]
+    async fn applies_records_inventory_and_prunes_what_left_git() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yaml", &CM.replace("{name}", "a"));
+        write(d.path(), "b.yaml", &CM.replace("{name}", "b"));
+        let backend = MemoryBackend::new();
+        let s = spec("");
+        let first = apply(d.path(), &s, &backend, None).await.unwrap();
+        let ids: Vec<&str> = first
+            .inventory
+            .entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect();
+        assert_eq!(ids, ["apps_a__ConfigMap", "apps_b__ConfigMap"]);
+        assert!(first
+            .changes
+            .iter()
+            .all(|(_, a)| *a == ApplyAction::Created));
+        let a = backend.get(&cm("a")).await.unwrap().unwrap();
+        assert_eq!(a.label(NAME_LABEL), Some("apps"));
+        assert_eq!(a.label(NAMESPACE_LABEL), Some("flux-system"));
+        // No postBuild: `${...}` is left alone, as in Flux.
+        assert_eq!(a.0["data"]["region"], "${region:=none}");
+
+        std::fs::remove_file(d.path().join("b.yaml")).unwrap();
+        let second = apply(d.path(), &s, &backend, Some(&first.inventory))
+            .await
+            .unwrap();
+        assert_eq!(second.pruned, vec![cm("b")]);
+        assert_eq!(second.change_summary(), "ConfigMap/apps/b deleted");
+        assert!(backend.get(&cm("b")).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn prune_opt_out_and_objects_owned_elsewhere_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yaml", &CM.replace("{name}", "a"));
+        let keep = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\n  namespace: apps\n  annotations: {kustomize.toolkit.fluxcd.io/prune: disabled}\n";
+        write(d.path(), "keep.yaml", keep);
+        write(d.path(), "moved.yaml", &CM.replace("{name}", "moved"));
+        let backend = MemoryBackend::new();
+        let s = spec("");
+        let first = apply(d.path(), &s, &backend, None).await.unwrap();
+        // Another Kustomization adopts `moved`.
+        let mut moved = backend.get(&cm("moved")).await.unwrap().unwrap();
+        moved.set_label(NAME_LABEL, "other");
+        backend
+            .apply(&moved, &ApplyOptions::default())
+            .await
+            .unwrap();
+        std::fs::remove_file(d.path().join("keep.yaml")).unwrap();
+        std::fs::remove_file(d.path().join("moved.yaml")).unwrap();
+        let second = apply(d.path(), &s, &backend, Some(&first.inventory))
+            .await
+            .unwrap();
+        assert!(second.pruned.is_empty(), "{:?}", second.pruned);
+        assert!(backend.get(&cm("keep")).await.unwrap().is_some());
+        assert!(backend.get(&cm("moved")).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn ssa_ignore_and_if_not_present() {
+        let d = tempfile::tempdir().unwrap();
+        let ann = |v: &str, name: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: apps\n  annotations: {{kustomize.toolkit.fluxcd.io/ssa: {v}}}\ndata: {{v: from-git}}\n")
+        };
+        write(d.path(), "ignored.yaml", &ann("Ignore", "ignored"));
+        write(d.path(), "once.yaml", &ann("IfNotPresent", "once"));
+        let backend = MemoryBackend::new();
+        let mut live = trueup_core::yaml::parse_objects(&ann("IfNotPresent", "once"), "x")
+            .unwrap()
+            .remove(0);
+        live.0
+            .insert("data".into(), serde_json::json!({"v": "edited in cluster"}));
+        backend
+            .apply(&live, &ApplyOptions::default())
+            .await
+            .unwrap();
+        apply(d.path(), &spec(""), &backend, None).await.unwrap();
+        assert!(backend.get(&cm("ignored")).await.unwrap().is_none());
+        assert_eq!(
+            backend.get(&cm("once")).await.unwrap().unwrap().0["data"]["v"],
+            "edited in cluster"
+        );
+    }
+
+    #[tokio::test]
+    async fn substitution_reads_substitute_from_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yaml", &CM.replace("{name}", "a"));
+        let backend = MemoryBackend::new();
+        let mut vars = Object::new("v1", "ConfigMap", Some("flux-system"), "vars");
+        vars.0
+            .insert("data".into(), serde_json::json!({"region": "eu-west-1"}));
+        backend
+            .apply(&vars, &ApplyOptions::default())
+            .await
+            .unwrap();
+        let s = spec("  postBuild:\n    substituteFrom:\n      - {kind: ConfigMap, name: vars}\n      - {kind: Secret, name: missing, optional: true}\n");
+        apply(d.path(), &s, &backend, None).await.unwrap();
+        assert_eq!(
+            backend.get(&cm("a")).await.unwrap().unwrap().0["data"]["region"],
+            "eu-west-1"
+        );
+
+        let s = spec("  postBuild:\n    substituteFrom:\n      - {kind: Secret, name: missing}\n");
+        let err = apply(d.path(), &s, &backend, None).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "substitute from 'Secret/flux-system/missing' error: not found"
+        );
+    }
+
+    #[tokio::test]
+    async fn clear_build_errors() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "d.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {}\n",
+        );
+        let backend = MemoryBackend::new();
+        let err = apply(d.path(), &spec(""), &backend, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::Build(_)));
+        assert!(
+            err.to_string()
+                .starts_with("Deployment/web namespace not specified"),
+            "{err}"
+        );
+        // targetNamespace fixes it.
+        apply(d.path(), &spec("  targetNamespace: web\n"), &backend, None)
+            .await
+            .unwrap();
+        assert!(backend
+            .get(&ObjectRef::new("apps", "Deployment", "web", "web"))
+            .await
+            .unwrap()
+            .is_some());
+
+        let err = apply(d.path(), &spec("  path: ../outside\n"), &backend, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.path: path `../outside` escapes the root directory"
+        );
+        let err = apply(
+            d.path(),
+            &spec("  decryption: {provider: sops}\n"),
+            &backend,
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("SOPS decryption is not supported"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn health_on_a_backend_that_runs_nothing_says_what_it_checked() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yaml", &CM.replace("{name}", "a"));
+        let backend = MemoryBackend::new();
+        let out = apply(d.path(), &spec("  wait: true\n"), &backend, None)
+            .await
+            .unwrap();
+        assert!(
+            out.health.starts_with("Health check passed in "),
+            "{}",
+            out.health
+        );
+        assert!(
+            out.health
+                .contains("in-memory backend: nothing runs the objects here"),
+            "{}",
+            out.health
+        );
+        let s = spec("  healthChecks:\n    - {apiVersion: apps/v1, kind: Deployment, name: missing, namespace: apps}\n  timeout: 1s\n");
+        let k = KustomizeApplier::new(KustomizeApplierOptions {
+            health_poll: Duration::from_millis(50),
+            ..Default::default()
+        });
+        let err = k
+            .apply(ApplyRequest {
+                object: &owner(),
+                spec: &s,
+                artifact_dir: d.path(),
+                revision: "r",
+                previous_inventory: None,
+                backend: &backend,
+                timeout: Duration::from_millis(300),
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::Health(_)));
+        assert!(
+            err.to_string()
+                .contains("Deployment/apps/missing status: 'not found'"),
+            "{err}"
+        );
+    }
 }

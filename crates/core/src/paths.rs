@@ -13,9 +13,9 @@ pub enum PathError {
     Missing(String),
 }
 
-/// Joins a user-given relative path (`./apps/prod`, `apps`, `/apps`) to `root`, refusing `..`
-/// that leaves the root and symlinks that point out of it.
-pub fn join_inside(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+/// `root` joined with a user-given relative path, resolving `.` and `..` lexically; `..` may not
+/// climb above `root`.
+fn lexical_join(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
     let mut out = root.to_path_buf();
     let mut depth = 0usize;
     for c in Path::new(rel.trim_start_matches('/')).components() {
@@ -34,58 +34,46 @@ pub fn join_inside(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
             }
             Component::Prefix(_) => return Err(PathError::Escapes(rel.to_string())),
         }
-    }
-    if !out.exists() {
-        return Err(PathError::Missing(rel.to_string()));
-    }
-    let real_root = root
-        .canonicalize()
-        .map_err(|_| PathError::Missing(root.display().to_string()))?;
-    let real = out
-        .canonicalize()
-        .map_err(|_| PathError::Missing(rel.to_string()))?;
-    if !real.starts_with(&real_root) {
-        return Err(PathError::Escapes(rel.to_string()));
     }
     Ok(out)
 }
 
-/// Joins a user-given relative path to `root` for a destination that may not exist yet:
-/// `..` may not leave the root, and the deepest existing ancestor must resolve inside it (so
-/// a symlink cannot redirect the write).
-pub fn join_for_write(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
-    let mut out = root.to_path_buf();
-    let mut depth = 0usize;
-    for c in Path::new(rel.trim_start_matches('/')).components() {
-        match c {
-            Component::Normal(p) => {
-                out.push(p);
-                depth += 1;
-            }
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir => {
-                if depth == 0 {
-                    return Err(PathError::Escapes(rel.to_string()));
-                }
-                out.pop();
-                depth -= 1;
-            }
-            Component::Prefix(_) => return Err(PathError::Escapes(rel.to_string())),
-        }
-    }
+/// Whether `existing` (a path that exists) resolves inside `root`, symlinks followed.
+fn resolves_inside(root: &Path, existing: &Path, rel: &str) -> Result<(), PathError> {
     let real_root = root
         .canonicalize()
         .map_err(|_| PathError::Missing(root.display().to_string()))?;
+    let real = existing
+        .canonicalize()
+        .map_err(|_| PathError::Missing(rel.to_string()))?;
+    if real.starts_with(&real_root) {
+        Ok(())
+    } else {
+        Err(PathError::Escapes(rel.to_string()))
+    }
+}
+
+/// Joins a user-given relative path (`./apps/prod`, `apps`, `/apps`) to `root`, refusing `..`
+/// that leaves the root and symlinks that point out of it. The path must exist.
+pub fn join_inside(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+    let out = lexical_join(root, rel)?;
+    if !out.exists() {
+        return Err(PathError::Missing(rel.to_string()));
+    }
+    resolves_inside(root, &out, rel)?;
+    Ok(out)
+}
+
+/// Joins a user-given relative path to `root` for a destination that may not exist yet: the
+/// deepest existing ancestor must resolve inside the root, so a symlink cannot redirect the
+/// write.
+pub fn join_for_write(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+    let out = lexical_join(root, rel)?;
     let mut existing = out.as_path();
     while !existing.exists() {
         existing = existing.parent().unwrap_or(root);
     }
-    let real = existing
-        .canonicalize()
-        .map_err(|_| PathError::Missing(rel.to_string()))?;
-    if !real.starts_with(&real_root) {
-        return Err(PathError::Escapes(rel.to_string()));
-    }
+    resolves_inside(root, existing, rel)?;
     Ok(out)
 }
 
