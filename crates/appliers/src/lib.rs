@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 pub mod kustomization;
 pub mod kustomize;
+pub mod tofu;
 
 pub use kustomization::{KustomizeApplier, KustomizeApplierOptions};

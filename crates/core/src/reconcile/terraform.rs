@@ -1065,4 +1065,356 @@ impl<R: PlanRunner> Reconciler for TerraformReconciler<R> {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    //! The approval logic against a fake runner: a "cloud" of named values. The source's
+    //! `<path>/desired.json` says what should exist; plans diff it against the state; a saved plan
+    //! records the state it was made from, and applying it on another state fails as stale, as the
+    //! CLI does.
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::traits::plan::OutputValue;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct FakeRunner {
+        state: Mutex<BTreeMap<String, String>>,
+        applies: Mutex<usize>,
+        fail_plan: Mutex<Option<String>>,
+    }
+
+    impl FakeRunner {
+        fn desired(req: &PlanRequest<'_>) -> BTreeMap<String, String> {
+            let text = std::fs::read_to_string(req.source_dir.join(req.path).join("desired.json"))
+                .unwrap_or_default();
+            serde_json::from_str(&text).unwrap_or_default()
+        }
+    }
+
+    #[async_trait]
+    impl PlanRunner for FakeRunner {
+        async fn plan(&self, req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
+            if let Some(msg) = self.fail_plan.lock().unwrap().clone() {
+                return Err(PlanError::new("fake plan", msg));
+            }
+            let state = self.state.lock().unwrap().clone();
+            let desired = if req.destroy {
+                BTreeMap::new()
+            } else {
+                Self::desired(req)
+            };
+            let mut changes = Vec::new();
+            for k in state
+                .keys()
+                .chain(desired.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                let action = match (state.get(k), desired.get(k)) {
+                    (None, Some(_)) => "create",
+                    (Some(_), None) => "delete",
+                    (Some(a), Some(b)) if a != b => "update",
+                    _ => "no-op",
+                };
+                changes.push(
+                    json!({"address": k, "change": {"actions": [action], "after": desired.get(k)}}),
+                );
+            }
+            let file = serde_json::to_vec(&json!({"from": state, "to": desired})).unwrap();
+            Ok(Plan {
+                file,
+                json: json!({"resource_changes": changes, "output_changes": {}}),
+                human: "fake".into(),
+            })
+        }
+
+        async fn apply(&self, _req: &PlanRequest<'_>, plan: &Plan) -> Result<Outputs, PlanError> {
+            let saved: Value = serde_json::from_slice(&plan.file).unwrap();
+            let from: BTreeMap<String, String> =
+                serde_json::from_value(saved["from"].clone()).unwrap();
+            let to: BTreeMap<String, String> = serde_json::from_value(saved["to"].clone()).unwrap();
+            let mut state = self.state.lock().unwrap();
+            if *state != from {
+                return Err(PlanError::new("fake apply", "Saved plan is stale"));
+            }
+            *state = to;
+            *self.applies.lock().unwrap() += 1;
+            Ok(state
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        OutputValue {
+                            value: json!(v),
+                            sensitive: false,
+                        },
+                    )
+                })
+                .collect())
+        }
+
+        async fn outputs(&self, _req: &PlanRequest<'_>) -> Result<Outputs, PlanError> {
+            let state = self.state.lock().unwrap();
+            Ok(state
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        OutputValue {
+                            value: json!(v),
+                            sensitive: false,
+                        },
+                    )
+                })
+                .collect())
+        }
+    }
+
+    struct Fixture {
+        backend: MemoryBackend,
+        rec: TerraformReconciler<std::sync::Arc<FakeRunner>>,
+        fake: std::sync::Arc<FakeRunner>,
+        store: ArtifactStore,
+        _dirs: Vec<tempfile::TempDir>,
+    }
+
+    #[async_trait]
+    impl<T: PlanRunner + ?Sized> PlanRunner for std::sync::Arc<T> {
+        async fn plan(&self, req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
+            (**self).plan(req).await
+        }
+        async fn apply(&self, req: &PlanRequest<'_>, plan: &Plan) -> Result<Outputs, PlanError> {
+            (**self).apply(req, plan).await
+        }
+        async fn outputs(&self, req: &PlanRequest<'_>) -> Result<Outputs, PlanError> {
+            (**self).outputs(req).await
+        }
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ArtifactStore::new(dir.path()).unwrap();
+            let fake = std::sync::Arc::new(FakeRunner::default());
+            Fixture {
+                backend: MemoryBackend::new(),
+                rec: TerraformReconciler::new(fake.clone(), store.clone()),
+                fake,
+                store,
+                _dirs: vec![dir],
+            }
+        }
+
+        async fn publish(&mut self, desired: Value, sha: &str) -> String {
+            let src = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(src.path().join("tf")).unwrap();
+            std::fs::write(src.path().join("tf/desired.json"), desired.to_string()).unwrap();
+            let rev = format!("main@sha1:{sha}");
+            let owner = ObjectRef::new("source.toolkit.fluxcd.io", "GitRepository", "ns", "repo");
+            let a = self
+                .store
+                .archive_dir(&owner, src.path(), &rev, &crate::storage::keep_all)
+                .unwrap();
+            let repo = Object::from_value(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                "metadata": {"name": "repo", "namespace": "ns"}, "spec": {"interval": "1m", "url": "file:///x"}}))
+            .unwrap();
+            self.backend
+                .apply(&repo, &ApplyOptions::default())
+                .await
+                .unwrap();
+            let st = Status {
+                artifact: Some(a),
+                ..Default::default()
+            };
+            self.backend
+                .update_status(&owner, &st.to_value())
+                .await
+                .unwrap();
+            self._dirs.push(src);
+            rev
+        }
+
+        async fn set(&self, approve: &str, extra: Value) {
+            let mut spec = json!({"interval": "5m", "approvePlan": approve, "path": "tf",
+                "sourceRef": {"kind": "GitRepository", "name": "repo"}});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().cloned().unwrap_or_default());
+            let o = Object::from_value(
+                json!({"apiVersion": "infra.contrib.fluxcd.io/v1alpha2", "kind": "Terraform",
+                "metadata": {"name": "t", "namespace": "ns"}, "spec": spec}),
+            )
+            .unwrap();
+            self.backend
+                .apply(&o, &ApplyOptions::default())
+                .await
+                .unwrap();
+        }
+
+        async fn run(&self) -> Outcome {
+            let r = ObjectRef::new("infra.contrib.fluxcd.io", "Terraform", "ns", "t");
+            let obj = self.backend.get(&r).await.unwrap().unwrap();
+            let out = self.rec.reconcile(&obj, &self.backend).await;
+            self.backend
+                .update_status(&r, &out.status.to_value())
+                .await
+                .unwrap();
+            out
+        }
+
+        fn applies(&self) -> usize {
+            *self.fake.applies.lock().unwrap()
+        }
+    }
+
+    fn pending(out: &Outcome) -> String {
+        PlanStatus::read(&out.status).pending
+    }
+
+    #[tokio::test]
+    async fn approval_binds_to_the_reviewed_plan() {
+        let mut f = Fixture::new();
+        f.publish(json!({"a": "1"}), "1111111111aaaa").await;
+        f.set("", json!({})).await;
+        let out = f.run().await;
+        let id = pending(&out);
+        assert!(id.starts_with("plan-main-1111111111-"), "{id}");
+        assert_eq!(out.requeue_after, Some(Duration::from_secs(300)));
+        assert_eq!(out.verdict, Verdict::Ready);
+        assert!(!out.status.is_ready());
+        assert_eq!(f.applies(), 0);
+
+        // Stable across re-plans.
+        assert_eq!(pending(&f.run().await), id);
+
+        // A wrong id applies nothing and says so.
+        f.set("plan-main-1111111111-deadbeef", json!({})).await;
+        let out = f.run().await;
+        assert_eq!(f.applies(), 0);
+        let msg = &out.status.condition("Ready").unwrap().message;
+        assert!(
+            msg.contains("is not the pending plan") && msg.contains(&id),
+            "{msg}"
+        );
+
+        // Drift of the state between plan and approval: the approved plan is stale, nothing
+        // changes, and the next plan gets a new id.
+        f.fake.state.lock().unwrap().insert("b".into(), "x".into());
+        f.set(&id, json!({})).await;
+        let out = f.run().await;
+        assert_eq!(out.verdict, Verdict::Failed { stalled: false });
+        assert_eq!(
+            out.status.condition(APPLY).unwrap().reason,
+            tf_reason::APPLY_FAILED
+        );
+        assert_eq!(f.applies(), 0);
+        let out = f.run().await;
+        let id2 = pending(&out);
+        assert_ne!(id2, id);
+        f.set(&id2, json!({})).await;
+        let out = f.run().await;
+        assert!(out.status.is_ready(), "{:?}", out.status.condition("Ready"));
+        assert_eq!(f.applies(), 1);
+        assert_eq!(
+            *f.fake.state.lock().unwrap(),
+            BTreeMap::from([("a".to_string(), "1".to_string())])
+        );
+    }
+
+    #[tokio::test]
+    async fn plan_only_never_applies_and_failures_name_the_step_without_secrets() {
+        let mut f = Fixture::new();
+        f.publish(json!({"a": "1"}), "2222222222bbbb").await;
+        f.set("auto", json!({"planOnly": true})).await;
+        let out = f.run().await;
+        assert_eq!(f.applies(), 0);
+        assert!(out
+            .status
+            .condition("Ready")
+            .unwrap()
+            .message
+            .contains("plan only mode"));
+        assert!(pending(&out).is_empty());
+
+        let secret = Object::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "ns"}, "stringData": {"pw": "topsecret"}}))
+        .unwrap();
+        f.backend
+            .apply(&secret, &ApplyOptions::default())
+            .await
+            .unwrap();
+        *f.fake.fail_plan.lock().unwrap() = Some("Error: bad value topsecret".into());
+        f.set(
+            "auto",
+            json!({"varsFrom": [{"kind": "Secret", "name": "s"}]}),
+        )
+        .await;
+        let out = f.run().await;
+        let ready = out.status.condition("Ready").unwrap();
+        assert_eq!(ready.reason, tf_reason::PLAN_FAILED);
+        assert!(
+            ready.message.contains("Terraform/ns/t") || ready.message.contains("ns/t"),
+            "{}",
+            ready.message
+        );
+        assert!(
+            ready.message.contains("fake plan: Error: bad value ***"),
+            "{}",
+            ready.message
+        );
+        assert!(out.events.iter().all(|e| !e.message.contains("topsecret")));
+
+        // Missing varsFrom: a clear VarsGenerationFailed.
+        f.set(
+            "auto",
+            json!({"varsFrom": [{"kind": "Secret", "name": "missing"}]}),
+        )
+        .await;
+        let out = f.run().await;
+        assert_eq!(
+            out.status.condition("Ready").unwrap().reason,
+            tf_reason::VARS_GENERATION_FAILED
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_applies_writes_outputs_and_destroys_on_deletion() {
+        let mut f = Fixture::new();
+        let rev = f
+            .publish(json!({"a": "1", "b": "[1,2]"}), "3333333333cccc")
+            .await;
+        f.set(
+            "auto",
+            json!({"writeOutputsToSecret": {"name": "outs", "outputs": ["a:alpha"]},
+                             "destroyResourcesOnDeletion": true}),
+        )
+        .await;
+        let out = f.run().await;
+        assert!(out.status.is_ready());
+        assert_eq!(out.status.last_applied_revision, rev);
+        assert_eq!(out.status.extra["availableOutputs"], json!(["a", "b"]));
+        let s = f
+            .backend
+            .get(&ObjectRef::new("", "Secret", "ns", "outs"))
+            .await
+            .unwrap()
+            .unwrap();
+        let data = object_data(&s).unwrap();
+        assert_eq!(data.get("alpha").map(Vec::as_slice), Some(&b"1"[..]));
+        assert!(!data.contains_key("b"));
+        let r = ObjectRef::new("infra.contrib.fluxcd.io", "Terraform", "ns", "t");
+        let obj = f.backend.get(&r).await.unwrap().unwrap();
+        let events = f.rec.finalize(&obj, &f.backend).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason == tf_reason::DESTROY_SUCCEEDED),
+            "{events:?}"
+        );
+        assert!(f.fake.state.lock().unwrap().is_empty());
+        assert!(f
+            .backend
+            .get(&ObjectRef::new("", "Secret", "ns", "outs"))
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
