@@ -49,22 +49,29 @@ pub use trueup_sources as sources;
 #[cfg(all(feature = "sources", feature = "appliers"))]
 pub mod presets {
     use std::sync::Arc;
-    use trueup_core::reconcile::{GitRepositoryReconciler, KustomizationReconciler};
+    use trueup_core::reconcile::{
+        GitRepositoryReconciler, KustomizationReconciler, TerraformReconciler,
+    };
     use trueup_core::runtime::{Runtime, RuntimeBuilder};
     use trueup_core::storage::ArtifactStore;
     use trueup_core::traits::Backend;
 
     /// A runtime builder with the Git source and the Kustomize applier wired to `backend`,
-    /// artifacts kept in `store`. Add notifiers and options, then `build()`.
+    /// artifacts kept in `store`, and the Terraform reconciler when a `tofu` or `terraform`
+    /// binary is on PATH. Add notifiers and options, then `build()`.
     pub fn gitops(backend: Arc<dyn Backend>, store: ArtifactStore) -> RuntimeBuilder {
-        Runtime::builder(backend)
+        let builder = Runtime::builder(backend)
             .reconciler(GitRepositoryReconciler::new(
                 trueup_sources::GitSource::new(),
                 store.clone(),
             ))
             .reconciler(KustomizationReconciler::new(
                 trueup_appliers::KustomizeApplier::default(),
-                store,
-            ))
+                store.clone(),
+            ));
+        match trueup_appliers::tofu::TofuRunner::detect() {
+            Ok(runner) => builder.reconciler(TerraformReconciler::new(runner, store)),
+            Err(_) => builder,
+        }
     }
 }
