@@ -56,7 +56,8 @@ async fn a_fleet_from_git_daemon_reconciles_prunes_and_skips_unchanged_revisions
         .run_until_settled(CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(snap.len(), 4, "{snap:?}");
+    // GitRepository, three Kustomizations and the seed's Terraform `vpc`.
+    assert_eq!(snap.len(), 5, "{snap:?}");
     assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
     let head = git(&repo.work, &["rev-parse", "HEAD"]);
     let apps = Status::from_value(
@@ -103,6 +104,17 @@ async fn a_fleet_from_git_daemon_reconciles_prunes_and_skips_unchanged_revisions
         .await
         .unwrap()
         .is_some());
+
+    // The seed's Terraform object ran the real CLI and wrote its outputs.
+    let outputs = backend
+        .get(&ObjectRef::new("", "Secret", "flux-system", "vpc-outputs"))
+        .await
+        .unwrap();
+    let outputs = trueup::core::reconcile::object_data(&outputs.expect("outputs secret")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&outputs["vpc_name"]),
+        "production-eks-vpc"
+    );
 
     // An unchanged remote: a reconcile of the source stores no new artifact and sends no event.
     let events_before = backend.events(None).unwrap().len();
@@ -332,7 +344,25 @@ fn the_operator_converges_after_kill_9_at_any_point() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (got, expected) = (manifest_tree(&crashed), manifest_tree(&reference));
+    // Terraform's state and saved plans carry a random lineage and timestamps: they are
+    // compared by what they hold, the rest byte for byte.
+    let volatile = |p: &String| p.contains("_Secret/tfstate-") || p.contains("_Secret/tfplan-");
+    let (mut got, mut expected) = (manifest_tree(&crashed), manifest_tree(&reference));
+    let state = got
+        .get("flux-system/_Secret/tfstate-default-vpc.yaml")
+        .cloned()
+        .expect("state secret");
+    let state = trueup::core::yaml::parse_objects(&state, "tfstate")
+        .unwrap()
+        .remove(0);
+    let state = trueup::core::reconcile::object_data(&state).unwrap();
+    let json = flate2_or_plain(&state["tfstate"]);
+    assert!(
+        json.contains("\"terraform_data\"") && json.contains("production-eks-vpc"),
+        "{json}"
+    );
+    got.retain(|p, _| !volatile(p));
+    expected.retain(|p, _| !volatile(p));
     let names =
         |t: &std::collections::BTreeMap<String, String>| t.keys().cloned().collect::<Vec<_>>();
     assert_eq!(names(&got), names(&expected));
@@ -502,4 +532,17 @@ async fn includes_and_ignore_rules_shape_the_artifact() {
         "spec.ignore excludes /scratch/"
     );
     assert!(dir.join("clusters/production/apps.yaml").exists());
+}
+
+/// The state Secret holds gzipped JSON (or plain JSON from older writers).
+fn flate2_or_plain(bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut out = String::new();
+    if flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .is_ok()
+    {
+        return out;
+    }
+    String::from_utf8_lossy(bytes).into_owned()
 }
