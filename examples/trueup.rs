@@ -62,6 +62,9 @@ enum Command {
         /// Reconciles in flight at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Serve the webhook Receivers on this address (e.g. 127.0.0.1:9292).
+        #[arg(long)]
+        receiver_addr: Option<std::net::SocketAddr>,
     },
     /// Print the status of every object, like `flux get all`.
     Get {
@@ -137,6 +140,7 @@ async fn run(cli: Cli) -> Result<bool> {
             path,
             once,
             concurrency,
+            receiver_addr,
         } => {
             let backend = open_backend(&dir, true)?;
             let _lock = backend
@@ -148,7 +152,7 @@ async fn run(cli: Cli) -> Result<bool> {
             if let Some(url) = bootstrap {
                 bootstrap_objects(&backend, &url, &branch, &path, "1m").await?;
             }
-            let runtime = build_runtime(&backend, concurrency)?;
+            let runtime = Arc::new(build_runtime(&backend, concurrency)?);
             if once {
                 let ok = settle(&runtime, &backend).await?;
                 return Ok(ok);
@@ -157,13 +161,16 @@ async fn run(cli: Cli) -> Result<bool> {
                 "trueup operator on {} (ctrl-c to stop)",
                 backend.root().display()
             );
+            let _receiver = match receiver_addr {
+                Some(addr) => Some(serve_receivers(&backend, &runtime, addr).await?),
+                None => None,
+            };
             let cancel = CancellationToken::new();
             let c2 = cancel.clone();
             tokio::spawn(async move {
                 let _ = tokio::signal::ctrl_c().await;
                 c2.cancel();
             });
-            let runtime = Arc::new(runtime);
             let printer = tokio::spawn(print_table_on_change(runtime.clone(), cancel.clone()));
             runtime.run(cancel).await?;
             printer.abort();
@@ -188,10 +195,48 @@ fn build_runtime(backend: &LocalBackend, concurrency: usize) -> Result<Runtime> 
         concurrency,
         ..RuntimeOptions::default()
     };
-    Ok(trueup::presets::gitops(Arc::new(backend.clone()), store)
+    let backend: Arc<dyn Backend> = Arc::new(backend.clone());
+    // Alerts route events to their Providers; every delivery is printed.
+    let alerts = trueup::notifiers::AlertRouter::new(backend.clone()).on_delivery(|r| {
+        let outcome = match &r.outcome {
+            Ok(()) => "sent".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        println!(
+            "alert {} -> provider {} ({}): {} {}: {outcome}",
+            r.alert,
+            r.provider,
+            r.provider_type.as_str(),
+            r.object,
+            r.reason
+        );
+    });
+    Ok(trueup::presets::gitops(backend, store)
         .notifier(ConsoleNotifier)
+        .notifier(alerts)
         .options(options)
         .build())
+}
+
+/// Serves the Receivers' webhooks; a valid call reconciles the objects the Receiver lists.
+async fn serve_receivers(
+    backend: &LocalBackend,
+    runtime: &Arc<Runtime>,
+    addr: std::net::SocketAddr,
+) -> Result<trueup::notifiers::RunningReceiver> {
+    let rt = runtime.clone();
+    let server = trueup::notifiers::ReceiverServer::new(Arc::new(backend.clone()), move |r| {
+        rt.request_reconcile(&r)
+    });
+    let running = server
+        .clone()
+        .bind(addr)
+        .await
+        .with_context(|| format!("binding the receiver on {addr}"))?;
+    for (receiver, path) in server.webhook_paths().await.map_err(anyhow::Error::msg)? {
+        println!("receiver {receiver}: http://{}{path}", running.local_addr);
+    }
+    Ok(running)
 }
 
 /// Prints events as they happen.

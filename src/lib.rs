@@ -12,6 +12,7 @@
 //! | `sources` | `trueup-sources`: Git (and more) sources | `sources` (default) |
 //! | `appliers` | `trueup-appliers`: Kustomize overlay renderer and applier | `appliers` (default) |
 //! | `local` | `trueup-local`: the embedded directory backend | `local` (default) |
+//! | `notifiers` | `trueup-notifiers`: Alerts, Providers, webhook Receivers | `notifiers` (default) |
 //! | `kube` | `trueup-kube`: the Kubernetes backend | `kube` |
 //!
 //! ```no_run
@@ -42,6 +43,8 @@ pub use trueup_appliers as appliers;
 pub use trueup_kube as kube;
 #[cfg(feature = "local")]
 pub use trueup_local as local;
+#[cfg(feature = "notifiers")]
+pub use trueup_notifiers as notifiers;
 #[cfg(feature = "sources")]
 pub use trueup_sources as sources;
 

@@ -546,3 +546,100 @@ fn flate2_or_plain(bytes: &[u8]) -> String {
     }
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The seed article's Slack Provider and Alert: a failing Kustomization reaches the webhook (a
+/// server on 127.0.0.1 standing in for Slack), a healthy one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_slack_alert_delivers_reconcile_failures() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers, then the body by Content-Length.
+            loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
+        }
+    });
+
+    let backend = LocalBackend::open_with(
+        tmp.path().join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let seed = include_str!("../crates/core/tests/seed/notifications.yaml");
+    let extra = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: slack-webhook-url, namespace: flux-system}}\nstringData:\n  address: http://127.0.0.1:{port}/services/T000/B000/XXXX\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{}\n  ref: {{branch: main}}\n---\n\
+         apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: broken, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./no/such/path\n  prune: true\n  sourceRef: {{kind: GitRepository, name: fleet}}\n",
+        repo.bare.display()
+    );
+    for o in trueup::core::yaml::parse_objects(seed, "seed")
+        .unwrap()
+        .into_iter()
+        .chain(trueup::core::yaml::parse_objects(&extra, "extra").unwrap())
+    {
+        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+    }
+    let store = ArtifactStore::new(backend.state_dir().join("artifacts")).unwrap();
+    let shared: Arc<dyn Backend> = Arc::new(backend.clone());
+    let router = trueup::notifiers::AlertRouter::new(shared.clone());
+    let rt = trueup::presets::gitops(shared, store)
+        .notifier(router)
+        .build();
+    rt.run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+
+    let request = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the Slack webhook was called");
+    assert!(
+        request.starts_with("POST /services/T000/B000/XXXX "),
+        "{request}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["channel"], "#deployments");
+    let text = body.to_string();
+    assert!(text.contains("kustomization/broken.flux-system"), "{text}");
+    assert!(text.contains("no/such/path"), "{text}");
+    assert!(
+        text.contains("Flux reconciliation failure in production"),
+        "the Alert's summary: {text}"
+    );
+    // The GitRepository's success (an info event) is not sent: the Alert asks for errors.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+}
