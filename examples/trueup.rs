@@ -76,6 +76,25 @@ enum Command {
         #[arg(long, default_value = "./cluster")]
         dir: PathBuf,
     },
+    /// Render a Helm chart (a directory or .tgz), as `helm template RELEASE CHART` does.
+    Template {
+        release: String,
+        chart: PathBuf,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(short = 'f', long = "values")]
+        values: Vec<PathBuf>,
+        #[arg(long)]
+        set: Vec<String>,
+        #[arg(long = "set-string")]
+        set_string: Vec<String>,
+        #[arg(long = "kube-version")]
+        kube_version: Option<String>,
+        #[arg(short = 'a', long = "api-versions", value_delimiter = ',')]
+        api_versions: Vec<String>,
+        #[arg(long = "include-crds")]
+        include_crds: bool,
+    },
     /// Render a kustomization directory, as `kubectl kustomize DIR` does.
     Build {
         dir: PathBuf,
@@ -117,6 +136,40 @@ async fn run(cli: Cli) -> Result<bool> {
             let text = trueup::appliers::kustomize::render_to_yaml(&dir, &opts)?;
             print!("{text}");
             Ok(true)
+        }
+        Command::Template {
+            release,
+            chart,
+            namespace,
+            values,
+            set,
+            set_string,
+            kube_version,
+            api_versions,
+            include_crds,
+        } => {
+            let opts = trueup::helm::TemplateOptions {
+                release_name: release,
+                chart,
+                namespace,
+                values_files: values,
+                set,
+                set_string,
+                kube_version,
+                api_versions,
+                include_crds,
+            };
+            // Helm's own error text, printed the way helm prints it.
+            match trueup::helm::template(&opts) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(true)
+                }
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    Ok(false)
+                }
+            }
         }
         Command::Get { dir } => {
             let backend =

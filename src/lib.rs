@@ -13,6 +13,7 @@
 //! | `appliers` | `trueup-appliers`: Kustomize overlay renderer and applier | `appliers` (default) |
 //! | `local` | `trueup-local`: the embedded directory backend | `local` (default) |
 //! | `notifiers` | `trueup-notifiers`: Alerts, Providers, webhook Receivers | `notifiers` (default) |
+//! | `helm` | `trueup-gotmpl`: Go templates with Helm's functions, `helm template` | `helm` (default) |
 //! | `kube` | `trueup-kube`: the Kubernetes backend | `kube` |
 //!
 //! ```no_run
@@ -39,6 +40,8 @@ pub use trueup_core as core;
 
 #[cfg(feature = "appliers")]
 pub use trueup_appliers as appliers;
+#[cfg(feature = "helm")]
+pub use trueup_gotmpl as helm;
 #[cfg(feature = "kube")]
 pub use trueup_kube as kube;
 #[cfg(feature = "local")]

@@ -10,7 +10,7 @@
 use crate::value::{Object, Value};
 use crate::{yaml, Error, Templates};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
 /// Release and cluster settings for [`render_chart`].
@@ -93,135 +93,175 @@ const INSTALL_ORDER: &[&str] = &[
     "ValidatingWebhookConfiguration",
 ];
 
-/// A loaded chart.
-struct Chart {
-    /// Name used in template paths (alias if any).
-    name: String,
-    metadata: BTreeMap<String, Value>,
-    values: Value,
-    /// (path relative to chart root, content)
-    templates: Vec<(String, String)>,
-    files: Rc<BTreeMap<String, Vec<u8>>>,
-    subcharts: Vec<Chart>,
-    /// `condition` from the parent's dependency entry.
-    condition: Option<String>,
-    is_library: bool,
-}
+use crate::loader::Chart;
 
-fn other<E: std::fmt::Display>(ctx: &str) -> impl Fn(E) -> Error + '_ {
-    move |e| Error::Other(format!("{ctx}: {e}"))
-}
-
-fn read_dir_recursive(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let dir = root.join(rel);
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(other(&dir.display().to_string()))?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = rel.join(e.file_name());
-        let ft = e.file_type().map_err(other("file type"))?;
-        if ft.is_dir() {
-            read_dir_recursive(root, &p, out)?;
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-fn load_chart(dir: &Path) -> Result<Chart, Error> {
-    let chart_yaml = std::fs::read_to_string(dir.join("Chart.yaml")).map_err(other(&format!(
-        "Chart.yaml file is missing in {}",
-        dir.display()
-    )))?;
-    let meta = yaml::from_yaml_str(&chart_yaml).map_err(other("Chart.yaml"))?;
-    let Value::Map(meta) = meta else {
-        return Err(Error::Other("Chart.yaml is not a mapping".into()));
-    };
-    let meta = meta.borrow().clone();
-    let name = meta
-        .get("name")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    if name.is_empty() {
-        return Err(Error::Other(
-            "validation: chart.metadata.name is required".into(),
-        ));
-    }
-    let values = match std::fs::read_to_string(dir.join("values.yaml")) {
-        Ok(s) => match yaml::from_yaml_str(&s).map_err(other("values.yaml"))? {
-            Value::Nil => Value::empty_map(),
-            v => v,
-        },
-        Err(_) => Value::empty_map(),
-    };
-    let mut all = Vec::new();
-    read_dir_recursive(dir, Path::new(""), &mut all)?;
-    let mut templates = Vec::new();
-    let mut files = BTreeMap::new();
-    for rel in all {
-        let rels = rel.to_string_lossy().replace('\\', "/");
-        if rels.starts_with("charts/") {
-            continue;
-        }
-        let data = std::fs::read(dir.join(&rel)).map_err(other(&rels))?;
-        if rels.starts_with("templates/") {
-            templates.push((rels, String::from_utf8_lossy(&data).into_owned()));
-        } else if rels != "Chart.yaml" && rels != "values.yaml" {
-            files.insert(rels, data);
-        }
-    }
-    // Dependencies: unpacked chart directories under charts/.
-    let deps: Vec<BTreeMap<String, Value>> = match meta.get("dependencies") {
-        Some(Value::List(l)) => l
-            .iter()
-            .filter_map(|d| match d {
-                Value::Map(m) => Some(m.borrow().clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let mut subcharts = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir.join("charts")) {
-        let mut dirs: Vec<_> = rd
-            .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
-            .collect();
-        dirs.sort_by_key(|e| e.file_name());
-        for d in dirs {
-            let mut sub = load_chart(&d.path())?;
-            let dep = deps
-                .iter()
-                .find(|m| m.get("name").and_then(|v| v.as_str()) == Some(sub.name.as_str()));
-            if let Some(dep) = dep {
-                if let Some(alias) = dep.get("alias").and_then(|v| v.as_str()) {
-                    // Helm renames the subchart: paths and .Chart.Name change.
-                    sub.name = alias.to_string();
-                    sub.metadata.insert("name".into(), Value::str(alias));
+/// Whether a dependency is enabled, Helm's `processDependencyTags` then
+/// `processDependencyConditions`: tags from the top-level `tags:` values
+/// (any true tag enables, all-false disables), then the first condition path
+/// that resolves to a bool wins over the tags.
+fn dependency_enabled(sub: &Chart, top: &Value, path: &str) -> bool {
+    let mut enabled = true;
+    if !sub.tags.is_empty() {
+        let tags = get_path(top, "tags");
+        let (mut has_true, mut has_false) = (false, false);
+        for t in &sub.tags {
+            if let Some(Value::Map(m)) = &tags {
+                match m.borrow().get(t) {
+                    Some(Value::Bool(true)) => has_true = true,
+                    Some(Value::Bool(false)) => has_false = true,
+                    _ => {}
                 }
-                sub.condition = dep
-                    .get("condition")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string);
             }
-            subcharts.push(sub);
+        }
+        if !has_true && has_false {
+            enabled = false;
         }
     }
-    let is_library = meta.get("type").and_then(|v| v.as_str()) == Some("library");
-    Ok(Chart {
-        name,
-        metadata: meta,
-        values,
-        templates,
-        files: Rc::new(files),
-        subcharts,
-        condition: None,
-        is_library,
-    })
+    if let Some(cond) = &sub.condition {
+        for c in cond.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if let Some(Value::Bool(b)) = get_path(top, &format!("{path}{c}")) {
+                enabled = b;
+                break;
+            }
+        }
+    }
+    enabled
+}
+
+/// Applies Chart.yaml's `dependencies` to the loaded subcharts (alias,
+/// condition, tags) and drops the disabled ones, recursively (Helm's
+/// `processDependencyEnabled`; values are those of the whole release).
+fn prune_dependencies(chart: &mut Chart, top: &Value, path: &str) {
+    let deps = chart.dependencies();
+    let mut kept = Vec::new();
+    let mut subs = std::mem::take(&mut chart.subcharts);
+    // Subcharts named by a dependency entry, possibly several times with
+    // different aliases; the others are kept as they are.
+    let mut used = vec![false; subs.len()];
+    for dep in &deps {
+        let Some(dname) = dep.get("name").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let Some(i) = subs.iter().position(|c| c.name == dname) else {
+            continue;
+        };
+        used[i] = true;
+        let mut sub = subs[i].clone();
+        if let Some(alias) = dep.get("alias").and_then(|v| v.as_str()) {
+            if !alias.is_empty() {
+                // Helm renames the subchart: paths and .Chart.Name change.
+                sub.name = alias.to_string();
+                sub.metadata.insert("name".into(), Value::str(alias));
+            }
+        }
+        sub.condition = dep
+            .get("condition")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        sub.tags = match dep.get("tags") {
+            Some(Value::List(l)) => l
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        kept.push(sub);
+    }
+    for (i, sub) in subs.drain(..).enumerate() {
+        if !used[i] {
+            kept.push(sub);
+        }
+    }
+    let mut enabled = Vec::new();
+    for mut sub in kept {
+        if dependency_enabled(&sub, top, path) {
+            let sub_path = format!("{path}{}.", sub.name);
+            prune_dependencies(&mut sub, top, &sub_path);
+            enabled.push(sub);
+        }
+    }
+    chart.subcharts = enabled;
+}
+
+/// Builds nested maps for a dotted `parent` path (Helm's `pathToMap`).
+fn path_to_map(path: &str, data: Value) -> Value {
+    if path == "." || path.is_empty() {
+        return data;
+    }
+    let mut v = data;
+    for part in path.split('.').rev().filter(|p| !p.is_empty()) {
+        let mut m = BTreeMap::new();
+        m.insert(part.to_string(), v);
+        v = Value::map(m);
+    }
+    v
+}
+
+/// Helm's `processDependencyImportValues`, children first: each
+/// `import-values` entry copies a table of the child's values into the
+/// parent's; the parent's own values keep priority over imported ones.
+fn import_values(chart: &mut Chart) {
+    for sub in &mut chart.subcharts {
+        import_values(sub);
+    }
+    let deps = chart.dependencies();
+    if deps.iter().all(|d| !d.contains_key("import-values")) {
+        return;
+    }
+    let cvals = coalesce_chart(chart, &Value::empty_map());
+    let mut imported = Value::empty_map();
+    for dep in &deps {
+        let Some(Value::List(ivs)) = dep.get("import-values") else {
+            continue;
+        };
+        let name = dep
+            .get("alias")
+            .and_then(|v| v.as_str())
+            .filter(|a| !a.is_empty())
+            .or_else(|| dep.get("name").and_then(|v| v.as_str()))
+            .unwrap_or_default()
+            .to_string();
+        for iv in ivs.iter() {
+            let (child, parent) = match iv {
+                Value::String(s) => (format!("exports.{s}"), ".".to_string()),
+                Value::Map(m) => {
+                    let m = m.borrow();
+                    let g = |k: &str| {
+                        m.get(k)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    (g("child"), g("parent"))
+                }
+                _ => continue,
+            };
+            // Only tables are imported (Helm's Values.Table); a missing or
+            // scalar child is skipped with a warning in Helm.
+            let Some(table @ Value::Map(_)) = get_path(&cvals, &format!("{name}.{child}")) else {
+                continue;
+            };
+            imported = coalesce(&imported, &path_to_map(&parent, table.deep_copy()));
+        }
+    }
+    chart.values = coalesce(&cvals, &imported);
+}
+
+/// Loads the chart at `path` and computes its values the way `helm
+/// template` does: dependencies enabled/disabled by conditions and tags,
+/// import-values applied, then the user's values coalesced over all
+/// defaults. Returns the pruned chart and the final values.
+pub(crate) fn prepare(path: &Path, user: &Value) -> Result<(Chart, Value), Error> {
+    let chart = crate::loader::load(path)?;
+    prepare_chart(chart, user)
+}
+
+pub(crate) fn prepare_chart(mut chart: Chart, user: &Value) -> Result<(Chart, Value), Error> {
+    let all = coalesce_chart(&chart, user);
+    prune_dependencies(&mut chart, &all, "");
+    import_values(&mut chart);
+    let values = coalesce_chart(&chart, user);
+    Ok((chart, values))
 }
 
 /// Helm's coalesce: `user` wins over `defaults`, maps merge recursively and a
@@ -293,9 +333,6 @@ fn coalesce_chart(chart: &Chart, user: &Value) -> Value {
             sm.borrow_mut().insert("global".into(), g);
         }
         m.borrow_mut().insert(sub.name.clone(), sub_vals);
-    }
-    if !m.borrow().contains_key("global") && !chart.subcharts.is_empty() {
-        m.borrow_mut().insert("global".into(), Value::empty_map());
     }
     vals
 }
@@ -397,6 +434,19 @@ impl Object for Files {
             _ => return None,
         }))
     }
+    fn to_data(&self) -> Value {
+        Value::map(
+            self.files
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Value::string(String::from_utf8_lossy(v).into_owned()),
+                    )
+                })
+                .collect(),
+        )
+    }
     fn display(&self) -> String {
         format!(
             "map[{}]",
@@ -468,13 +518,71 @@ fn capabilities(opts: &ChartOptions) -> Value {
     h.insert("GitTreeState".into(), Value::str("clean"));
     h.insert("GoVersion".into(), Value::str("go1.27.2"));
     let mut c = BTreeMap::new();
-    c.insert("KubeVersion".into(), Value::map(k));
+    c.insert(
+        "KubeVersion".into(),
+        Value::Object(Rc::new(Struct {
+            type_name: "common.KubeVersion",
+            fields: k,
+            // Go prints the struct's fields in order: Version, the
+            // normalized version, Major, Minor.
+            display_order: &["Version", "GitVersion", "Major", "Minor"],
+            // GitVersion is a deprecated accessor, not serialized.
+            hidden: &["GitVersion"],
+        })),
+    );
     c.insert(
         "APIVersions".into(),
         Value::Object(Rc::new(ApiVersions(api))),
     );
     c.insert("HelmVersion".into(), Value::map(h));
-    Value::map(c)
+    Value::Object(Rc::new(Struct {
+        type_name: "*common.Capabilities",
+        fields: c,
+        display_order: &["APIVersions", "KubeVersion", "HelmVersion"],
+        hidden: &[],
+    }))
+}
+
+/// A Go struct seen by templates: fields by name, `%v` as `{a b c}`, and
+/// JSON/YAML without the fields Go keeps out of its encoding.
+struct Struct {
+    type_name: &'static str,
+    fields: BTreeMap<String, Value>,
+    display_order: &'static [&'static str],
+    hidden: &'static [&'static str],
+}
+
+impl Object for Struct {
+    fn type_name(&self) -> &str {
+        self.type_name
+    }
+    fn field(&self, name: &str) -> Option<Value> {
+        self.fields.get(name).cloned()
+    }
+    fn call(&self, _name: &str, _args: &[Value]) -> Option<Result<Value, String>> {
+        None
+    }
+    fn has_method(&self, _name: &str) -> bool {
+        false
+    }
+    fn display(&self) -> String {
+        let parts: Vec<String> = self
+            .display_order
+            .iter()
+            .filter_map(|k| self.fields.get(*k))
+            .map(crate::gofmt::sprint_value)
+            .collect();
+        format!("{{{}}}", parts.join(" "))
+    }
+    fn to_data(&self) -> Value {
+        Value::map(
+            self.fields
+                .iter()
+                .filter(|(k, _)| !self.hidden.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
 }
 
 /// `.Chart`: Helm v4 passes the metadata as a map with Go field names.
@@ -489,9 +597,8 @@ fn chart_object(meta: &BTreeMap<String, Value>, is_root: bool) -> Value {
     m.insert("APIVersion".into(), s("apiVersion"));
     m.insert(
         "Annotations".into(),
-        meta.get("annotations")
-            .cloned()
-            .unwrap_or_else(Value::empty_map),
+        // Absent annotations are a nil map in Go: `toYaml` prints `null`.
+        meta.get("annotations").cloned().unwrap_or(Value::Nil),
     );
     m.insert("AppVersion".into(), s("appVersion"));
     m.insert("Condition".into(), s("condition"));
@@ -548,20 +655,6 @@ fn collect(
         });
     }
     for sub in &chart.subcharts {
-        if let Some(cond) = &sub.condition {
-            // First path that resolves to a bool decides (Helm semantics).
-            let enabled = cond
-                .split(',')
-                .map(str::trim)
-                .find_map(|p| match get_path(values, p) {
-                    Some(Value::Bool(b)) => Some(b),
-                    _ => None,
-                })
-                .unwrap_or(true);
-            if !enabled {
-                continue;
-            }
-        }
         let sub_vals = match values {
             Value::Map(m) => m
                 .borrow()
@@ -589,11 +682,20 @@ pub fn render_templates(
     opts: &ChartOptions,
     user_values: &Value,
 ) -> Result<Vec<(String, String)>, Error> {
-    let chart = load_chart(dir)?;
-    let values = coalesce_chart(&chart, user_values);
+    let (chart, values) = prepare(dir, user_values)?;
+    crate::schema::validate_chart(&chart, &values)?;
+    render_prepared(&chart, &values, opts)
+}
+
+/// Renders the templates of a chart whose values are already computed.
+pub(crate) fn render_prepared(
+    chart: &Chart,
+    values: &Value,
+    opts: &ChartOptions,
+) -> Result<Vec<(String, String)>, Error> {
     let mut set = Vec::new();
     let mut jobs = Vec::new();
-    collect(&chart, "", &values, true, &mut set, &mut jobs);
+    collect(chart, "", values, true, &mut set, &mut jobs);
     set.sort_by(|a, b| parse_order(&a.0, &b.0));
     let mut t = Templates::new();
     for (path, src) in &set {
@@ -638,22 +740,38 @@ pub fn render_templates(
 
 /// Splits a rendered file into YAML documents like Helm's SplitManifests.
 fn split_manifests(content: &str) -> Vec<String> {
-    let sep = regex::Regex::new(r"(?:^|\s*\n)---\s*").ok();
+    static SEP: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let sep = SEP.get_or_init(|| regex::Regex::new(r"(?:^|\s*\n)---\s*").ok());
     let trimmed = content.trim();
-    let parts: Vec<&str> = match &sep {
+    let parts: Vec<&str> = match sep {
         Some(re) => re.split(trimmed).collect(),
         None => vec![trimmed],
     };
+    // Consecutive separators (`---\n---`) leave a piece that starts with
+    // `---`; Helm v4 drops those separators too.
     parts
         .into_iter()
+        .map(|mut d| {
+            while let Some(rest) = d.strip_prefix("---") {
+                d = rest.trim_start();
+            }
+            d
+        })
         .filter(|d| !d.is_empty())
         .map(|d| d.trim().to_string())
         .collect()
 }
 
-fn head_of(doc: &str) -> (String, bool) {
-    match yaml::from_yaml_str(doc) {
-        Ok(Value::Map(m)) => {
+/// Kind and hook flag of a manifest, or Helm's error for text that is not
+/// YAML (`YAML parse error on FILE: error converting YAML to JSON: ...`).
+fn head_of(doc: &str, path: &str) -> Result<(String, bool), Error> {
+    let parsed = yaml::from_yaml_str_go(doc).map_err(|e| {
+        Error::Other(format!(
+            "YAML parse error on {path}: error converting YAML to JSON: {e}"
+        ))
+    })?;
+    match parsed {
+        Value::Map(m) => {
             let m = m.borrow();
             let kind = m
                 .get("kind")
@@ -667,20 +785,37 @@ fn head_of(doc: &str) -> (String, bool) {
                 },
                 _ => false,
             };
-            (kind, hook)
+            Ok((kind, hook))
         }
-        _ => (String::new(), false),
+        Value::Nil => Ok((String::new(), false)),
+        other => Err(Error::Other(format!(
+            "YAML parse error on {path}: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type releaseutil.SimpleHead",
+            match other {
+                Value::List(_) => "array",
+                Value::String(_) => "string",
+                Value::Bool(_) => "bool",
+                _ => "number",
+            }
+        ))),
     }
 }
 
-/// `helm template`: renders the chart and returns the manifests in Helm's
-/// output order (by install order of kinds, then hooks).
-pub fn render_chart(
-    dir: &Path,
+/// A rendered release, split the way `helm template` prints it.
+pub(crate) struct Release {
+    /// (path, content) of crds/ files (printed only with --include-crds).
+    pub crds: Vec<(String, String)>,
+    /// Manifests in install order, then hooks.
+    pub files: Vec<RenderedFile>,
+}
+
+/// Renders a prepared chart into sorted manifests (Helm's
+/// `renderResources` + `SortManifests`).
+pub(crate) fn render_release(
+    chart: &Chart,
+    values: &Value,
     opts: &ChartOptions,
-    user_values: &serde_json::Value,
-) -> Result<Vec<RenderedFile>, Error> {
-    let files = render_templates(dir, opts, &Value::from_json(user_values))?;
+) -> Result<Release, Error> {
+    let files = render_prepared(chart, values, opts)?;
     let mut manifests: Vec<(String, RenderedFile)> = Vec::new();
     let mut hooks: Vec<(String, RenderedFile)> = Vec::new();
     for (path, content) in files {
@@ -688,7 +823,7 @@ pub fn render_chart(
             continue;
         }
         for doc in split_manifests(&content) {
-            let (kind, hook) = head_of(&doc);
+            let (kind, hook) = head_of(&doc, &path)?;
             let f = RenderedFile {
                 path: path.clone(),
                 content: doc,
@@ -711,14 +846,59 @@ pub fn render_chart(
         };
     manifests.sort_by(order);
     hooks.sort_by(order);
-    Ok(manifests.into_iter().chain(hooks).map(|(_, f)| f).collect())
+    let mut crds = Vec::new();
+    collect_crds(chart, "", &mut crds);
+    Ok(Release {
+        crds,
+        files: manifests.into_iter().chain(hooks).map(|(_, f)| f).collect(),
+    })
+}
+
+/// Helm's `CRDObjects`: the chart's crds/ files, then its (enabled)
+/// subcharts', with paths like `parent/charts/sub/crds/x.yaml`.
+fn collect_crds(chart: &Chart, prefix: &str, out: &mut Vec<(String, String)>) {
+    let base = format!("{prefix}{}", chart.name);
+    for (rel, data) in &chart.crds {
+        out.push((
+            format!("{base}/{rel}"),
+            String::from_utf8_lossy(data).into_owned(),
+        ));
+    }
+    for sub in &chart.subcharts {
+        collect_crds(sub, &format!("{base}/charts/"), out);
+    }
+}
+
+/// `helm template`: renders the chart and returns the manifests in Helm's
+/// output order (by install order of kinds, then hooks).
+pub fn render_chart(
+    dir: &Path,
+    opts: &ChartOptions,
+    user_values: &serde_json::Value,
+) -> Result<Vec<RenderedFile>, Error> {
+    let (chart, values) = prepare(dir, &Value::from_json(user_values))?;
+    crate::schema::validate_chart(&chart, &values)?;
+    Ok(render_release(&chart, &values, opts)?.files)
 }
 
 /// Formats manifests the way `helm template` (v4) prints them: each
 /// document followed by a blank line, the manifest block trimmed, then the
 /// hooks.
 pub fn format_manifests(files: &[RenderedFile]) -> String {
+    format_output(&[], files)
+}
+
+/// [`format_manifests`] with CRDs first (`--include-crds`), each printed
+/// as-is after a `# Source:` line.
+pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -> String {
     let mut out = String::new();
+    for (path, content) in crds {
+        out.push_str("---\n# Source: ");
+        out.push_str(path);
+        out.push('\n');
+        out.push_str(content);
+        out.push('\n');
+    }
     for f in files.iter().filter(|f| !f.hook) {
         out.push_str("---\n# Source: ");
         out.push_str(&f.path);

@@ -228,6 +228,11 @@ impl<'e> State<'e> {
     fn walk_range(&mut self, dot: &Value, c: &Control, out: &mut String) -> Result<(), Flow> {
         let outer = self.vars.len();
         let val = self.eval_pipeline(dot, &c.pipe)?;
+        // Host objects that are Go maps underneath (`.Files`) range as maps.
+        let val = match &val {
+            Value::Object(o) if !o.to_data().is_nil() => o.to_data(),
+            _ => val,
+        };
         let mark = self.vars.len();
         let ndecl = c.pipe.decl.len();
         let one =

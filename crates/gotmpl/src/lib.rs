@@ -40,6 +40,10 @@ pub mod value;
 pub mod yaml;
 
 pub mod chart;
+mod loader;
+mod schema;
+pub mod strvals;
+pub mod template_cmd;
 
 use exec::{State, TplCache, TreeMap};
 use funcs::FnError;
@@ -49,6 +53,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use chart::{format_manifests, render_chart, render_templates, ChartOptions, RenderedFile};
+pub use template_cmd::{template, TemplateOptions};
 pub use value::{Object, Value};
 
 /// A template error, formatted the way Go's text/template formats it.

@@ -677,3 +677,143 @@ pub fn from_serde_yaml(v: &serde_yaml::Value) -> Value {
         serde_yaml::Value::Tagged(t) => from_serde_yaml(&t.value),
     }
 }
+
+/// Parses one YAML document the way `sigs.k8s.io/yaml` (go-yaml v2 under
+/// it) accepts it: duplicate keys are allowed (the last one wins), `<<`
+/// merge keys are applied, tags are ignored, and errors read like
+/// go-yaml's (`yaml: line N: message`).
+pub fn from_yaml_str_go(s: &str) -> Result<Value, String> {
+    use serde::Deserialize;
+    let mut docs = serde_yaml::Deserializer::from_str(s);
+    let Some(doc) = docs.next() else {
+        return Ok(Value::Nil);
+    };
+    match GoYaml::deserialize(doc) {
+        Ok(v) => Ok(v.0),
+        Err(e) => Err(go_yaml_error(&e)),
+    }
+}
+
+/// Rewrites a libyaml error from yaml_serde into go-yaml v2's wording:
+/// scanner errors report the 1-based line of the problem, parser errors
+/// (go-yaml quirk) the 0-based one.
+fn go_yaml_error(e: &serde_yaml::Error) -> String {
+    let text = e.to_string();
+    let msg = match text.find(" at line ") {
+        Some(i) => &text[..i],
+        None => text.as_str(),
+    };
+    let msg = msg.split(": ").last().unwrap_or(msg);
+    const SCANNER: &[&str] = &[
+        "mapping values are not allowed in this context",
+        "found character that cannot start any token",
+        "could not find expected ':'",
+        "found unexpected end of stream",
+        "found unknown escape character while parsing a quoted scalar",
+        "block sequence entries are not allowed in this context",
+        "found a tab character that violates indentation",
+        "found unexpected ':'",
+        "found undefined tag handle",
+    ];
+    let line = e.location().map(|l| l.line()).unwrap_or(0);
+    let line = if SCANNER.iter().any(|m| msg.contains(m)) {
+        line
+    } else {
+        line.saturating_sub(1)
+    };
+    if line == 0 {
+        format!("yaml: {msg}")
+    } else {
+        format!("yaml: line {line}: {msg}")
+    }
+}
+
+struct GoYaml(Value);
+
+impl<'de> serde::Deserialize<'de> for GoYaml {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(GoYamlVisitor).map(GoYaml)
+    }
+}
+
+struct GoYamlVisitor;
+
+impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Float(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Float(v as f64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::str(v))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::string(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Nil)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Nil)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(GoYamlVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(GoYaml(x)) = a.next_element()? {
+            v.push(x);
+        }
+        Ok(Value::list(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut m = BTreeMap::new();
+        let mut merges = Vec::new();
+        while let Some(GoYaml(k)) = a.next_key()? {
+            let GoYaml(v) = a.next_value()?;
+            let key = match &k {
+                Value::String(s) => s.to_string(),
+                Value::Nil => "null".into(),
+                Value::Float(f) => yaml_float(*f),
+                other => gofmt::sprint_value(other),
+            };
+            if key == "<<" && matches!(k, Value::String(_)) {
+                merges.push(v);
+                continue;
+            }
+            m.insert(key, v);
+        }
+        // Merge keys: explicit keys win, then earlier merged maps.
+        for merged in merges {
+            let maps = match merged {
+                Value::List(l) => l.iter().cloned().collect(),
+                other => vec![other],
+            };
+            for mm in maps {
+                if let Value::Map(mm) = mm {
+                    for (k, v) in mm.borrow().iter() {
+                        m.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+            }
+        }
+        Ok(Value::map(m))
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, a: A) -> Result<Value, A::Error> {
+        use serde::de::VariantAccess;
+        // A tagged node (`!!binary ...`, `!custom ...`): keep its value.
+        let (_tag, variant): (serde::de::IgnoredAny, _) = a.variant()?;
+        variant.newtype_variant::<GoYaml>().map(|g| g.0)
+    }
+}

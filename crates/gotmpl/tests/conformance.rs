@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use trueup_gotmpl::{format_manifests, render_chart, ChartOptions};
+use trueup_gotmpl::{template, TemplateOptions};
 
 fn helm() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("TRUEUP_HELM") {
@@ -42,15 +42,45 @@ fn mask(s: &str) -> String {
         .join("\n")
 }
 
-fn ours(chart: &Path, values: &serde_json::Value) -> Result<String, String> {
-    let opts = ChartOptions {
+/// Extra `helm template` arguments for a chart: `conformance-args`, one
+/// argument per line (e.g. `--set` then `a=b`, or `--include-crds`).
+fn extra_args(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("conformance-args"))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ours(chart: &Path, values_file: Option<&Path>, args: &[String]) -> Result<String, String> {
+    let mut opts = TemplateOptions {
         release_name: "conf".into(),
-        namespace: "default".into(),
-        ..ChartOptions::default()
+        chart: chart.to_path_buf(),
+        namespace: Some("default".into()),
+        ..TemplateOptions::default()
     };
-    render_chart(chart, &opts, values)
-        .map(|f| format_manifests(&f))
-        .map_err(|e| format!("Error: {}", e.helm_message()))
+    if let Some(f) = values_file {
+        opts.values_files.push(f.to_path_buf());
+    }
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut next = || it.next().cloned().unwrap_or_default();
+        match a.as_str() {
+            "--set" => opts.set.push(next()),
+            "--set-string" => opts.set_string.push(next()),
+            "-f" | "--values" => opts.values_files.push(chart.join(next())),
+            "--kube-version" => opts.kube_version = Some(next()),
+            "--api-versions" => opts.api_versions.push(next()),
+            "--include-crds" => opts.include_crds = true,
+            "-n" | "--namespace" => opts.namespace = Some(next()),
+            other => panic!("conformance-args: unsupported {other}"),
+        }
+    }
+    template(&opts).map_err(|e| format!("Error: {e}"))
 }
 
 #[test]
@@ -67,6 +97,7 @@ fn charts_render_like_helm() {
         .collect();
     dirs.sort();
     let mut passed = 0;
+    let mut masked: Vec<String> = Vec::new();
     let mut failures = Vec::new();
     for dir in &dirs {
         let name = dir
@@ -81,28 +112,40 @@ fn charts_render_like_helm() {
             .arg(dir)
             .arg("--namespace")
             .arg("default");
-        let mut values = serde_json::json!({});
         if vals_file.exists() {
             cmd.arg("-f").arg(&vals_file);
-            let text = std::fs::read_to_string(&vals_file).expect("values");
-            let v = trueup_gotmpl::yaml::from_yaml_str(&text).expect("values parse");
-            values = v.to_json();
+        }
+        let args = extra_args(dir);
+        for a in &args {
+            // Values files named in the args are relative to the chart.
+            if a.ends_with(".yaml") && !a.contains('=') {
+                cmd.arg(dir.join(a));
+            } else {
+                cmd.arg(a);
+            }
         }
         let out = cmd.output().expect("run helm");
         let expected = if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
-            Err(err
-                .lines()
-                .find(|l| l.starts_with("Error:"))
-                .unwrap_or_default()
-                .to_string())
+            // Helm may print warnings first; the error runs to the end.
+            let at = err.find("Error:").unwrap_or(0);
+            Err(err[at..].trim_end().to_string())
         };
-        let got = ours(dir, &values);
+        let got = ours(
+            dir,
+            vals_file.exists().then_some(vals_file.as_path()),
+            &args,
+        );
         let (e, g) = match (&expected, &got) {
-            (Ok(e), Ok(g)) => (mask(e), mask(g)),
-            (Err(e), Err(g)) => (e.clone(), g.lines().next().unwrap_or_default().to_string()),
+            (Ok(e), Ok(g)) => {
+                if e.contains("masked-") {
+                    masked.push(name.clone());
+                }
+                (mask(e), mask(g))
+            }
+            (Err(e), Err(g)) => (e.clone(), g.trim_end().to_string()),
             (Ok(e), Err(g)) => (e.clone(), g.clone()),
             (Err(e), Ok(g)) => (e.clone(), g.clone()),
         };
@@ -125,7 +168,12 @@ fn charts_render_like_helm() {
             ));
         }
     }
-    println!("conformance: {passed} passed, {} failed", failures.len());
+    println!(
+        "conformance: {passed} passed, {} failed ({} of the passed compared with random values masked: {})",
+        failures.len(),
+        masked.len(),
+        masked.join(", ")
+    );
     assert!(
         failures.is_empty(),
         "charts differing from helm:\n{}",
