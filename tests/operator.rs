@@ -643,3 +643,73 @@ async fn the_seed_slack_alert_delivers_reconcile_failures() {
     // The GitRepository's success (an info event) is not sent: the Alert asks for errors.
     assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
 }
+
+/// The seed's Terraform object with `approvePlan: ""` on the local backend: the run stops at a
+/// pending plan whose id the status names; approving that id applies exactly that plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terraform_plans_wait_for_approval_by_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let backend = LocalBackend::open_with(
+        tmp.path().join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let tf = |approve: &str| {
+        format!(
+            "apiVersion: infra.contrib.fluxcd.io/v1alpha2\nkind: Terraform\nmetadata: {{name: vpc, namespace: flux-system}}\nspec:\n  interval: 15m\n  approvePlan: \"{approve}\"\n  path: ./terraform/vpc\n  sourceRef: {{kind: GitRepository, name: fleet, namespace: flux-system}}\n  vars:\n    - {{name: cluster_name, value: production-eks}}\n    - {{name: vpc_cidr, value: \"10.0.0.0/16\"}}\n"
+        )
+    };
+    let git_repo = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{}\n  ref: {{branch: main}}\n",
+        repo.bare.display()
+    );
+    for text in [git_repo, tf("")] {
+        for o in trueup::core::yaml::parse_objects(&text, "objects").unwrap() {
+            backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+        }
+    }
+    let rt = runtime(&backend);
+    rt.run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    let tf_ref = FluxKind::Terraform.ref_to("flux-system", "vpc");
+    let st = Status::from_value(backend.get(&tf_ref).await.unwrap().unwrap().status());
+    let pending = st.extra["plan"]["pending"]
+        .as_str()
+        .expect("a pending plan")
+        .to_string();
+    let head = git(&repo.work, &["rev-parse", "HEAD"]);
+    assert!(
+        pending.starts_with(&format!("plan-main-{}-", &head[..10])),
+        "{pending}"
+    );
+    let ready = st.condition(READY).unwrap();
+    assert!(
+        ready
+            .message
+            .contains(&format!("set approvePlan: \"{pending}\"")),
+        "{}",
+        ready.message
+    );
+    assert!(
+        st.extra["plan"].get("lastApplied").is_none(),
+        "nothing applied before approval"
+    );
+    assert!(st.last_applied_revision.is_empty());
+
+    for o in trueup::core::yaml::parse_objects(&tf(&pending), "approve").unwrap() {
+        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+    }
+    let snap = rt
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    let st = Status::from_value(backend.get(&tf_ref).await.unwrap().unwrap().status());
+    assert!(snap.iter().all(|s| s.is_ready()), "{:?}", st.conditions);
+    assert_eq!(st.extra["plan"]["lastApplied"], pending.as_str());
+    assert_eq!(st.last_applied_revision, format!("main@sha1:{head}"));
+}

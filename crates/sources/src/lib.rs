@@ -26,6 +26,10 @@
 #![forbid(unsafe_code)]
 
 pub mod git;
+pub mod helm;
+pub mod oci;
 pub mod semver_constraint;
 
 pub use git::GitSource;
+pub use helm::HelmSource;
+pub use oci::{OciClient, OciSource};

@@ -2,7 +2,9 @@
 //! events. The [`crate::runtime::Runtime`] owns timing; reconcilers only decide.
 
 pub mod git;
+pub mod helmrelease;
 pub mod kustomization;
+pub mod oci;
 pub mod terraform;
 
 use crate::api::{ApiError, FluxKind};
@@ -14,7 +16,9 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use git::GitRepositoryReconciler;
+pub use helmrelease::{HelmReleaseReconciler, ReleaseManager};
 pub use kustomization::KustomizationReconciler;
+pub use oci::OciRepositoryReconciler;
 pub use terraform::TerraformReconciler;
 
 /// How the runtime schedules one object, read from its spec.

@@ -1,0 +1,1066 @@
+//! The HelmRelease reconciler: HelmRepository -> chart artifact -> values -> release actions
+//! (install, upgrade, remediation by rollback or uninstall) -> status and events.
+//!
+//! The reconciler decides *what* to do, as Flux's helm-controller does; a [`ReleaseManager`]
+//! (the Helm-compatible one lives in trueup-appliers) does it against a backend and keeps the
+//! release records. The chart is fetched through any [`Source`] that can read a HelmRepository
+//! plus a chart spec; core names no concrete source, so the caller passes a function building
+//! that source's spec from the pair.
+
+use super::git::read_credentials;
+use super::{dependency_refs, invalid_spec, object_data, Outcome, Reconciler, Schedule, Verdict};
+use crate::api::helm::{HelmReleaseSpec, ValuesReference};
+use crate::api::source::{HelmChartSpec, HelmRepositorySpec};
+use crate::api::{from_object, ApiError, FluxKind, HelmRelease, Resource};
+use crate::event::{Event, Severity};
+use crate::object::{Object, ObjectRef};
+use crate::status::{reason, Artifact, Condition, ConditionStatus, Status};
+use crate::storage::ArtifactStore;
+use crate::traits::source::{Source, SourceErrorKind, SourceRequest};
+use crate::traits::Backend;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::Duration;
+
+/// Condition types of a HelmRelease.
+pub const RELEASED: &str = "Released";
+pub const REMEDIATED: &str = "Remediated";
+
+/// Reasons of the HelmRelease conditions, as Flux names them.
+pub mod helm_reason {
+    pub const INSTALL_SUCCEEDED: &str = "InstallSucceeded";
+    pub const INSTALL_FAILED: &str = "InstallFailed";
+    pub const UPGRADE_SUCCEEDED: &str = "UpgradeSucceeded";
+    pub const UPGRADE_FAILED: &str = "UpgradeFailed";
+    pub const ROLLBACK_SUCCEEDED: &str = "RollbackSucceeded";
+    pub const ROLLBACK_FAILED: &str = "RollbackFailed";
+    pub const UNINSTALL_SUCCEEDED: &str = "UninstallSucceeded";
+    pub const UNINSTALL_FAILED: &str = "UninstallFailed";
+    pub const VALUES_ERROR: &str = "InitFailed";
+    pub const RETRIES_EXHAUSTED: &str = "RetriesExceeded";
+}
+
+/// Helm's release states, as stored in the release records.
+pub mod release_status {
+    pub const DEPLOYED: &str = "deployed";
+    pub const SUPERSEDED: &str = "superseded";
+    pub const FAILED: &str = "failed";
+    pub const UNINSTALLED: &str = "uninstalled";
+    pub const PENDING_INSTALL: &str = "pending-install";
+    pub const PENDING_UPGRADE: &str = "pending-upgrade";
+    pub const PENDING_ROLLBACK: &str = "pending-rollback";
+}
+
+/// One release record, summarized: what `status.history` snapshots hold (Flux's `Snapshot`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseInfo {
+    pub name: String,
+    pub namespace: String,
+    pub version: i64,
+    pub status: String,
+    pub chart_name: String,
+    pub chart_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app_version: String,
+    /// Digest of the user values (`sha256:<hex>`).
+    pub config_digest: String,
+    /// Digest of the whole record (`sha256:<hex>`).
+    pub digest: String,
+    #[serde(default)]
+    pub first_deployed: String,
+    #[serde(default)]
+    pub last_deployed: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deleted: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl ReleaseInfo {
+    pub fn is_pending(&self) -> bool {
+        self.status.starts_with("pending-")
+    }
+}
+
+/// Where a release lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseTarget {
+    pub name: String,
+    /// Where the chart's namespaced objects go (`.Release.Namespace`).
+    pub namespace: String,
+    /// Where the release records are kept.
+    pub storage_namespace: String,
+}
+
+/// What an install or upgrade is asked to do.
+pub struct ReleaseRequest<'a> {
+    /// The HelmRelease, for messages and ownership.
+    pub object: &'a ObjectRef,
+    pub spec: &'a HelmReleaseSpec,
+    pub target: &'a ReleaseTarget,
+    /// The unpacked chart artifact (a directory holding the chart's directory).
+    pub chart_dir: &'a Path,
+    /// The merged user values (`valuesFrom`, then `values`).
+    pub values: &'a Value,
+    pub config_digest: &'a str,
+    pub backend: &'a dyn Backend,
+    pub timeout: Duration,
+}
+
+/// Which step failed, so that the reconciler picks the reason and the remediation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseErrorKind {
+    /// The chart or values could not be rendered: nothing was applied, no record was written.
+    Render,
+    /// Objects could not be applied.
+    Apply,
+    /// Applied objects did not become healthy in time.
+    Health,
+    /// Release records could not be read or written.
+    Storage,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ReleaseError {
+    pub kind: ReleaseErrorKind,
+    pub message: String,
+    /// The record written for the failed attempt (status `failed`), when one was.
+    pub release: Option<ReleaseInfo>,
+}
+
+impl ReleaseError {
+    pub fn new(kind: ReleaseErrorKind, message: impl Into<String>) -> Self {
+        ReleaseError {
+            kind,
+            message: message.into(),
+            release: None,
+        }
+    }
+}
+
+/// Executes release actions and keeps the release records (Helm's `action` + `storage`).
+#[async_trait]
+pub trait ReleaseManager: Send + Sync {
+    /// Every record of the release, oldest first.
+    async fn history(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+    ) -> Result<Vec<ReleaseInfo>, ReleaseError>;
+
+    async fn install(&self, req: ReleaseRequest<'_>) -> Result<ReleaseInfo, ReleaseError>;
+
+    async fn upgrade(&self, req: ReleaseRequest<'_>) -> Result<ReleaseInfo, ReleaseError>;
+
+    /// Re-applies revision `to` as a new revision (Helm's rollback).
+    async fn rollback(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        to: i64,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
+    ) -> Result<ReleaseInfo, ReleaseError>;
+
+    /// Deletes the release's objects and its records (all but an `uninstalled` one with
+    /// `keep_history`). Returns what was deleted.
+    async fn uninstall(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        keep_history: bool,
+    ) -> Result<Vec<ObjectRef>, ReleaseError>;
+
+    /// Marks a record `failed` (recovers a release left pending by a crash).
+    async fn mark_failed(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        version: i64,
+        description: &str,
+    ) -> Result<(), ReleaseError>;
+}
+
+/// Builds the chart source's spec from the HelmRepository and the chart template.
+pub type ChartSpecFn<T> = fn(HelmRepositorySpec, HelmChartSpec) -> T;
+
+/// Reconciles HelmRelease objects.
+pub struct HelmReleaseReconciler<M, S: Source> {
+    manager: M,
+    source: S,
+    store: ArtifactStore,
+    chart_spec: ChartSpecFn<S::Spec>,
+}
+
+impl<M, S: Source> HelmReleaseReconciler<M, S> {
+    pub fn new(
+        manager: M,
+        source: S,
+        store: ArtifactStore,
+        chart_spec: ChartSpecFn<S::Spec>,
+    ) -> Self {
+        HelmReleaseReconciler {
+            manager,
+            source,
+            store,
+            chart_spec,
+        }
+    }
+}
+
+/// Flux's default release name: `[targetNamespace-]name`, shortened to Helm's 53 characters
+/// with a hash suffix so that two long names stay distinct (helm-controller's `ShortenName`).
+pub fn release_name(hr: &HelmRelease) -> String {
+    if let Some(n) = hr.spec.release_name.as_deref().filter(|n| !n.is_empty()) {
+        return n.to_string();
+    }
+    let full = match hr
+        .spec
+        .target_namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    {
+        Some(ns) => format!("{ns}-{}", hr.name()),
+        None => hr.name().to_string(),
+    };
+    shorten_name(&full)
+}
+
+/// helm-controller's `ShortenName`: names over 53 characters keep their first 40 plus `-` and
+/// 12 hex characters of their sha256.
+pub fn shorten_name(name: &str) -> String {
+    const MAX: usize = 53;
+    const HASH: usize = 12;
+    if name.len() <= MAX {
+        return name.to_string();
+    }
+    let sum = hex::encode(Sha256::digest(name.as_bytes()));
+    let mut cut = MAX - HASH - 1;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{}", &name[..cut], &sum[..HASH])
+}
+
+/// Where the release lives, from the spec (Flux's defaults).
+pub fn release_target(hr: &HelmRelease) -> ReleaseTarget {
+    let own = hr.namespace().to_string();
+    ReleaseTarget {
+        name: release_name(hr),
+        namespace: hr
+            .spec
+            .target_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| own.clone()),
+        storage_namespace: hr
+            .spec
+            .storage_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(own),
+    }
+}
+
+/// `sha256:<hex>` of values in a canonical form (serde_json sorts map keys), so the same values
+/// always give the same digest.
+pub fn config_digest(values: &Value) -> String {
+    let bytes = serde_json::to_vec(values).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Merges `src` over `dst` the way Helm merges values maps (maps merge, anything else replaces).
+pub fn merge_values(dst: &mut Value, src: Value) {
+    match (dst, src) {
+        (Value::Object(d), Value::Object(s)) => {
+            for (k, v) in s {
+                match d.get_mut(&k) {
+                    Some(dv @ Value::Object(_)) if v.is_object() => merge_values(dv, v),
+                    _ => {
+                        d.insert(k, v);
+                    }
+                }
+            }
+        }
+        (d, s) => *d = s,
+    }
+}
+
+/// Sets `value` at a dotted `targetPath` (`a.b.c`; `\.` escapes a dot), creating maps on the
+/// way. Flux parses the path with Helm's strvals; plain dotted paths are what charts use.
+fn set_path(root: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'.') => {
+                cur.push('.');
+                chars.next();
+            }
+            '.' => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("invalid targetPath '{path}'"));
+    }
+    let mut node = root;
+    for (i, p) in parts.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(Default::default());
+        }
+        let map = node.as_object_mut().expect("made an object above");
+        if i + 1 == parts.len() {
+            map.insert(p.clone(), value);
+            return Ok(());
+        }
+        node = map
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    Ok(())
+}
+
+/// Composes the values as Flux does: each `valuesFrom` in order, then the inline `values` on
+/// top. Errors name the reference and key, never the content (it may be secret).
+pub async fn compose_values(
+    backend: &dyn Backend,
+    namespace: &str,
+    refs: &[ValuesReference],
+    inline: Option<&Value>,
+) -> Result<Value, String> {
+    let mut out = Value::Object(Default::default());
+    for (i, r) in refs.iter().enumerate() {
+        let kind = match r.kind.as_str() {
+            "Secret" | "ConfigMap" => r.kind.as_str(),
+            other => {
+                return Err(format!(
+                    "spec.valuesFrom[{i}].kind: unsupported kind '{other}' (Secret, ConfigMap)"
+                ))
+            }
+        };
+        let oref = ObjectRef::new("", kind, namespace, &r.name);
+        let obj = match backend.get(&oref).await {
+            Ok(Some(o)) => o,
+            Ok(None) if r.optional => continue,
+            Ok(None) => return Err(format!("could not find {kind} '{namespace}/{}'", r.name)),
+            Err(e) => {
+                return Err(format!(
+                    "could not get {kind} '{namespace}/{}': {e}",
+                    r.name
+                ))
+            }
+        };
+        let data = object_data(&obj)?;
+        let key = r
+            .values_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or("values.yaml");
+        let Some(bytes) = data.get(key) else {
+            if r.optional {
+                continue;
+            }
+            return Err(format!(
+                "missing key '{key}' in {kind} '{namespace}/{}'",
+                r.name
+            ));
+        };
+        let text = String::from_utf8_lossy(bytes);
+        match r.target_path.as_deref().filter(|p| !p.is_empty()) {
+            Some(path) => {
+                // Flux sets the raw value as a string at the path (strvals `--set-string`
+                // semantics for anything that is not a plain scalar).
+                set_path(
+                    &mut out,
+                    path,
+                    Value::String(text.trim_end_matches('\n').to_string()),
+                )
+                .map_err(|e| format!("spec.valuesFrom[{i}].targetPath: {e}"))?;
+            }
+            None => {
+                let v: Value = serde_yaml::from_str(&text).map_err(|e| {
+                    // The YAML error may quote the content: keep only where it broke.
+                    let at = e
+                        .location()
+                        .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+                        .unwrap_or_default();
+                    format!(
+                        "unable to read values from key '{key}' in {kind} '{namespace}/{}': invalid YAML{at}",
+                        r.name
+                    )
+                })?;
+                match v {
+                    Value::Null => {}
+                    v @ Value::Object(_) => merge_values(&mut out, v),
+                    _ => {
+                        return Err(format!(
+                            "unable to read values from key '{key}' in {kind} '{namespace}/{}': not a map",
+                            r.name
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    if let Some(v) = inline {
+        match v {
+            Value::Null => {}
+            Value::Object(_) => merge_values(&mut out, v.clone()),
+            _ => return Err("spec.values: must be a map".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// The status fields only a HelmRelease has (kept in `Status::extra`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmReleaseStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ReleaseInfo>,
+    #[serde(default)]
+    pub failures: i64,
+    #[serde(default)]
+    pub install_failures: i64,
+    #[serde(default)]
+    pub upgrade_failures: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_attempted_config_digest: String,
+    #[serde(default)]
+    pub last_attempted_generation: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_attempted_release_action: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub helm_chart: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub storage_namespace: String,
+    /// The chart artifact kept in the store (revision = chart version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_artifact: Option<Artifact>,
+}
+
+const HR_FIELDS: &[&str] = &[
+    "history",
+    "failures",
+    "installFailures",
+    "upgradeFailures",
+    "lastAttemptedConfigDigest",
+    "lastAttemptedGeneration",
+    "lastAttemptedReleaseAction",
+    "helmChart",
+    "storageNamespace",
+    "chartArtifact",
+];
+
+impl HelmReleaseStatus {
+    pub fn from_status(st: &Status) -> Self {
+        serde_json::from_value(Value::Object(st.extra.clone())).unwrap_or_default()
+    }
+
+    pub fn write_to(&self, st: &mut Status) {
+        for f in HR_FIELDS {
+            st.extra.remove(*f);
+        }
+        if let Ok(Value::Object(m)) = serde_json::to_value(self) {
+            st.extra.extend(m);
+        }
+    }
+}
+
+/// Flux keeps the latest five snapshots in `status.history`, newest first.
+const STATUS_HISTORY: usize = 5;
+
+fn snapshots(mut records: Vec<ReleaseInfo>) -> Vec<ReleaseInfo> {
+    records.sort_by(|a, b| b.version.cmp(&a.version));
+    records.truncate(STATUS_HISTORY);
+    records
+}
+
+/// Remaining attempts: `retries` counts retries after the first failure; negative = unlimited.
+fn exhausted(failures: i64, retries: i64) -> bool {
+    retries >= 0 && failures > retries
+}
+
+impl<M, S> HelmReleaseReconciler<M, S>
+where
+    M: ReleaseManager,
+    S: Source,
+{
+    /// Resolves the chart version and makes sure its archive is in the store.
+    async fn chart_artifact(
+        &self,
+        hr: &HelmRelease,
+        hst: &HelmReleaseStatus,
+        backend: &dyn Backend,
+        timeout: Duration,
+    ) -> Result<Artifact, (String, String, bool)> {
+        let Some(tpl) = hr.spec.chart.as_ref() else {
+            return Err((
+                reason::INVALID_SPEC.into(),
+                "spec.chart: required (spec.chartRef is not supported yet)".into(),
+                true,
+            ));
+        };
+        let sref = &tpl.spec.source_ref;
+        if sref.kind != "HelmRepository" {
+            return Err((
+                reason::INVALID_SPEC.into(),
+                format!(
+                    "spec.chart.spec.sourceRef.kind: unsupported kind '{}' (HelmRepository)",
+                    sref.kind
+                ),
+                true,
+            ));
+        }
+        let repo_ns = sref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| hr.namespace().to_string());
+        let repo_ref = FluxKind::HelmRepository.ref_to(&repo_ns, &sref.name);
+        let repo_obj = match backend.get(&repo_ref).await {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                return Err((
+                    reason::ARTIFACT_FAILED.into(),
+                    format!("HelmRepository '{repo_ns}/{}' not found", sref.name),
+                    false,
+                ))
+            }
+            Err(e) => return Err((reason::ARTIFACT_FAILED.into(), e.to_string(), false)),
+        };
+        let repo: Resource<HelmRepositorySpec> = from_object(&repo_obj)
+            .map_err(|e| (reason::ARTIFACT_FAILED.into(), e.to_string(), false))?;
+        let creds = read_credentials(backend, &repo_ns, repo.spec.secret_ref.as_ref())
+            .await
+            .map_err(|e| (reason::AUTHENTICATION_FAILED.into(), e, false))?;
+        let spec = (self.chart_spec)(repo.spec.clone(), tpl.spec.clone());
+        let chart_ref =
+            FluxKind::HelmChart.ref_to(&repo_ns, &format!("{}-{}", hr.namespace(), hr.name()));
+        let req = SourceRequest {
+            object: &chart_ref,
+            spec: &spec,
+            credentials: creds.as_ref(),
+            timeout,
+        };
+        let redact = |m: String| match &creds {
+            Some(c) => c.redact(&m),
+            None => m,
+        };
+        let src_err = |e: crate::traits::SourceError| {
+            let stalled = e.kind == SourceErrorKind::InvalidSpec;
+            let why = match e.kind {
+                SourceErrorKind::Auth => reason::AUTHENTICATION_FAILED,
+                _ => reason::ARTIFACT_FAILED,
+            };
+            (why.to_string(), redact(e.to_string()), stalled)
+        };
+        let rev = self.source.resolve(&req).await.map_err(src_err)?;
+        if let Some(a) = &hst.chart_artifact {
+            if a.revision == rev.revision && self.store.contains(a) {
+                return Ok(a.clone());
+            }
+        }
+        let tmp = tempfile::tempdir()
+            .map_err(|e| (reason::ARTIFACT_FAILED.to_string(), e.to_string(), false))?;
+        let fetched = self
+            .source
+            .fetch(&req, &rev, tmp.path())
+            .await
+            .map_err(src_err)?;
+        // The fetch directory holds the chart archive; keep it as the artifact itself so that
+        // the store's unpacking yields the chart directory.
+        let tgz = std::fs::read_dir(tmp.path())
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "tgz"));
+        let Some(tgz) = tgz else {
+            return Err((
+                reason::ARTIFACT_FAILED.into(),
+                format!(
+                    "the source fetched no chart archive for '{}'",
+                    tpl.spec.chart
+                ),
+                false,
+            ));
+        };
+        let bytes = std::fs::read(&tgz)
+            .map_err(|e| (reason::ARTIFACT_FAILED.to_string(), e.to_string(), false))?;
+        let mut a = self
+            .store
+            .store_bytes(&hr.object_ref(), &bytes, &fetched.revision)
+            .map_err(|e| (reason::ARTIFACT_FAILED.to_string(), e.to_string(), false))?;
+        a.metadata = fetched.metadata;
+        Ok(a)
+    }
+}
+
+#[async_trait]
+impl<M, S> Reconciler for HelmReleaseReconciler<M, S>
+where
+    M: ReleaseManager,
+    S: Source,
+    S::Spec: Send + Sync,
+{
+    fn kind(&self) -> crate::object::GroupKind {
+        FluxKind::HelmRelease.into()
+    }
+
+    fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {
+        let hr: HelmRelease = from_object(obj)?;
+        let interval = hr.spec.interval.duration().max(Duration::from_secs(1));
+        let watches = hr
+            .spec
+            .chart
+            .as_ref()
+            .and_then(|c| super::source_ref(hr.namespace(), &c.spec.source_ref))
+            .into_iter()
+            .collect();
+        Ok(Schedule {
+            interval,
+            retry_interval: interval,
+            // Flux's default timeout for Helm actions is 5m.
+            timeout: hr
+                .spec
+                .timeout
+                .as_ref()
+                .map(|d| d.duration())
+                .unwrap_or(Duration::from_secs(300))
+                * 3,
+            suspend: hr.spec.suspend,
+            depends_on: dependency_refs(FluxKind::HelmRelease, hr.namespace(), &hr.spec.depends_on),
+            watches,
+        })
+    }
+
+    async fn reconcile(&self, obj: &Object, backend: &dyn Backend) -> Outcome {
+        let hr: HelmRelease = match from_object(obj) {
+            Ok(h) => h,
+            Err(e) => return invalid_spec(obj, &e),
+        };
+        let me = obj.object_ref();
+        let generation = obj.generation();
+        let mut status = Status::from_value(obj.status());
+        let mut hst = HelmReleaseStatus::from_status(&status);
+        let timeout = hr
+            .spec
+            .timeout
+            .as_ref()
+            .map(|d| d.duration())
+            .unwrap_or(Duration::from_secs(300));
+        let target = release_target(&hr);
+        hst.storage_namespace = target.storage_namespace.clone();
+
+        let artifact = match self.chart_artifact(&hr, &hst, backend, timeout).await {
+            Ok(a) => a,
+            Err((why, msg, stalled)) => {
+                hst.write_to(&mut status);
+                return Outcome::failed(obj, status, &why, msg, stalled);
+            }
+        };
+        if let Some(tpl) = &hr.spec.chart {
+            let ns = tpl
+                .spec
+                .source_ref
+                .namespace
+                .as_deref()
+                .unwrap_or(hr.namespace());
+            hst.helm_chart = format!("{ns}/{}-{}", hr.namespace(), hr.name());
+        }
+        hst.chart_artifact = Some(artifact.clone());
+        let chart_version = artifact.revision.clone();
+        let store = self.store.clone();
+        let a2 = artifact.clone();
+        let dir = match tokio::task::spawn_blocking(move || store.unpacked(&a2)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                hst.write_to(&mut status);
+                return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false);
+            }
+            Err(e) => {
+                hst.write_to(&mut status);
+                return Outcome::failed(obj, status, reason::ARTIFACT_FAILED, e.to_string(), false);
+            }
+        };
+
+        let values = match compose_values(
+            backend,
+            hr.namespace(),
+            &hr.spec.values_from,
+            hr.spec.values.as_ref(),
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                hst.write_to(&mut status);
+                return Outcome::failed(obj, status, helm_reason::VALUES_ERROR, e, false);
+            }
+        };
+        let digest = config_digest(&values);
+
+        // A new desired state (spec, chart version or values) starts the failure counts over.
+        if hst.last_attempted_generation != generation
+            || status.last_attempted_revision != chart_version
+            || hst.last_attempted_config_digest != digest
+        {
+            hst.failures = 0;
+            hst.install_failures = 0;
+            hst.upgrade_failures = 0;
+        }
+        status.observed_generation = generation;
+
+        let mut history = match self.manager.history(backend, &target).await {
+            Ok(h) => h,
+            Err(e) => {
+                hst.write_to(&mut status);
+                return Outcome::failed(
+                    obj,
+                    status,
+                    reason::RECONCILIATION_FAILED,
+                    e.message,
+                    false,
+                );
+            }
+        };
+        let mut events = Vec::new();
+        // A record left pending (the process died mid-action) would block every later action
+        // ("another operation is in progress"): mark it failed and carry on.
+        if let Some(last) = history.last().filter(|r| r.is_pending()).cloned() {
+            let desc = format!(
+                "Release {} was left in {} and was marked failed",
+                last.version, last.status
+            );
+            if let Err(e) = self
+                .manager
+                .mark_failed(backend, &target, last.version, &desc)
+                .await
+            {
+                hst.write_to(&mut status);
+                return Outcome::failed(
+                    obj,
+                    status,
+                    reason::RECONCILIATION_FAILED,
+                    e.message,
+                    false,
+                );
+            }
+            events.push(Event::new(
+                me.clone(),
+                Severity::Info,
+                "PendingReleaseRecovered",
+                desc,
+            ));
+            if let Some(l) = history.last_mut() {
+                l.status = release_status::FAILED.into();
+            }
+        }
+
+        let install = hr.spec.install.clone().unwrap_or_default();
+        let upgrade = hr.spec.upgrade.clone().unwrap_or_default();
+        let install_rem = install.remediation.clone().unwrap_or_default();
+        let upgrade_rem = upgrade.remediation.clone().unwrap_or_default();
+        let latest = history.last().cloned();
+        let deployed = history
+            .iter()
+            .rev()
+            .find(|r| r.status == release_status::DEPLOYED)
+            .cloned();
+        let now = crate::time::now_rfc3339();
+
+        // Up to date: the deployed release is the latest record and matches what is desired.
+        if let (Some(d), Some(l)) = (&deployed, &latest) {
+            if d.version == l.version
+                && d.chart_version == chart_version
+                && d.config_digest == digest
+                && hst.last_attempted_generation == generation
+            {
+                hst.history = snapshots(history);
+                hst.write_to(&mut status);
+                status.last_attempted_revision = chart_version.clone();
+                status.last_applied_revision = chart_version.clone();
+                status.mark_ready(
+                    reason::RECONCILIATION_SUCCEEDED,
+                    format!(
+                        "Helm release '{}' is up to date ({})",
+                        target.name, d.description
+                    ),
+                    generation,
+                    &now,
+                );
+                let mut out = Outcome::new(Verdict::Ready, status);
+                out.events = events;
+                return out;
+            }
+        }
+
+        let is_install = deployed.is_none();
+        let (failures, retries) = if is_install {
+            (hst.install_failures, install_rem.retries.unwrap_or(0))
+        } else {
+            (hst.upgrade_failures, upgrade_rem.retries.unwrap_or(0))
+        };
+        if exhausted(failures, retries) {
+            hst.history = snapshots(history);
+            hst.write_to(&mut status);
+            let msg = format!(
+                "Failed to {} after {failures} attempt(s); change the HelmRelease to try again",
+                if is_install { "install" } else { "upgrade" }
+            );
+            return Outcome::failed(obj, status, helm_reason::RETRIES_EXHAUSTED, msg, true);
+        }
+
+        // A failed install leaves records but nothing deployed: Helm cannot upgrade from there,
+        // so clear them first (Flux's uninstall-then-install).
+        if is_install
+            && latest
+                .as_ref()
+                .is_some_and(|l| l.status != release_status::UNINSTALLED)
+        {
+            if let Err(e) = self.manager.uninstall(backend, &target, false).await {
+                hst.write_to(&mut status);
+                return Outcome::failed(
+                    obj,
+                    status,
+                    helm_reason::UNINSTALL_FAILED,
+                    e.message,
+                    false,
+                );
+            }
+        }
+
+        status.last_attempted_revision = chart_version.clone();
+        hst.last_attempted_config_digest = digest.clone();
+        hst.last_attempted_generation = generation;
+        hst.last_attempted_release_action = if is_install { "install" } else { "upgrade" }.into();
+        let req = ReleaseRequest {
+            object: &me,
+            spec: &hr.spec,
+            target: &target,
+            chart_dir: &dir,
+            values: &values,
+            config_digest: &digest,
+            backend,
+            timeout,
+        };
+        let result = if is_install {
+            self.manager.install(req).await
+        } else {
+            self.manager.upgrade(req).await
+        };
+
+        let verdict;
+        match result {
+            Ok(rel) => {
+                let (why, msg) = if is_install {
+                    (
+                        helm_reason::INSTALL_SUCCEEDED,
+                        format!(
+                            "Helm install succeeded for release {}/{}.v{} with chart {}@{}",
+                            target.namespace,
+                            rel.name,
+                            rel.version,
+                            rel.chart_name,
+                            rel.chart_version
+                        ),
+                    )
+                } else {
+                    (
+                        helm_reason::UPGRADE_SUCCEEDED,
+                        format!(
+                            "Helm upgrade succeeded for release {}/{}.v{} with chart {}@{}",
+                            target.namespace,
+                            rel.name,
+                            rel.version,
+                            rel.chart_name,
+                            rel.chart_version
+                        ),
+                    )
+                };
+                status.set_condition(
+                    Condition::new(RELEASED, ConditionStatus::True, why, msg.clone()),
+                    generation,
+                    &now,
+                );
+                status.remove_condition(REMEDIATED);
+                status.last_applied_revision = chart_version.clone();
+                status.mark_ready(why, msg.clone(), generation, &now);
+                events.push(
+                    Event::new(me.clone(), Severity::Info, why, msg)
+                        .with_revision(chart_version.clone()),
+                );
+                verdict = Verdict::Ready;
+            }
+            Err(e) => {
+                let (why, rem) = if is_install {
+                    hst.install_failures += 1;
+                    (helm_reason::INSTALL_FAILED, &install_rem)
+                } else {
+                    hst.upgrade_failures += 1;
+                    (helm_reason::UPGRADE_FAILED, &upgrade_rem)
+                };
+                hst.failures += 1;
+                let msg = format!(
+                    "Helm {} failed for release {}/{} with chart {}: {}",
+                    if is_install { "install" } else { "upgrade" },
+                    target.namespace,
+                    target.name,
+                    chart_version,
+                    e.message
+                );
+                status.set_condition(
+                    Condition::new(RELEASED, ConditionStatus::False, why, msg.clone()),
+                    generation,
+                    &now,
+                );
+                events.push(
+                    Event::new(me.clone(), Severity::Error, why, msg.clone())
+                        .with_revision(chart_version.clone()),
+                );
+                let retries = rem.retries.unwrap_or(0);
+                // Flux remediates while retries remain, and after the last one only with
+                // remediateLastFailure (default: on when retries > 0). A render error wrote
+                // nothing, so there is nothing to remediate.
+                let last = exhausted(
+                    if is_install {
+                        hst.install_failures
+                    } else {
+                        hst.upgrade_failures
+                    },
+                    retries,
+                );
+                let remediate = e.kind != ReleaseErrorKind::Render
+                    && e.release.is_some()
+                    && (retries != 0 || rem.remediate_last_failure == Some(true))
+                    && (!last || rem.remediate_last_failure.unwrap_or(retries != 0));
+                if remediate {
+                    let strategy = rem.strategy.as_deref().unwrap_or("rollback");
+                    let rollback_to = deployed.as_ref().map(|d| d.version);
+                    let res: Result<(&str, String), (&str, String)> = match (is_install, strategy, rollback_to) {
+                        (false, "rollback", Some(to)) => self
+                            .manager
+                            .rollback(backend, &target, to, &hr.spec, timeout)
+                            .await
+                            .map(|r| {
+                                (
+                                    helm_reason::ROLLBACK_SUCCEEDED,
+                                    format!("Helm rollback to previous release {}/{}.v{} with chart {}@{} succeeded", target.namespace, target.name, to, r.chart_name, r.chart_version),
+                                )
+                            })
+                            .map_err(|e| (helm_reason::ROLLBACK_FAILED, e.message)),
+                        _ => self
+                            .manager
+                            .uninstall(backend, &target, false)
+                            .await
+                            .map(|_| {
+                                (
+                                    helm_reason::UNINSTALL_SUCCEEDED,
+                                    format!("Helm uninstall succeeded for release {}/{}", target.namespace, target.name),
+                                )
+                            })
+                            .map_err(|e| (helm_reason::UNINSTALL_FAILED, e.message)),
+                    };
+                    match res {
+                        Ok((r, m)) => {
+                            status.set_condition(
+                                Condition::new(REMEDIATED, ConditionStatus::True, r, m.clone()),
+                                generation,
+                                &now,
+                            );
+                            events.push(Event::new(me.clone(), Severity::Info, r, m));
+                        }
+                        Err((r, m)) => {
+                            status.set_condition(
+                                Condition::new(REMEDIATED, ConditionStatus::False, r, m.clone()),
+                                generation,
+                                &now,
+                            );
+                            events.push(Event::new(me.clone(), Severity::Error, r, m));
+                        }
+                    }
+                }
+                let stalled = last;
+                status.mark_failed(why, msg, stalled, generation, &now);
+                verdict = Verdict::Failed { stalled };
+            }
+        }
+        if let Ok(h) = self.manager.history(backend, &target).await {
+            history = h;
+        }
+        hst.history = snapshots(history);
+        hst.write_to(&mut status);
+        let store = self.store.clone();
+        let owner = me.clone();
+        let _ = tokio::task::spawn_blocking(move || store.gc(&owner, &artifact)).await;
+        let mut out = Outcome::new(verdict, status);
+        out.events = events;
+        out
+    }
+
+    async fn finalize(&self, obj: &Object, backend: &dyn Backend) -> Vec<Event> {
+        let Ok(hr) = from_object::<HelmRelease>(obj) else {
+            return Vec::new();
+        };
+        let target = release_target(&hr);
+        let keep = hr.spec.uninstall.as_ref().is_some_and(|u| u.keep_history);
+        let me = obj.object_ref();
+        match self.manager.uninstall(backend, &target, keep).await {
+            Ok(removed) => {
+                let mut msg = format!(
+                    "Helm uninstall succeeded for release {}/{}",
+                    target.namespace, target.name
+                );
+                for r in removed {
+                    msg.push_str(&format!("\n{r} deleted"));
+                }
+                vec![Event::new(
+                    me,
+                    Severity::Info,
+                    helm_reason::UNINSTALL_SUCCEEDED,
+                    msg,
+                )]
+            }
+            Err(e) => vec![Event::new(
+                me,
+                Severity::Error,
+                helm_reason::UNINSTALL_FAILED,
+                e.message,
+            )],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortens_long_names_like_flux() {
+        assert_eq!(shorten_name("short"), "short");
+        let long = "a".repeat(60);
+        let s = shorten_name(&long);
+        assert_eq!(s.len(), 53);
+        assert!(s.starts_with(&"a".repeat(40)));
+        assert_eq!(&s[40..41], "-");
+    }
+
+    #[test]
+    fn values_merge_and_target_path() {
+        let mut v = serde_json::json!({"a": {"b": 1, "c": 2}});
+        merge_values(&mut v, serde_json::json!({"a": {"b": 3}, "d": 4}));
+        assert_eq!(v, serde_json::json!({"a": {"b": 3, "c": 2}, "d": 4}));
+        set_path(&mut v, "x.y\\.z", Value::String("s".into())).unwrap();
+        assert_eq!(v["x"]["y.z"], "s");
+        assert!(set_path(&mut v, "x..y", Value::Null).is_err());
+    }
+}

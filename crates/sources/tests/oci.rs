@@ -1,0 +1,920 @@
+//! OCIRepository, artifact push and OCI Helm charts against a real registry (Debian's
+//! `docker-registry`, the CNCF distribution registry), without auth, with htpasswd basic auth,
+//! and behind a front proxy that adds Bearer token auth, redirects to blob storage on another
+//! host and rate limiting. Artifacts are pushed by trueup and read back with plain HTTP, and
+//! built byte by byte from the OCI spec (layouts trueup does not write) and pulled by trueup.
+
+#[path = "support/registry.rs"]
+mod registry;
+
+use base64::Engine as _;
+use registry::{Proxy, ProxyConfig, Registry, PASSWORD, USER};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use trueup_core::api::source::OciRepositorySpec;
+use trueup_core::object::ObjectRef;
+use trueup_core::traits::source::{
+    Credentials, FetchedRevision, Source, SourceError, SourceErrorKind, SourceRequest,
+};
+use trueup_sources::oci::{manifest, BasicAuth, OciClient, OciClientOptions, RegistryAuths};
+use trueup_sources::OciSource;
+
+/// A plain reqwest client for reading back (the crate builds reqwest without a default TLS
+/// provider; plain HTTP needs none, but the builder wants one installed).
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn digest_of(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+fn client(auth: Option<(&str, &str)>, host: &str) -> OciClient {
+    let auths = auth
+        .map(|(u, p)| RegistryAuths::single(host, BasicAuth::new(u, p)))
+        .unwrap_or_default();
+    OciClient::new(OciClientOptions {
+        insecure: true,
+        timeout: Duration::from_secs(20),
+        auths,
+        ..Default::default()
+    })
+    .expect("client")
+}
+
+fn spec(url: &str, extra: serde_json::Value) -> OciRepositorySpec {
+    let mut v = serde_json::json!({"url": url, "interval": "1m", "insecure": true});
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    serde_json::from_value(v).expect("spec")
+}
+
+fn object() -> ObjectRef {
+    ObjectRef::new(
+        "source.toolkit.fluxcd.io",
+        "OCIRepository",
+        "default",
+        "app",
+    )
+}
+
+fn docker_config(host: &str, user: &str, pass: &str) -> Credentials {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let json = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    Credentials(BTreeMap::from([(
+        ".dockerconfigjson".to_string(),
+        json.into_bytes(),
+    )]))
+}
+
+async fn resolve(
+    spec: &OciRepositorySpec,
+    creds: Option<&Credentials>,
+) -> Result<FetchedRevision, SourceError> {
+    let o = object();
+    let req = SourceRequest {
+        object: &o,
+        spec,
+        credentials: creds,
+        timeout: Duration::from_secs(30),
+    };
+    OciSource::new().resolve(&req).await
+}
+
+/// Resolves and fetches into a new temp dir.
+async fn pull(
+    spec: &OciRepositorySpec,
+    creds: Option<&Credentials>,
+) -> Result<(FetchedRevision, tempfile::TempDir), SourceError> {
+    let o = object();
+    let req = SourceRequest {
+        object: &o,
+        spec,
+        credentials: creds,
+        timeout: Duration::from_secs(30),
+    };
+    let src = OciSource::new();
+    let rev = src.resolve(&req).await?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fetched = src.fetch(&req, &rev, dir.path()).await?;
+    assert_eq!(fetched.revision, rev.revision);
+    Ok((fetched, dir))
+}
+
+fn write_tree(dir: &Path, files: &[(&str, &str)]) {
+    for (p, c) in files {
+        let p = dir.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+}
+
+fn read(dir: &Path, p: &str) -> String {
+    std::fs::read_to_string(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// A tar.gz of `files`, built with the tar crate (not trueup's packer).
+fn tgz(files: &[(&str, &str)]) -> Vec<u8> {
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut t = tar::Builder::new(enc);
+    for (p, c) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(c.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, p, c.as_bytes()).unwrap();
+    }
+    t.into_inner().unwrap().finish().unwrap()
+}
+
+/// Plain HTTP, no trueup: pushes blobs (POST + PUT) and a manifest under `reference`.
+async fn raw_push(
+    addr: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    manifest: &[u8],
+    blobs: &[&[u8]],
+    auth: Option<(&str, &str)>,
+) -> String {
+    let http = http();
+    let with_auth = |rb: reqwest::RequestBuilder| match auth {
+        Some((u, p)) => rb.basic_auth(u, Some(p)),
+        None => rb,
+    };
+    for b in blobs {
+        let resp = with_auth(http.post(format!("http://{addr}/v2/{repo}/blobs/uploads/")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "start upload");
+        let loc = resp.headers()["location"].to_str().unwrap().to_string();
+        let mut url = reqwest::Url::parse(&format!("http://{addr}"))
+            .unwrap()
+            .join(&loc)
+            .unwrap();
+        url.query_pairs_mut().append_pair("digest", &digest_of(b));
+        let resp = with_auth(http.put(url))
+            .header("content-type", "application/octet-stream")
+            .body(b.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "put blob");
+    }
+    let resp = with_auth(http.put(format!("http://{addr}/v2/{repo}/manifests/{reference}")))
+        .header("content-type", media_type)
+        .body(manifest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "put manifest: {:?}", resp.text().await);
+    digest_of(manifest)
+}
+
+fn desc(media_type: &str, b: &[u8]) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": digest_of(b), "size": b.len()})
+}
+
+fn assert_err(e: &SourceError, kind: SourceErrorKind, needles: &[&str]) {
+    assert_eq!(e.kind, kind, "{}", e.message);
+    for n in needles {
+        assert!(e.message.contains(n), "'{n}' not in: {}", e.message);
+    }
+    assert!(
+        !e.message.contains(PASSWORD),
+        "password leaked: {}",
+        e.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_read_back_with_plain_http_and_pull() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let src_dir = tempfile::tempdir().unwrap();
+    write_tree(
+        src_dir.path(),
+        &[
+            ("deploy/app.yaml", "kind: ConfigMap\n"),
+            ("README.md", "hi\n"),
+            (".sourceignore", ""),
+        ],
+    );
+    let c = client(None, &reg.addr);
+    let url = reg.url("fleet/manifests");
+    let digest = c
+        .push_artifact(
+            src_dir.path(),
+            &format!("{url}:v1.0.0"),
+            "https://github.com/org/fleet",
+            "main@sha1:0123456789abcdef0123456789abcdef01234567",
+        )
+        .await
+        .expect("push");
+    assert!(manifest::is_sha256_digest(&digest), "{digest}");
+
+    // Read back with plain HTTP: the layout `flux push artifact` writes.
+    let http = http();
+    let resp = http
+        .get(reg.http("/v2/fleet/manifests/manifests/v1.0.0"))
+        .header("accept", manifest::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(digest_of(&body), digest);
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(m["schemaVersion"], 2);
+    assert_eq!(m["mediaType"], manifest::OCI_MANIFEST);
+    assert_eq!(m["config"]["mediaType"], manifest::FLUX_CONFIG);
+    assert_eq!(m["layers"][0]["mediaType"], manifest::FLUX_CONTENT);
+    assert_eq!(
+        m["annotations"][manifest::ANNOTATION_SOURCE],
+        "https://github.com/org/fleet"
+    );
+    assert_eq!(
+        m["annotations"][manifest::ANNOTATION_REVISION],
+        "main@sha1:0123456789abcdef0123456789abcdef01234567"
+    );
+    assert!(m["annotations"][manifest::ANNOTATION_CREATED]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let config_digest = m["config"]["digest"].as_str().unwrap();
+    let config = http
+        .get(reg.http(&format!("/v2/fleet/manifests/blobs/{config_digest}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&config[..], b"{}");
+    let layer_digest = m["layers"][0]["digest"].as_str().unwrap();
+    let layer = http
+        .get(reg.http(&format!("/v2/fleet/manifests/blobs/{layer_digest}")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(digest_of(&layer), layer_digest);
+    let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(&layer[..]))
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![".sourceignore", "README.md", "deploy/app.yaml"]);
+
+    // A second push of the same content uploads no blob (HEAD says it is there) and gives the
+    // same layer; pushing with a fixed creation time gives reproducible manifests.
+    let d2 = c
+        .push_artifact(src_dir.path(), &format!("{url}:v1.0.1"), "s", "r")
+        .await
+        .unwrap();
+    assert_ne!(d2, digest);
+
+    // Pull it with trueup: tag ref.
+    let s = spec(&url, serde_json::json!({"ref": {"tag": "v1.0.0"}}));
+    let (fetched, out) = pull(&s, None).await.expect("pull");
+    assert_eq!(fetched.revision, format!("v1.0.0@{digest}"));
+    assert_eq!(read(out.path(), "deploy/app.yaml"), "kind: ConfigMap\n");
+    assert_eq!(read(out.path(), "README.md"), "hi\n");
+    assert_eq!(
+        fetched
+            .metadata
+            .get(manifest::ANNOTATION_SOURCE)
+            .map(String::as_str),
+        Some("https://github.com/org/fleet")
+    );
+    assert_eq!(
+        fetched
+            .metadata
+            .get(manifest::ANNOTATION_REVISION)
+            .map(String::as_str),
+        Some("main@sha1:0123456789abcdef0123456789abcdef01234567")
+    );
+
+    // Tag and list; the default ref is `latest`.
+    let tagged = c
+        .tag(&format!("{url}:v1.0.0"), "latest")
+        .await
+        .expect("tag");
+    assert_eq!(tagged, digest);
+    let mut tags = c.list_tags(&url).await.expect("tags");
+    tags.sort();
+    assert_eq!(tags, vec!["latest", "v1.0.0", "v1.0.1"]);
+    let rev = resolve(&spec(&url, serde_json::json!({})), None)
+        .await
+        .unwrap();
+    assert_eq!(rev.revision, format!("latest@{digest}"));
+
+    // Digest ref: the revision is the digest alone, and it pulls.
+    let s = spec(
+        &url,
+        serde_json::json!({"ref": {"digest": digest, "tag": "v1.0.1"}}),
+    );
+    let (fetched, out) = pull(&s, None).await.expect("pull by digest");
+    assert_eq!(fetched.revision, digest);
+    assert_eq!(read(out.path(), "README.md"), "hi\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semver_filter_and_paginated_tags() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let c = client(None, &reg.addr);
+    let url = reg.url("app");
+    let dir = tempfile::tempdir().unwrap();
+    let mut digests = BTreeMap::new();
+    for (i, tag) in [
+        "v0.9.0",
+        "v1.0.0",
+        "v1.2.0",
+        "v1.3.0-rc.1",
+        "v2.0.0",
+        "latest",
+        "1.2.5-dev",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write_tree(dir.path(), &[("version.txt", tag), ("n", &i.to_string())]);
+        digests.insert(
+            *tag,
+            c.push_artifact(dir.path(), &format!("{url}:{tag}"), "s", tag)
+                .await
+                .unwrap(),
+        );
+    }
+    // Pagination: 2 tags a page still gives them all.
+    let small = OciClient::new(OciClientOptions {
+        insecure: true,
+        tag_page_size: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut tags = small.list_tags(&url).await.expect("paginated tags");
+    tags.sort();
+    assert_eq!(tags.len(), 7, "{tags:?}");
+
+    let rev = resolve(
+        &spec(
+            &url,
+            serde_json::json!({"ref": {"semver": ">=1.0.0 <2.0.0"}}),
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rev.revision, format!("v1.2.0@{}", digests["v1.2.0"]));
+    let rev = resolve(
+        &spec(
+            &url,
+            serde_json::json!({"ref": {"semver": ">=1.0.0-0", "semverFilter": ".*-rc.*"}}),
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rev.revision,
+        format!("v1.3.0-rc.1@{}", digests["v1.3.0-rc.1"])
+    );
+    // Semver wins over tag.
+    let (f, out) = pull(
+        &spec(
+            &url,
+            serde_json::json!({"ref": {"semver": "*", "tag": "v0.9.0"}}),
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(f.revision, format!("v2.0.0@{}", digests["v2.0.0"]));
+    assert_eq!(read(out.path(), "version.txt"), "v2.0.0");
+    let e = resolve(
+        &spec(&url, serde_json::json!({"ref": {"semver": ">=5"}})),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &[&url, ">=5"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_layouts_trueup_did_not_write() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let addr = reg.addr.clone();
+
+    // Docker v2 schema 2 image: container config, a rootfs layer.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = tgz(&[("etc/app.conf", "docker=1\n")]);
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::DOCKER_MANIFEST,
+        "config": desc("application/vnd.docker.container.image.v1+json", config),
+        "layers": [desc("application/vnd.docker.image.rootfs.diff.tar.gzip", &layer)],
+    });
+    let mb = serde_json::to_vec_pretty(&m).unwrap();
+    let d = raw_push(
+        &addr,
+        "docker/img",
+        "v1",
+        manifest::DOCKER_MANIFEST,
+        &mb,
+        &[config, &layer],
+        None,
+    )
+    .await;
+    let (f, out) = pull(
+        &spec(
+            &reg.url("docker/img"),
+            serde_json::json!({"ref": {"tag": "v1"}}),
+        ),
+        None,
+    )
+    .await
+    .expect("docker v2 pull");
+    assert_eq!(f.revision, format!("v1@{d}"));
+    assert_eq!(read(out.path(), "etc/app.conf"), "docker=1\n");
+
+    // An OCI image index with arm64 and amd64 manifests: amd64 is pulled; the revision is the
+    // index digest (what the tag points at).
+    let mut children = Vec::new();
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    for arch in ["arm64", "amd64"] {
+        let cfg = format!(r#"{{"architecture":"{arch}","os":"linux"}}"#).into_bytes();
+        let l = tgz(&[("arch.txt", arch)]);
+        let cm = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_MANIFEST,
+            "config": desc("application/vnd.oci.image.config.v1+json", &cfg),
+            "layers": [desc("application/vnd.oci.image.layer.v1.tar+gzip", &l)],
+            "annotations": {"org.opencontainers.image.revision": format!("rev-{arch}")},
+        }))
+        .unwrap();
+        let cd = raw_push(
+            &addr,
+            "multi",
+            &digest_of(&cm),
+            manifest::OCI_MANIFEST,
+            &cm,
+            &[&cfg, &l],
+            None,
+        )
+        .await;
+        children.push(serde_json::json!({
+            "mediaType": manifest::OCI_MANIFEST, "digest": cd, "size": cm.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+        blobs.push(l);
+    }
+    let idx = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": children,
+    }))
+    .unwrap();
+    let idx_digest = raw_push(&addr, "multi", "v2", manifest::OCI_INDEX, &idx, &[], None).await;
+    let (f, out) = pull(
+        &spec(&reg.url("multi"), serde_json::json!({"ref": {"tag": "v2"}})),
+        None,
+    )
+    .await
+    .expect("index pull");
+    assert_eq!(f.revision, format!("v2@{idx_digest}"));
+    assert_eq!(read(out.path(), "arch.txt"), "amd64");
+    assert_eq!(
+        f.metadata
+            .get(manifest::ANNOTATION_REVISION)
+            .map(String::as_str),
+        Some("rev-amd64")
+    );
+
+    // Two layers of other media types; layerSelector picks one, copy keeps it as is.
+    let cfg = b"{}";
+    let yaml = b"apiVersion: v1\nkind: Namespace\n".to_vec();
+    let other = tgz(&[("x", "y")]);
+    let title = BTreeMap::from([(
+        manifest::ANNOTATION_TITLE.to_string(),
+        "ns.yaml".to_string(),
+    )]);
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::OCI_MANIFEST,
+        "config": desc("application/vnd.example.config+json", cfg),
+        "layers": [
+            desc("application/vnd.example.other.tar+gzip", &other),
+            {"mediaType": "application/vnd.example.yaml", "digest": digest_of(&yaml), "size": yaml.len(), "annotations": title},
+        ],
+    }))
+    .unwrap();
+    raw_push(
+        &addr,
+        "custom",
+        "v3",
+        manifest::OCI_MANIFEST,
+        &m,
+        &[cfg, &other, &yaml],
+        None,
+    )
+    .await;
+    let s = spec(
+        &reg.url("custom"),
+        serde_json::json!({"ref": {"tag": "v3"}, "layerSelector": {"mediaType": "application/vnd.example.yaml", "operation": "copy"}}),
+    );
+    let (_, out) = pull(&s, None).await.expect("copy pull");
+    assert_eq!(std::fs::read(out.path().join("ns.yaml")).unwrap(), yaml);
+    // Extracting a layer that is not a tarball says what to do.
+    let s = spec(
+        &reg.url("custom"),
+        serde_json::json!({"ref": {"tag": "v3"}, "layerSelector": {"mediaType": "application/vnd.example.yaml"}}),
+    );
+    let e = pull(&s, None).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Other,
+        &["not a gzip-compressed tarball", "copy"],
+    );
+    let s = spec(
+        &reg.url("custom"),
+        serde_json::json!({"ref": {"tag": "v3"}, "layerSelector": {"mediaType": "application/nope"}}),
+    );
+    let e = pull(&s, None).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::NotFound,
+        &["application/nope", "application/vnd.example.yaml"],
+    );
+
+    // A Helm chart as `helm push` lays it out, tags with `_` for `+`.
+    let c = client(None, &addr);
+    let mut charts = BTreeMap::new();
+    for version in ["1.0.0", "1.2.0+build.1", "2.0.0", "1.3.0-beta.1"] {
+        let chart = tgz(&[(
+            "podinfo/Chart.yaml",
+            &format!("name: podinfo\nversion: {version}\n"),
+        )]);
+        let cfg =
+            format!(r#"{{"name":"podinfo","version":"{version}","apiVersion":"v2"}}"#).into_bytes();
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": desc(manifest::HELM_CONFIG, &cfg),
+            "layers": [desc(manifest::HELM_CHART, &chart)],
+        }))
+        .unwrap();
+        let tag = version.replace('+', "_");
+        raw_push(
+            &addr,
+            "charts/podinfo",
+            &tag,
+            manifest::OCI_MANIFEST,
+            &m,
+            &[&cfg, &chart],
+            None,
+        )
+        .await;
+        charts.insert(version, chart);
+    }
+    let chart_url = reg.url("charts/podinfo");
+    let got = c
+        .resolve_chart(&chart_url, Some("^1.0.0"))
+        .await
+        .expect("chart");
+    assert_eq!(got.version.version, "1.2.0+build.1");
+    assert_eq!(got.version.tag, "1.2.0_build.1");
+    assert_eq!(got.tgz, charts["1.2.0+build.1"]);
+    let got = c
+        .resolve_chart(&chart_url, None)
+        .await
+        .expect("latest chart");
+    assert_eq!(got.version.version, "2.0.0");
+    let got = c
+        .resolve_chart(&chart_url, Some("1.2.0+build.1"))
+        .await
+        .expect("exact chart");
+    assert_eq!(got.tgz, charts["1.2.0+build.1"]);
+    let e = c
+        .resolve_chart(&chart_url, Some("9.9.9"))
+        .await
+        .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &[&chart_url, "9.9.9"]);
+    let e = c
+        .resolve_chart(&chart_url, Some(">= nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::InvalidSpec);
+    // Not a chart: a Flux artifact has no chart layer.
+    let e = c
+        .resolve_chart(&reg.url("docker/img"), Some("*"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::NotFound, "{}", e.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_references_missing_tags_and_tampered_blobs() {
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let url = reg.url("app");
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(dir.path(), &[("a.yaml", "a: 1\n")]);
+    let c = client(None, &reg.addr);
+    let digest = c
+        .push_artifact(dir.path(), &format!("{url}:v1"), "s", "r")
+        .await
+        .unwrap();
+
+    let e = resolve(&spec(&url, serde_json::json!({"ref": {"tag": "v9"}})), None)
+        .await
+        .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &[&url, "tag 'v9'"]);
+    let missing = reg.url("nope/nothing");
+    let e = resolve(&spec(&missing, serde_json::json!({})), None)
+        .await
+        .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &[&missing, "latest"]);
+    let e = resolve(
+        &spec(&missing, serde_json::json!({"ref": {"semver": "*"}})),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &[&missing]);
+    let absent = format!("sha256:{}", "1".repeat(64));
+    let e = pull(
+        &spec(&url, serde_json::json!({"ref": {"digest": absent}})),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &[&url, &absent]);
+    for bad in [
+        format!("https://{}/app", reg.addr),
+        format!("oci://{}/App", reg.addr),
+        format!("{url}:v1"),
+        format!("oci://user:{PASSWORD}@{}/app", reg.addr),
+    ] {
+        let e = resolve(&spec(&bad, serde_json::json!({})), None)
+            .await
+            .unwrap_err();
+        assert_err(&e, SourceErrorKind::InvalidSpec, &[]);
+    }
+    let e = resolve(
+        &spec(&url, serde_json::json!({"verify": {"provider": "cosign"}})),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_err(&e, SourceErrorKind::InvalidSpec, &["not supported yet"]);
+    // Nothing listens there.
+    let e = resolve(&spec("oci://127.0.0.1:1/app", serde_json::json!({})), None)
+        .await
+        .unwrap_err();
+    assert_err(&e, SourceErrorKind::Unreachable, &["oci://127.0.0.1:1/app"]);
+
+    // Tamper with the layer in the registry's storage (same size): the pull must refuse it.
+    let m = c
+        .get_manifest(&trueup_sources::oci::Reference::parse(&format!("{url}:v1")).unwrap())
+        .await
+        .unwrap();
+    let manifest::Document::Manifest(m) = m.document else {
+        panic!("manifest")
+    };
+    let layer = &m.layers[0];
+    let path = reg.blob_path(&layer.digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = pull(&spec(&url, serde_json::json!({"ref": {"tag": "v1"}})), None)
+        .await
+        .unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Other,
+        &["digest mismatch", &layer.digest, &url],
+    );
+    // A tampered manifest: this registry notices itself and answers 500; the error still
+    // names the URL and the digest. (trueup hashes manifest bytes too; the registry refuses first.)
+    let mpath = reg.blob_path(&digest);
+    let mut mb = std::fs::read(&mpath).unwrap();
+    let i = mb.len() - 2;
+    mb[i] = b' ';
+    std::fs::write(&mpath, &mb).unwrap();
+    let e = pull(
+        &spec(&url, serde_json::json!({"ref": {"digest": digest}})),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_err(&e, SourceErrorKind::Unreachable, &[&url, &digest, "500"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_docker_config_secrets() {
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    let url = reg.url("private/app");
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(dir.path(), &[("k.yaml", "k: v\n")]);
+    let c = client(Some((USER, PASSWORD)), &reg.addr);
+    let digest = c
+        .push_artifact(dir.path(), &format!("{url}:v1"), "s", "r")
+        .await
+        .expect("push with auth");
+    // Plain HTTP without credentials is refused by the registry itself.
+    let status = http()
+        .get(reg.http("/v2/private/app/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+
+    let creds = docker_config(&reg.addr, USER, PASSWORD);
+    let (f, out) = pull(
+        &spec(&url, serde_json::json!({"ref": {"tag": "v1"}})),
+        Some(&creds),
+    )
+    .await
+    .expect("pull with dockerconfigjson");
+    assert_eq!(f.revision, format!("v1@{digest}"));
+    assert_eq!(read(out.path(), "k.yaml"), "k: v\n");
+    // username/password form of the config entry.
+    let json = format!(
+        r#"{{"auths":{{"http://{}/v2/":{{"username":"{USER}","password":"{PASSWORD}"}}}}}}"#,
+        reg.addr
+    );
+    let creds2 = Credentials(BTreeMap::from([(
+        ".dockerconfigjson".to_string(),
+        json.into_bytes(),
+    )]));
+    resolve(
+        &spec(&url, serde_json::json!({"ref": {"tag": "v1"}})),
+        Some(&creds2),
+    )
+    .await
+    .expect("username/password entry");
+
+    let wrong = docker_config(&reg.addr, USER, "wrong-password");
+    let e = resolve(
+        &spec(&url, serde_json::json!({"ref": {"tag": "v1"}})),
+        Some(&wrong),
+    )
+    .await
+    .unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Auth,
+        &[&url, "401", "check the credentials"],
+    );
+    assert!(!e.message.contains("wrong-password"), "{}", e.message);
+    let e = resolve(&spec(&url, serde_json::json!({"ref": {"tag": "v1"}})), None)
+        .await
+        .unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Auth,
+        &[&url, "no credentials configured"],
+    );
+    // Credentials for another host are not sent here.
+    let other = docker_config("ghcr.io", USER, PASSWORD);
+    let e = resolve(&spec(&url, serde_json::json!({})), Some(&other))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::Auth);
+    let e = c
+        .push_artifact(dir.path(), &format!("{url}:v2"), "s", "r")
+        .await;
+    assert!(e.is_ok());
+    let e = client(Some((USER, "nope")), &reg.addr)
+        .push_artifact(dir.path(), &format!("{url}:v3"), "s", "r")
+        .await
+        .unwrap_err();
+    assert_err(&e, SourceErrorKind::Auth, &[&url]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_redirects_and_rate_limits_through_a_front_proxy() {
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    // The proxy checks Bearer tokens it issued against USER/PASSWORD and talks basic auth to
+    // the registry behind it, redirects blob downloads to "storage" on another host name
+    // (localhost instead of 127.0.0.1), and rate-limits the first two requests.
+    let proxy = Proxy::start(
+        &reg.addr,
+        ProxyConfig {
+            rate_limit_first: 2,
+            redirect_blobs: true,
+            bearer: true,
+            upstream_basic: Some((USER.into(), PASSWORD.into())),
+        },
+    );
+    let url = proxy.url("team/app");
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(dir.path(), &[("t.yaml", "t: 1\n")]);
+    let c = client(Some((USER, PASSWORD)), &proxy.addr);
+    let digest = c
+        .push_artifact(dir.path(), &format!("{url}:v1"), "s", "r")
+        .await
+        .expect("push via token flow");
+    let seen = proxy.seen();
+    assert!(
+        seen.iter().filter(|s| s.path.starts_with("/token")).count() >= 1,
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s
+            .authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer "))),
+        "{seen:?}"
+    );
+
+    let creds = docker_config(&proxy.addr, USER, PASSWORD);
+    let s = spec(&url, serde_json::json!({"ref": {"tag": "v1"}}));
+    let o = object();
+    let req = SourceRequest {
+        object: &o,
+        spec: &s,
+        credentials: Some(&creds),
+        timeout: Duration::from_secs(30),
+    };
+    let src = OciSource::new();
+    proxy.clear();
+    let rev = src.resolve(&req).await.expect("resolve via token");
+    assert_eq!(rev.revision, format!("v1@{digest}"));
+    let out = tempfile::tempdir().unwrap();
+    src.fetch(&req, &rev, out.path())
+        .await
+        .expect("fetch via redirect");
+    assert_eq!(read(out.path(), "t.yaml"), "t: 1\n");
+    let seen = proxy.seen();
+    // Blob storage on the other host got no credentials.
+    let storage: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/storage/"))
+        .collect();
+    assert!(!storage.is_empty(), "{seen:?}");
+    for s in &storage {
+        assert!(s.host.starts_with("localhost:"), "{s:?}");
+        assert_eq!(
+            s.authorization, None,
+            "credentials leaked to blob storage: {s:?}"
+        );
+    }
+    // With the token cached by the source, an unchanged tag costs one HEAD request.
+    proxy.clear();
+    let again = src.resolve(&req).await.unwrap();
+    assert_eq!(again, rev);
+    let seen = proxy.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "HEAD");
+
+    // Wrong password: the token service refuses, the error says so and names the URL.
+    let wrong = docker_config(&proxy.addr, USER, "bad-pass");
+    let e = resolve(&s, Some(&wrong)).await.unwrap_err();
+    assert_err(&e, SourceErrorKind::Auth, &[&url, "token service"]);
+    assert!(!e.message.contains("bad-pass"));
+
+    // Rate limiting beyond the retry budget is reported as such.
+    let limited = Proxy::start(
+        &reg.addr,
+        ProxyConfig {
+            rate_limit_first: 100,
+            ..Default::default()
+        },
+    );
+    let fast = OciClient::new(OciClientOptions {
+        insecure: true,
+        max_retries: 2,
+        max_retry_wait: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .unwrap();
+    let e = fast.list_tags(&limited.url("team/app")).await.unwrap_err();
+    assert_err(&e, SourceErrorKind::Unreachable, &["429", "team/app"]);
+    assert_eq!(limited.seen().len(), 3);
+}

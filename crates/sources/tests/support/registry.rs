@@ -1,0 +1,449 @@
+//! A real OCI registry for the tests: Debian's `docker-registry` (the CNCF distribution
+//! registry v2) on 127.0.0.1 with a free port and a temporary storage folder, optionally with
+//! htpasswd basic auth; plus a small HTTP front proxy that adds what the registry cannot be
+//! told to do (rate limiting, redirects to blob storage on another host, Bearer token auth) and
+//! records the requests it saw. Everything is stopped by its Drop guard.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+pub const USER: &str = "ci-bot";
+pub const PASSWORD: &str = "s3cret-pa55";
+
+/// The registry binary, or `None` after printing SKIP. With `TRUEUP_REQUIRE_ORACLES=1` (CI) a
+/// missing binary fails the test instead: a green run must have exercised the real registry.
+pub fn registry_bin() -> Option<PathBuf> {
+    let bin = std::env::var("TRUEUP_DOCKER_REGISTRY").unwrap_or_else(|_| REGISTRY_BIN.into());
+    if Path::new(&bin).exists() {
+        return Some(PathBuf::from(bin));
+    }
+    if std::env::var("TRUEUP_REQUIRE_ORACLES").as_deref() == Ok("1") {
+        panic!("{bin} is missing (apt-get install docker-registry) and TRUEUP_REQUIRE_ORACLES=1");
+    }
+    eprintln!("SKIP: {bin} not found (apt-get install docker-registry)");
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running `docker-registry serve`.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub basic_auth: bool,
+}
+
+impl Registry {
+    /// Starts a registry; `basic_auth` adds htpasswd auth for [`USER`]/[`PASSWORD`].
+    pub fn start(basic_auth: bool) -> Option<Registry> {
+        let bin = registry_bin()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("mkdir");
+        let mut auth = String::new();
+        if basic_auth {
+            let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).expect("htpasswd");
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: trueup-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        // The port is free now; a race with another process is possible but the start below
+        // would then fail loudly rather than talk to a stranger (we check our storage works).
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: trueup-test-secret\n{auth}",
+            storage.display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry {
+            child,
+            addr,
+            dir,
+            basic_auth,
+        };
+        reg.wait_ready();
+        Some(reg)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(&self.addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.1 401") {
+                    return;
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        panic!("docker-registry did not come up on {}: {log}", self.addr);
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("oci://{}/{repo}", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The file holding a blob in the filesystem storage driver.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the front proxy does besides forwarding.
+#[derive(Clone, Default)]
+pub struct ProxyConfig {
+    /// Answer this many requests with `429 Too Many Requests` and `Retry-After: 1` first.
+    pub rate_limit_first: usize,
+    /// Answer blob GETs with a 307 to `http://localhost:<port>/storage/...` (another host name
+    /// for the same proxy), which serves the blob without asking for credentials.
+    pub redirect_blobs: bool,
+    /// Require `Authorization: Bearer <token>`; tokens come from `/token` for
+    /// [`USER`]/[`PASSWORD`] by basic auth.
+    pub bearer: bool,
+    /// With `bearer`: the basic credentials the upstream registry itself wants, added when
+    /// forwarding (the proxy plays the registry's token-checking front).
+    pub upstream_basic: Option<(String, String)>,
+}
+
+/// A request the proxy saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub authorization: Option<String>,
+}
+
+pub struct Proxy {
+    pub addr: String,
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, config: ProxyConfig) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let limited = Arc::new(AtomicUsize::new(0));
+        let tokens: Arc<Mutex<HashMap<String, ()>>> = Arc::default();
+        let upstream = upstream.to_string();
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (upstream, config, seen, limited, tokens) = (
+                    upstream.clone(),
+                    config.clone(),
+                    seen2.clone(),
+                    limited.clone(),
+                    tokens.clone(),
+                );
+                thread::spawn(move || {
+                    let _ = handle(conn, port, &upstream, &config, &seen, &limited, &tokens);
+                });
+            }
+        });
+        Proxy {
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            seen,
+            stop,
+        }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("oci://{}/{repo}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let _ = conn.write_all(out.as_bytes());
+    let _ = conn.write_all(body);
+}
+
+fn handle(
+    mut conn: TcpStream,
+    port: u16,
+    upstream: &str,
+    config: &ProxyConfig,
+    seen: &Mutex<Vec<Seen>>,
+    limited: &AtomicUsize,
+    tokens: &Mutex<HashMap<String, ()>>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let len: usize = get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let host = get("host").unwrap_or_default();
+    let authorization = get("authorization");
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        host: host.clone(),
+        authorization: authorization.clone(),
+    });
+
+    // "Blob storage": served on another host name, with no credentials asked or wanted.
+    if let Some(rest) = path.strip_prefix("/storage/") {
+        let target = rest.split('?').next().unwrap_or_default();
+        // The signed query stands for the storage's own credentials: the proxy's to the registry.
+        let mut h = Vec::new();
+        if let Some((u, p)) = &config.upstream_basic {
+            use base64::Engine as _;
+            h.push((
+                "authorization".to_string(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                ),
+            ));
+        }
+        return forward(
+            &mut conn,
+            upstream,
+            upstream,
+            "GET",
+            &format!("/v2/{target}"),
+            &h,
+            &[],
+        );
+    }
+    if limited.load(Ordering::SeqCst) < config.rate_limit_first {
+        limited.fetch_add(1, Ordering::SeqCst);
+        respond(
+            &mut conn,
+            "429 Too Many Requests",
+            &[("Retry-After", "1".into())],
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        );
+        return Ok(());
+    }
+    if config.bearer {
+        if path.starts_with("/token") {
+            use base64::Engine as _;
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+            );
+            if authorization.as_deref() != Some(want.as_str()) {
+                respond(&mut conn, "401 Unauthorized", &[], b"{}");
+                return Ok(());
+            }
+            let token = format!("tok-{}", tokens.lock().unwrap().len());
+            tokens.lock().unwrap().insert(token.clone(), ());
+            let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+            respond(
+                &mut conn,
+                "200 OK",
+                &[("Content-Type", "application/json".into())],
+                body.as_bytes(),
+            );
+            return Ok(());
+        }
+        let ok = authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| tokens.lock().unwrap().contains_key(t));
+        if !ok {
+            let repo = path
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split("/manifests/").next())
+                .and_then(|p| p.split("/blobs/").next())
+                .and_then(|p| p.split("/tags/").next())
+                .unwrap_or_default();
+            let action = if method == "GET" || method == "HEAD" {
+                "pull"
+            } else {
+                "pull,push"
+            };
+            respond(
+                &mut conn,
+                "401 Unauthorized",
+                &[(
+                    "WWW-Authenticate",
+                    format!(
+                        r#"Bearer realm="http://127.0.0.1:{port}/token",service="trueup-test",scope="repository:{repo}:{action}""#
+                    ),
+                )],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            );
+            return Ok(());
+        }
+    }
+    if config.redirect_blobs && method == "GET" && path.contains("/blobs/sha256:") {
+        let target = path.trim_start_matches("/v2/");
+        respond(
+            &mut conn,
+            "307 Temporary Redirect",
+            &[(
+                "Location",
+                format!("http://localhost:{port}/storage/{target}?X-Signature=abc"),
+            )],
+            b"",
+        );
+        return Ok(());
+    }
+    let mut fwd_headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k != "host" && k != "connection" && k != "authorization")
+        .cloned()
+        .collect();
+    if config.bearer {
+        if let Some((u, p)) = &config.upstream_basic {
+            use base64::Engine as _;
+            fwd_headers.push((
+                "authorization".into(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                ),
+            ));
+        }
+    } else if let Some(a) = authorization {
+        fwd_headers.push(("authorization".into(), a));
+    }
+    // The client's Host goes upstream, so that the registry's upload Locations point back at
+    // the proxy.
+    forward(
+        &mut conn,
+        upstream,
+        &host,
+        &method,
+        &path,
+        &fwd_headers,
+        &body,
+    )
+}
+
+/// Sends the request upstream with `Connection: close` and relays the raw response.
+fn forward(
+    conn: &mut TcpStream,
+    upstream: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut up = TcpStream::connect(upstream)?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        if k == "content-length" {
+            continue;
+        }
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "PUT" || method == "POST" || method == "PATCH" {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    up.write_all(req.as_bytes())?;
+    up.write_all(body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    conn.write_all(&resp)?;
+    Ok(())
+}
