@@ -56,19 +56,24 @@ pub use trueup_sources as sources;
 pub mod presets {
     use std::sync::Arc;
     use trueup_core::reconcile::{
-        GitRepositoryReconciler, KustomizationReconciler, TerraformReconciler,
+        GitRepositoryReconciler, KustomizationReconciler, OciRepositoryReconciler,
+        TerraformReconciler,
     };
     use trueup_core::runtime::{Runtime, RuntimeBuilder};
     use trueup_core::storage::ArtifactStore;
     use trueup_core::traits::Backend;
 
-    /// A runtime builder with the Git source and the Kustomize applier wired to `backend`,
+    /// A runtime builder with the Git and OCI sources and the Kustomize applier wired to `backend`,
     /// artifacts kept in `store`, and the Terraform reconciler when a `tofu` or `terraform`
     /// binary is on PATH. Add notifiers and options, then `build()`.
     pub fn gitops(backend: Arc<dyn Backend>, store: ArtifactStore) -> RuntimeBuilder {
         let builder = Runtime::builder(backend)
             .reconciler(GitRepositoryReconciler::new(
                 trueup_sources::GitSource::new(),
+                store.clone(),
+            ))
+            .reconciler(OciRepositoryReconciler::new(
+                trueup_sources::OciSource::default(),
                 store.clone(),
             ))
             .reconciler(KustomizationReconciler::new(
