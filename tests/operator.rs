@@ -713,3 +713,82 @@ async fn terraform_plans_wait_for_approval_by_id() {
     assert_eq!(st.extra["plan"]["lastApplied"], pending.as_str());
     assert_eq!(st.last_applied_revision, format!("main@sha1:{head}"));
 }
+
+/// `flux push artifact` then an OCIRepository-backed Kustomization, against a real registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kustomization_from_an_oci_artifact_pushed_to_a_real_registry() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet");
+    let client = trueup::sources::oci::OciClient::new(trueup::sources::oci::OciClientOptions {
+        insecure: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let url = format!("oci://{}/fleet/manifests:v1.0.0", registry.addr);
+    let digest = client
+        .push_artifact(
+            &fleet,
+            &url,
+            "https://git.example/fleet",
+            "main@sha1:0123456789abcdef0123456789abcdef01234567",
+        )
+        .await
+        .unwrap();
+
+    let backend = LocalBackend::open_with(
+        tmp.path().join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let text = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: manifests, namespace: flux-system}}\nspec:\n  interval: 5m\n  url: oci://{}/fleet/manifests\n  insecure: true\n  ref: {{semver: \">=1.0.0\"}}\n---\n\
+         apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: infrastructure, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./infrastructure/production\n  prune: true\n  sourceRef: {{kind: OCIRepository, name: manifests}}\n",
+        registry.addr
+    );
+    for o in trueup::core::yaml::parse_objects(&text, "oci.yaml").unwrap() {
+        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+    }
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let src = Status::from_value(
+        backend
+            .get(&FluxKind::OciRepository.ref_to("flux-system", "manifests"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
+    );
+    let artifact = src.artifact.unwrap();
+    assert_eq!(artifact.revision, format!("v1.0.0@{digest}"));
+    assert_eq!(
+        artifact
+            .metadata
+            .get("org.opencontainers.image.revision")
+            .map(String::as_str),
+        Some("main@sha1:0123456789abcdef0123456789abcdef01234567")
+    );
+    assert!(backend
+        .get(&ObjectRef::new("", "Namespace", "", "monitoring"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(backend
+        .get(&ObjectRef::new(
+            "",
+            "ConfigMap",
+            "flux-system",
+            "cluster-vars"
+        ))
+        .await
+        .unwrap()
+        .is_some());
+}

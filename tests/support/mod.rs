@@ -140,3 +140,65 @@ pub fn trueup_bin() -> PathBuf {
     assert!(bin.exists(), "{} is missing: run `cargo test --workspace` (it builds examples) or `cargo build --example trueup`", bin.display());
     bin
 }
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on a free port of 127.0.0.1,
+/// storing in a temp folder; stopped on drop. `None` (after saying so) when it is not
+/// installed, except in CI (`TRUEUP_REQUIRE_ORACLES`), where that is a failure.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Option<Registry> {
+        let bin = Path::new("/usr/bin/docker-registry");
+        if !bin.exists() {
+            assert!(
+                std::env::var_os("TRUEUP_REQUIRE_ORACLES").is_none(),
+                "docker-registry is required: apt-get install docker-registry"
+            );
+            println!("SKIP: docker-registry is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("storage").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Registry {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
