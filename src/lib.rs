@@ -56,14 +56,15 @@ pub use trueup_sources as sources;
 pub mod presets {
     use std::sync::Arc;
     use trueup_core::reconcile::{
-        GitRepositoryReconciler, KustomizationReconciler, OciRepositoryReconciler,
-        TerraformReconciler,
+        GitRepositoryReconciler, HelmReleaseReconciler, KustomizationReconciler,
+        OciRepositoryReconciler, TerraformReconciler,
     };
     use trueup_core::runtime::{Runtime, RuntimeBuilder};
     use trueup_core::storage::ArtifactStore;
     use trueup_core::traits::Backend;
 
-    /// A runtime builder with the Git and OCI sources and the Kustomize applier wired to `backend`,
+    /// A runtime builder with the Git, OCI and Helm sources, the Kustomize and HelmRelease
+    /// appliers wired to `backend`,
     /// artifacts kept in `store`, and the Terraform reconciler when a `tofu` or `terraform`
     /// binary is on PATH. Add notifiers and options, then `build()`.
     pub fn gitops(backend: Arc<dyn Backend>, store: ArtifactStore) -> RuntimeBuilder {
@@ -79,6 +80,12 @@ pub mod presets {
             .reconciler(KustomizationReconciler::new(
                 trueup_appliers::KustomizeApplier::default(),
                 store.clone(),
+            ))
+            .reconciler(HelmReleaseReconciler::new(
+                trueup_appliers::helmrelease::HelmReleaseApplier::new(),
+                trueup_sources::HelmSource::new(),
+                store.clone(),
+                |repository, chart| trueup_sources::helm::HelmChartSource { repository, chart },
             ));
         match trueup_appliers::tofu::TofuRunner::detect() {
             Ok(runner) => builder.reconciler(TerraformReconciler::new(runner, store)),

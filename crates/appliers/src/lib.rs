@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+pub mod helmrelease;
 pub mod kustomization;
 pub mod kustomize;
 pub mod tofu;

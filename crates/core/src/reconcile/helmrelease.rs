@@ -130,7 +130,7 @@ pub struct ReleaseError {
     pub kind: ReleaseErrorKind,
     pub message: String,
     /// The record written for the failed attempt (status `failed`), when one was.
-    pub release: Option<ReleaseInfo>,
+    pub release: Option<Box<ReleaseInfo>>,
 }
 
 impl ReleaseError {
@@ -479,7 +479,7 @@ impl HelmReleaseStatus {
 const STATUS_HISTORY: usize = 5;
 
 fn snapshots(mut records: Vec<ReleaseInfo>) -> Vec<ReleaseInfo> {
-    records.sort_by(|a, b| b.version.cmp(&a.version));
+    records.sort_by_key(|r| std::cmp::Reverse(r.version));
     records.truncate(STATUS_HISTORY);
     records
 }
@@ -629,7 +629,8 @@ where
         Ok(Schedule {
             interval,
             retry_interval: interval,
-            // Flux's default timeout for Helm actions is 5m.
+            // Flux's default timeout for Helm actions is 5m; one reconcile may run an action
+            // plus its remediation plus an uninstall, each with that budget.
             timeout: hr
                 .spec
                 .timeout

@@ -1,0 +1,659 @@
+//! The Helm release manager: renders a chart with `trueup_gotmpl`, applies the manifests to a
+//! backend, waits for health, prunes what the previous revision had and this one does not, and
+//! keeps Helm-compatible release records (see [`record`]).
+//!
+//! Not yet: hooks (rendered hooks are left out of the manifest and not run), CRD policies,
+//! Helm tests, drift detection and postRenderers.
+
+pub mod record;
+
+use async_trait::async_trait;
+use base64::Engine;
+use record::{Chart, File, Info, Release};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use trueup_core::api::helm::HelmReleaseSpec;
+use trueup_core::object::{Object, ObjectRef};
+use trueup_core::reconcile::helmrelease::{
+    release_status as rs, ReleaseError, ReleaseErrorKind, ReleaseInfo, ReleaseManager,
+    ReleaseRequest, ReleaseTarget,
+};
+use trueup_core::resources::sort_for_deletion;
+use trueup_core::scope::is_cluster_scoped;
+use trueup_core::traits::{ApplyAction, ApplyOptions, Backend, Health, ListParams};
+
+/// The label and annotations Helm puts on what it installs, and checks before adopting.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const RELEASE_NAME_ANNOTATION: &str = "meta.helm.sh/release-name";
+pub const RELEASE_NAMESPACE_ANNOTATION: &str = "meta.helm.sh/release-namespace";
+
+/// Flux's default `spec.maxHistory`.
+const DEFAULT_MAX_HISTORY: i64 = 5;
+
+/// Helm release actions against a [`Backend`], with records in Helm's storage format.
+#[derive(Clone, Debug)]
+pub struct HelmReleaseApplier {
+    /// How often health is polled while waiting.
+    pub poll: Duration,
+}
+
+impl Default for HelmReleaseApplier {
+    fn default() -> Self {
+        HelmReleaseApplier {
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+fn err(kind: ReleaseErrorKind, msg: impl Into<String>) -> ReleaseError {
+    ReleaseError::new(kind, msg)
+}
+
+fn storage_err(msg: impl Into<String>) -> ReleaseError {
+    err(ReleaseErrorKind::Storage, msg)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The chart directory inside an unpacked artifact (the archive holds `<name>/Chart.yaml`).
+fn chart_root(dir: &Path) -> Result<PathBuf, ReleaseError> {
+    if dir.join("Chart.yaml").is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    std::fs::read_dir(dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("Chart.yaml").is_file())
+        .ok_or_else(|| {
+            err(
+                ReleaseErrorKind::Render,
+                "chart artifact: no Chart.yaml found",
+            )
+        })
+}
+
+fn read_yaml(path: &Path, what: &str) -> Result<Value, ReleaseError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) => return Ok(Value::Null),
+    };
+    serde_yaml::from_str(&text).map_err(|e| {
+        err(
+            ReleaseErrorKind::Render,
+            format!("chart {what}: invalid YAML: {e}"),
+        )
+    })
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<File>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            collect_files(root, &p, out);
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            let name = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push(File {
+                name,
+                data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            });
+        }
+    }
+}
+
+/// The chart as Helm records it in a release: metadata, default values and templates.
+fn chart_record(root: &Path) -> Result<Chart, ReleaseError> {
+    let metadata = read_yaml(&root.join("Chart.yaml"), "Chart.yaml")?;
+    if !metadata.is_object() {
+        return Err(err(ReleaseErrorKind::Render, "chart Chart.yaml: not a map"));
+    }
+    let values = match read_yaml(&root.join("values.yaml"), "values.yaml")? {
+        Value::Null => Value::Object(Default::default()),
+        v => v,
+    };
+    let mut templates = Vec::new();
+    collect_files(root, &root.join("templates"), &mut templates);
+    Ok(Chart {
+        metadata,
+        lock: None,
+        templates,
+        values,
+        schema: None,
+        files: Vec::new(),
+    })
+}
+
+/// Parses a multi-document manifest into objects (empty documents skipped).
+fn parse_manifest(text: &str, source: &str) -> Result<Vec<Object>, String> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc).map_err(|e| format!("{source}: invalid YAML: {e}"))?;
+        if v.is_null() {
+            continue;
+        }
+        out.push(Object::from_value(v).map_err(|e| format!("{source}: {e}"))?);
+    }
+    Ok(out)
+}
+
+/// The objects of a stored manifest, placed and labelled as Helm applies them.
+fn release_objects(manifest: &str, target: &ReleaseTarget) -> Result<Vec<Object>, String> {
+    let mut objs = parse_manifest(manifest, "manifest")?;
+    for o in &mut objs {
+        // Helm puts namespaced objects without a namespace into the release namespace; kinds
+        // it cannot place (CRs) are assumed namespaced, as most are.
+        if o.namespace().is_none() && is_cluster_scoped(o.group(), o.kind()) != Some(true) {
+            o.set_namespace(&target.namespace);
+        }
+        o.set_label(MANAGED_BY, "Helm");
+        o.set_annotation(RELEASE_NAME_ANNOTATION, &target.name);
+        o.set_annotation(RELEASE_NAMESPACE_ANNOTATION, &target.namespace);
+    }
+    Ok(objs)
+}
+
+/// Renders the chart: Helm's manifest text (non-hook documents, `# Source:` headers) and the
+/// chart record.
+fn render(
+    chart_dir: &Path,
+    target: &ReleaseTarget,
+    values: &Value,
+) -> Result<(String, Chart), ReleaseError> {
+    let root = chart_root(chart_dir)?;
+    let chart = chart_record(&root)?;
+    let opts = trueup_gotmpl::ChartOptions {
+        release_name: target.name.clone(),
+        namespace: target.namespace.clone(),
+        ..Default::default()
+    };
+    let files = trueup_gotmpl::render_chart(&root, &opts, values)
+        .map_err(|e| err(ReleaseErrorKind::Render, e.helm_message()))?;
+    let mut manifest = String::new();
+    for f in files.iter().filter(|f| !f.hook) {
+        manifest.push_str(&format!("---\n# Source: {}\n{}\n", f.path, f.content));
+    }
+    Ok((manifest, chart))
+}
+
+/// A set of object identities, for pruning.
+fn ids(objs: &[Object]) -> HashSet<ObjectRef> {
+    objs.iter().map(|o| o.object_ref()).collect()
+}
+
+impl HelmReleaseApplier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn records(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+    ) -> Result<Vec<Release>, ReleaseError> {
+        let mut params = ListParams::kind("", "Secret");
+        params.namespace = Some(target.storage_namespace.clone());
+        params.labels.insert("owner".into(), "helm".into());
+        params.labels.insert("name".into(), target.name.clone());
+        let objs = backend
+            .list(&params)
+            .await
+            .map_err(|e| storage_err(format!("listing release records: {e}")))?;
+        let mut out = Vec::new();
+        for o in objs {
+            if o.0.get("type").and_then(|t| t.as_str()) != Some(record::SECRET_TYPE) {
+                continue;
+            }
+            out.push(record::from_secret(&o).map_err(storage_err)?);
+        }
+        out.sort_by_key(|r| r.version);
+        Ok(out)
+    }
+
+    async fn write(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        rel: &Release,
+    ) -> Result<(), ReleaseError> {
+        let secret =
+            record::to_secret(rel, &target.storage_namespace, unix_now()).map_err(storage_err)?;
+        backend
+            .apply(&secret, &ApplyOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| storage_err(format!("writing release record: {e}")))
+    }
+
+    /// Applies objects in order; returns what each apply did. Stops at the first refusal.
+    async fn apply_all(
+        &self,
+        backend: &dyn Backend,
+        objs: &[Object],
+        changes: &mut Vec<(ObjectRef, ApplyAction)>,
+    ) -> Result<(), ReleaseError> {
+        let opts = ApplyOptions {
+            field_manager: "helm".into(),
+            ..Default::default()
+        };
+        for o in objs {
+            let (action, _) = backend
+                .apply(o, &opts)
+                .await
+                .map_err(|e| err(ReleaseErrorKind::Apply, e.to_string()))?;
+            changes.push((o.object_ref(), action));
+        }
+        Ok(())
+    }
+
+    /// Helm's `--wait`: every object Current, a Failed one ends the wait at once.
+    async fn wait(
+        &self,
+        backend: &dyn Backend,
+        objs: &[Object],
+        timeout: Duration,
+    ) -> Result<(), ReleaseError> {
+        let deadline = Instant::now() + timeout;
+        let mut pending: Vec<ObjectRef> = objs.iter().map(|o| o.object_ref()).collect();
+        loop {
+            let mut still = Vec::new();
+            let mut last = String::new();
+            for r in pending {
+                match backend.health(&r).await {
+                    Ok(Health::Current) => {}
+                    Ok(Health::Failed(m)) => {
+                        return Err(err(ReleaseErrorKind::Health, format!("{r}: {m}")))
+                    }
+                    Ok(Health::InProgress(m)) => {
+                        last = format!("{r}: {m}");
+                        still.push(r);
+                    }
+                    Ok(Health::NotFound) => {
+                        last = format!("{r}: not found");
+                        still.push(r);
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        still.push(r);
+                    }
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(err(
+                    ReleaseErrorKind::Health,
+                    format!("timed out waiting for the condition ({last})"),
+                ));
+            }
+            pending = still;
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn delete_all(
+        &self,
+        backend: &dyn Backend,
+        mut refs: Vec<ObjectRef>,
+    ) -> Result<Vec<ObjectRef>, ReleaseError> {
+        sort_for_deletion(&mut refs);
+        let mut deleted = Vec::new();
+        for r in refs {
+            match backend.delete(&r).await {
+                Ok(true) => deleted.push(r),
+                Ok(false) => {}
+                Err(e) => return Err(err(ReleaseErrorKind::Apply, format!("deleting {r}: {e}"))),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Drops the oldest records beyond `maxHistory` (0 = unlimited), never a deployed one.
+    async fn prune_history(&self, backend: &dyn Backend, target: &ReleaseTarget, max: i64) {
+        if max <= 0 {
+            return;
+        }
+        let Ok(recs) = self.records(backend, target).await else {
+            return;
+        };
+        let excess = recs.len().saturating_sub(max as usize);
+        for r in recs
+            .iter()
+            .filter(|r| r.info.status != rs::DEPLOYED)
+            .take(excess)
+        {
+            let sref = ObjectRef::new(
+                "",
+                "Secret",
+                &target.storage_namespace,
+                &record::secret_name(&r.name, r.version),
+            );
+            let _ = backend.delete(&sref).await;
+        }
+    }
+
+    /// The shared install/upgrade path: new record pending, apply, prune, wait, settle record.
+    async fn release(
+        &self,
+        req: ReleaseRequest<'_>,
+        upgrade: bool,
+    ) -> Result<ReleaseInfo, ReleaseError> {
+        let backend = req.backend;
+        let target = req.target;
+        let history = self.records(backend, target).await?;
+        if let Some(p) = history
+            .iter()
+            .rev()
+            .find(|r| r.info.status.starts_with("pending-"))
+        {
+            return Err(storage_err(format!(
+                "another operation (install/upgrade/rollback) is in progress: release {} is {}",
+                p.version, p.info.status
+            )));
+        }
+        let (manifest, chart) = render(req.chart_dir, target, req.values)?;
+        let objs =
+            release_objects(&manifest, target).map_err(|e| err(ReleaseErrorKind::Render, e))?;
+        let previous = history
+            .iter()
+            .rev()
+            .find(|r| r.info.status == rs::DEPLOYED)
+            .cloned();
+        let version = history.last().map(|r| r.version).unwrap_or(0) + 1;
+        let now = trueup_core::time::now_rfc3339();
+        let first = previous
+            .as_ref()
+            .map(|p| p.info.first_deployed.clone())
+            .unwrap_or_else(|| now.clone());
+        let mut rel = Release {
+            name: target.name.clone(),
+            info: Info {
+                first_deployed: first,
+                last_deployed: now.clone(),
+                deleted: String::new(),
+                description: if upgrade {
+                    "Preparing upgrade".into()
+                } else {
+                    "Initial install underway".into()
+                },
+                status: if upgrade {
+                    rs::PENDING_UPGRADE
+                } else {
+                    rs::PENDING_INSTALL
+                }
+                .into(),
+                notes: String::new(),
+            },
+            chart,
+            config: req.values.clone(),
+            manifest,
+            hooks: Vec::new(),
+            version,
+            namespace: target.namespace.clone(),
+        };
+        self.write(backend, target, &rel).await?;
+
+        let (opts_wait, cleanup) = if upgrade {
+            let u = req.spec.upgrade.clone().unwrap_or_default();
+            (!u.disable_wait, u.cleanup_on_fail)
+        } else {
+            let i = req.spec.install.clone().unwrap_or_default();
+            (!i.disable_wait, false)
+        };
+        let mut changes = Vec::new();
+        let mut result = self.apply_all(backend, &objs, &mut changes).await;
+        if result.is_ok() {
+            // What the deployed revision had and this one does not goes away (Helm deletes
+            // resources dropped by an upgrade).
+            if let Some(p) = &previous {
+                let keep = ids(&objs);
+                let old = release_objects(&p.manifest, target).unwrap_or_default();
+                let gone: Vec<ObjectRef> = old
+                    .iter()
+                    .map(|o| o.object_ref())
+                    .filter(|r| !keep.contains(r))
+                    .collect();
+                result = self.delete_all(backend, gone).await.map(|_| ());
+            }
+        }
+        if result.is_ok() && opts_wait {
+            result = self.wait(backend, &objs, req.timeout).await;
+        }
+        let now = trueup_core::time::now_rfc3339();
+        rel.info.last_deployed = now;
+        match result {
+            Ok(()) => {
+                rel.info.status = rs::DEPLOYED.into();
+                rel.info.description = if upgrade {
+                    "Upgrade complete".into()
+                } else {
+                    "Install complete".into()
+                };
+                self.write(backend, target, &rel).await?;
+                if let Some(mut p) = previous {
+                    p.info.status = rs::SUPERSEDED.into();
+                    self.write(backend, target, &p).await?;
+                }
+                self.prune_history(
+                    backend,
+                    target,
+                    req.spec.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
+                )
+                .await;
+                Ok(record::info_of(&rel))
+            }
+            Err(mut e) => {
+                rel.info.status = rs::FAILED.into();
+                rel.info.description = if upgrade {
+                    format!("Upgrade {:?} failed: {}", target.name, e.message)
+                } else {
+                    format!("Release {:?} failed: {}", target.name, e.message)
+                };
+                // cleanupOnFail: objects this attempt created are removed, so that the
+                // remediation starts from what the deployed revision had.
+                if cleanup {
+                    let created: Vec<ObjectRef> = changes
+                        .iter()
+                        .filter(|(_, a)| *a == ApplyAction::Created)
+                        .map(|(r, _)| r.clone())
+                        .collect();
+                    let _ = self.delete_all(backend, created).await;
+                }
+                self.write(backend, target, &rel).await?;
+                e.release = Some(Box::new(record::info_of(&rel)));
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ReleaseManager for HelmReleaseApplier {
+    async fn history(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+    ) -> Result<Vec<ReleaseInfo>, ReleaseError> {
+        Ok(self
+            .records(backend, target)
+            .await?
+            .iter()
+            .map(record::info_of)
+            .collect())
+    }
+
+    async fn install(&self, req: ReleaseRequest<'_>) -> Result<ReleaseInfo, ReleaseError> {
+        self.release(req, false).await
+    }
+
+    async fn upgrade(&self, req: ReleaseRequest<'_>) -> Result<ReleaseInfo, ReleaseError> {
+        self.release(req, true).await
+    }
+
+    async fn rollback(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        to: i64,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
+    ) -> Result<ReleaseInfo, ReleaseError> {
+        let history = self.records(backend, target).await?;
+        let Some(to_rel) = history.iter().find(|r| r.version == to).cloned() else {
+            return Err(storage_err(format!(
+                "release {} has no revision {to}",
+                target.name
+            )));
+        };
+        let current = history.last().cloned();
+        let objs = release_objects(&to_rel.manifest, target).map_err(storage_err)?;
+        let version = current.as_ref().map(|r| r.version).unwrap_or(0) + 1;
+        let now = trueup_core::time::now_rfc3339();
+        let mut rel = Release {
+            name: target.name.clone(),
+            info: Info {
+                first_deployed: to_rel.info.first_deployed.clone(),
+                last_deployed: now,
+                deleted: String::new(),
+                description: format!("Rollback to {to}"),
+                status: rs::PENDING_ROLLBACK.into(),
+                notes: to_rel.info.notes.clone(),
+            },
+            chart: to_rel.chart.clone(),
+            config: to_rel.config.clone(),
+            manifest: to_rel.manifest.clone(),
+            hooks: to_rel.hooks.clone(),
+            version,
+            namespace: target.namespace.clone(),
+        };
+        self.write(backend, target, &rel).await?;
+        let mut changes = Vec::new();
+        let mut result = self.apply_all(backend, &objs, &mut changes).await;
+        if result.is_ok() {
+            if let Some(c) = &current {
+                let keep = ids(&objs);
+                let gone: Vec<ObjectRef> = release_objects(&c.manifest, target)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|o| o.object_ref())
+                    .filter(|r| !keep.contains(r))
+                    .collect();
+                result = self.delete_all(backend, gone).await.map(|_| ());
+            }
+        }
+        let wait = !spec.rollback.as_ref().is_some_and(|r| r.disable_wait);
+        if result.is_ok() && wait {
+            result = self.wait(backend, &objs, timeout).await;
+        }
+        match result {
+            Ok(()) => {
+                // Helm's rollback supersedes the current record and every deployed one.
+                for mut r in history {
+                    if r.info.status == rs::DEPLOYED
+                        || Some(r.version) == current.as_ref().map(|c| c.version)
+                    {
+                        r.info.status = rs::SUPERSEDED.into();
+                        self.write(backend, target, &r).await?;
+                    }
+                }
+                rel.info.status = rs::DEPLOYED.into();
+                self.write(backend, target, &rel).await?;
+                self.prune_history(
+                    backend,
+                    target,
+                    spec.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
+                )
+                .await;
+                Ok(record::info_of(&rel))
+            }
+            Err(mut e) => {
+                rel.info.status = rs::FAILED.into();
+                rel.info.description = format!("Rollback {:?} failed: {}", target.name, e.message);
+                self.write(backend, target, &rel).await?;
+                e.release = Some(Box::new(record::info_of(&rel)));
+                Err(e)
+            }
+        }
+    }
+
+    async fn uninstall(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        keep_history: bool,
+    ) -> Result<Vec<ObjectRef>, ReleaseError> {
+        let history = self.records(backend, target).await?;
+        let Some(latest) = history.last().cloned() else {
+            return Ok(Vec::new());
+        };
+        // The latest record says what is there now; a deployed one underneath a failed
+        // attempt may still own objects the attempt did not touch.
+        let mut refs: Vec<ObjectRef> = Vec::new();
+        let mut seen = HashSet::new();
+        let deployed = history.iter().rev().find(|r| r.info.status == rs::DEPLOYED);
+        for r in std::iter::once(&latest).chain(deployed) {
+            for o in release_objects(&r.manifest, target).unwrap_or_default() {
+                let oref = o.object_ref();
+                if seen.insert(oref.clone()) {
+                    refs.push(oref);
+                }
+            }
+        }
+        let deleted = self.delete_all(backend, refs).await?;
+        if keep_history {
+            let mut l = latest;
+            l.info.status = rs::UNINSTALLED.into();
+            l.info.deleted = trueup_core::time::now_rfc3339();
+            l.info.description = "Uninstallation complete".into();
+            self.write(backend, target, &l).await?;
+        } else {
+            for r in &history {
+                let sref = ObjectRef::new(
+                    "",
+                    "Secret",
+                    &target.storage_namespace,
+                    &record::secret_name(&r.name, r.version),
+                );
+                backend
+                    .delete(&sref)
+                    .await
+                    .map_err(|e| storage_err(format!("deleting release record: {e}")))?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn mark_failed(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        version: i64,
+        description: &str,
+    ) -> Result<(), ReleaseError> {
+        let history = self.records(backend, target).await?;
+        let Some(mut r) = history.into_iter().find(|r| r.version == version) else {
+            return Ok(());
+        };
+        r.info.status = rs::FAILED.into();
+        r.info.description = description.to_string();
+        self.write(backend, target, &r).await
+    }
+}
