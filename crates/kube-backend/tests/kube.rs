@@ -1,0 +1,1107 @@
+//! The Kubernetes backend against a REAL kube-apiserver (v1.20.2 built by
+//! `scripts/kube-apiserver/setup.sh`), read back with the real `kubectl`.
+//!
+//! The server: `TRUEUP_KUBECONFIG` when set (nothing is started or stopped), else the first test
+//! starts one with `scripts/kube-apiserver/start.sh` (no controller-manager, so the statuses the
+//! tests write stay as written) and a guard process stops exactly that run when this test binary
+//! exits, whichever way it exits. Without the built binaries the tests print SKIP and pass,
+//! unless `TRUEUP_REQUIRE_ORACLES=1` (CI), where they fail.
+//!
+//! Every test works in its own namespace, so the tests run in parallel on one server. With
+//! `TRUEUP_KUBECONFIG` pointing at a server that runs controllers, the Deployment health test
+//! races the Deployment controller for `.status`: use a server without a controller-manager
+//! (`TRUEUP_KUBE_CONTROLLER_MANAGER=0 scripts/kube-apiserver/start.sh`).
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use trueup_core::event::{Event, Severity};
+use trueup_core::object::{Object, ObjectRef};
+use trueup_core::traits::backend::{
+    ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchEvent,
+};
+use trueup_kube::KubeBackend;
+
+struct Server {
+    kubeconfig: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+fn require_oracles() -> bool {
+    std::env::var("TRUEUP_REQUIRE_ORACLES").is_ok_and(|v| v == "1")
+}
+
+fn skip_or_fail(why: &str) -> Option<Server> {
+    if require_oracles() {
+        panic!("TRUEUP_REQUIRE_ORACLES=1 but {why}");
+    }
+    eprintln!("SKIP: {why} (run scripts/kube-apiserver/setup.sh)");
+    None
+}
+
+// The stop guard is never waited on: it must outlive this process to stop the server after it.
+#[allow(clippy::zombie_processes)]
+fn start_server() -> Option<Server> {
+    if let Some(kc) = std::env::var_os("TRUEUP_KUBECONFIG") {
+        return Some(Server {
+            kubeconfig: PathBuf::from(kc),
+        });
+    }
+    let cache = std::env::var_os("TRUEUP_KUBE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/trueup-tools/kube-v1.20")
+        });
+    if !cache.join("bin/kube-apiserver").exists() {
+        return skip_or_fail(&format!(
+            "no kube-apiserver in {}",
+            cache.join("bin").display()
+        ));
+    }
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        return skip_or_fail("kubectl is not installed");
+    }
+    let scripts = repo_root().join("scripts/kube-apiserver");
+    let out = Command::new(scripts.join("start.sh"))
+        .env("TRUEUP_KUBE_CONTROLLER_MANAGER", "0")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running start.sh");
+    assert!(out.status.success(), "start.sh failed: {:?}", out.status);
+    let run = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert!(!run.is_empty(), "start.sh printed no run directory");
+    // The guard outlives nothing but this process: when the test binary exits (pass, fail or
+    // abort) it stops exactly the PIDs that this run started.
+    let guard = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; exec '{stop}' '{run}' --clean",
+        pid = std::process::id(),
+        stop = scripts.join("stop.sh").display(),
+    );
+    Command::new("setsid")
+        .args(["bash", "-c", &guard])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning the stop guard");
+    Some(Server {
+        kubeconfig: PathBuf::from(run).join("kubeconfig"),
+    })
+}
+
+fn server() -> Option<&'static Server> {
+    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+    static START: Mutex<()> = Mutex::new(());
+    let _g = START.lock().unwrap_or_else(|p| p.into_inner());
+    SERVER.get_or_init(start_server).as_ref()
+}
+
+async fn backend() -> Option<(KubeBackend, &'static Path)> {
+    let s = server()?;
+    let b = KubeBackend::from_kubeconfig(&s.kubeconfig)
+        .await
+        .expect("backend from kubeconfig");
+    Some((b, s.kubeconfig.as_path()))
+}
+
+fn kubectl(kc: &Path, args: &[&str]) -> Value {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .expect("running kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("kubectl json")
+}
+
+fn obj(v: Value) -> Object {
+    Object::from_value(v).expect("test object")
+}
+
+fn opts() -> ApplyOptions {
+    ApplyOptions::default()
+}
+
+async fn namespace(b: &KubeBackend, name: &str) {
+    b.apply(
+        &obj(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+        &opts(),
+    )
+    .await
+    .expect("namespace");
+}
+
+fn config_map(ns: &str, name: &str, data: Value) -> Object {
+    obj(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns}, "data": data}))
+}
+
+async fn wait_health(b: &KubeBackend, r: &ObjectRef, want: &Health) -> Health {
+    let mut last = Health::NotFound;
+    for _ in 0..100 {
+        last = b.health(r).await.expect("health");
+        if &last == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssa_actions_field_manager_and_dry_run() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    assert!(b.describe().starts_with("cluster https://127.0.0.1:"));
+    assert!(b.runs_workloads());
+    namespace(&b, "t-ssa").await;
+    let cm = config_map("t-ssa", "app", json!({"a": "1"}));
+    let (a, stored) = b.apply(&cm, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Created);
+    assert_eq!(stored.kind(), "ConfigMap");
+    assert_eq!(stored.api_version(), "v1");
+    assert!(stored.metadata().unwrap().contains_key("uid"));
+    let (a, _) = b.apply(&cm, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Unchanged, "re-applying the same object");
+    // The object read back from the server (with resourceVersion, managedFields) applies too.
+    let (a, _) = b.apply(&stored, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Unchanged, "re-applying the stored object");
+
+    let (a, _) = b
+        .apply(
+            &cm,
+            &ApplyOptions {
+                dry_run: true,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a, ApplyAction::Unchanged, "dry run of the same object");
+    let changed = config_map("t-ssa", "app", json!({"a": "2"}));
+    let (a, dry) = b
+        .apply(
+            &changed,
+            &ApplyOptions {
+                dry_run: true,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a, ApplyAction::Configured, "dry run reports the change");
+    assert_eq!(dry.0["data"]["a"], "2");
+    let live = kubectl(kc, &["get", "configmap", "app", "-n", "t-ssa"]);
+    assert_eq!(live["data"]["a"], "1", "dry run did not persist");
+    let (a, _) = b
+        .apply(
+            &config_map("t-ssa", "never", json!({})),
+            &ApplyOptions {
+                dry_run: true,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a, ApplyAction::Created);
+    assert_eq!(
+        b.get(&ObjectRef::new("", "ConfigMap", "t-ssa", "never"))
+            .await
+            .unwrap(),
+        None,
+        "dry-run create did not persist"
+    );
+
+    let (a, stored) = b.apply(&changed, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Configured);
+    assert_eq!(stored.0["data"]["a"], "2");
+    let live = kubectl(
+        kc,
+        &[
+            "get",
+            "configmap",
+            "app",
+            "-n",
+            "t-ssa",
+            "--show-managed-fields",
+        ],
+    );
+    assert_eq!(live["data"]["a"], "2");
+    let managers = live["metadata"]["managedFields"].as_array().unwrap();
+    assert!(
+        managers
+            .iter()
+            .any(|m| m["manager"] == "trueup" && m["operation"] == "Apply"),
+        "trueup owns the fields by server-side apply: {managers:?}"
+    );
+
+    // Another manager takes a field; forcing (the default, as Flux does) takes it back, and
+    // without force the conflict is reported naming the object.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args([
+            "patch",
+            "configmap",
+            "app",
+            "-n",
+            "t-ssa",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"edited"}}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = b
+        .apply(
+            &changed,
+            &ApplyOptions {
+                force_conflicts: false,
+                ..opts()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Conflict { object, .. } if object.name == "app"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ConfigMap/t-ssa/app"), "{err}");
+    let (a, stored) = b.apply(&changed, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Configured, "drift corrected");
+    assert_eq!(stored.0["data"]["a"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_object() {
+    let Some((b, _)) = backend().await else {
+        return;
+    };
+    let err = b
+        .apply(&config_map("t-missing-ns", "x", json!({})), &opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string().contains("ConfigMap/t-missing-ns/x"),
+        "{err}"
+    );
+    let err = b
+        .apply(
+            &obj(json!({"apiVersion": "nope.example.com/v1", "kind": "Thing", "metadata": {"name": "t", "namespace": "default"}})),
+            &opts(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not serve"), "{err}");
+    let err = b
+        .apply(
+            &obj(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "no-ns"}})),
+            &opts(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("namespaced"), "{err}");
+    // Schema rejection: a string where an int belongs.
+    namespace(&b, "t-errors").await;
+    let err = b
+        .apply(
+            &obj(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "t-errors"},
+                "spec": {"ports": [{"port": "eighty"}]}})),
+            &opts(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Service/t-errors/s"), "{err}");
+}
+
+const GITREPO_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gitrepositories.source.toolkit.fluxcd.io
+spec:
+  group: source.toolkit.fluxcd.io
+  names:
+    kind: GitRepository
+    listKind: GitRepositoryList
+    plural: gitrepositories
+    singular: gitrepository
+    shortNames: [gitrepo]
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+    subresources:
+      status: {}
+"#;
+
+fn yaml(s: &str) -> Object {
+    let v: Value = serde_yaml::from_str(s).expect("yaml");
+    obj(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crd_then_flux_gitrepository_with_status_subresource() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    let gr = ObjectRef::new(
+        "source.toolkit.fluxcd.io",
+        "GitRepository",
+        "flux-system",
+        "my-api",
+    );
+    // Before the CRD the kind is unknown; the discovery cache must not remember that.
+    if b.get(&gr).await.is_ok() {
+        panic!("GitRepository served before its CRD was applied");
+    }
+    let crd = yaml(GITREPO_CRD);
+    let (a, _) = b.apply(&crd, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Created);
+    let crd_ref = crd.object_ref();
+    assert_eq!(
+        wait_health(&b, &crd_ref, &Health::Current).await,
+        Health::Current,
+        "CRD established"
+    );
+    namespace(&b, "flux-system").await;
+    let seed = std::fs::read_to_string(repo_root().join("crates/core/tests/seed/apps-source.yaml"))
+        .expect("seed GitRepository");
+    let repo = yaml(&seed);
+    // Discovery of the new kind can lag Established by a moment on a real server.
+    let mut applied = None;
+    for _ in 0..50 {
+        match b.apply(&repo, &opts()).await {
+            Ok(x) => {
+                applied = Some(x);
+                break;
+            }
+            Err(e) if e.to_string().contains("does not serve") => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (a, stored) = applied.expect("GitRepository applied once its CRD is served");
+    assert_eq!(a, ApplyAction::Created);
+    assert_eq!(stored.0["spec"]["url"], "https://github.com/my-org/my-api");
+    let live = kubectl(
+        kc,
+        &[
+            "get",
+            "gitrepositories.source.toolkit.fluxcd.io",
+            "my-api",
+            "-n",
+            "flux-system",
+        ],
+    );
+    assert_eq!(live["spec"]["ref"]["branch"], "main");
+
+    // Status through the subresource: spec and metadata stay, status is replaced whole.
+    b.update_status(
+        &gr,
+        &json!({"observedGeneration": 1, "artifact": {"revision": "main@sha1:abc"},
+            "conditions": [{"type": "Ready", "status": "False", "reason": "Progressing",
+                "message": "fetching", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(b.health(&gr).await.unwrap(), Health::InProgress(m) if m.contains("Progressing"))
+    );
+    b.update_status(
+        &gr,
+        &json!({"observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                "message": "stored artifact", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}),
+    )
+    .await
+    .unwrap();
+    let live = kubectl(kc, &["get", "gitrepository", "my-api", "-n", "flux-system"]);
+    assert_eq!(live["status"]["conditions"][0]["status"], "True");
+    assert!(
+        live["status"].get("artifact").is_none(),
+        "status replaced, not merged"
+    );
+    assert_eq!(live["spec"]["interval"], "1m");
+    assert_eq!(b.health(&gr).await.unwrap(), Health::Current);
+    // Re-applying the spec keeps the status (SSA on the main resource ignores status).
+    let (a, stored) = b.apply(&repo, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Unchanged);
+    assert_eq!(stored.0["status"]["conditions"][0]["reason"], "Succeeded");
+    let err = b
+        .update_status(
+            &ObjectRef::new(
+                "source.toolkit.fluxcd.io",
+                "GitRepository",
+                "flux-system",
+                "absent",
+            ),
+            &json!({}),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::NotFound(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_kind_without_status_subresource() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    let crd = yaml(
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.test.trueup.dev
+spec:
+  group: test.trueup.dev
+  names: {kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}
+  scope: Cluster
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#,
+    );
+    b.apply(&crd, &opts()).await.unwrap();
+    // Right after the CRD, before it is established: the backend waits for the kind to be
+    // served instead of failing (a CRD and its objects usually arrive in one batch).
+    let w = obj(
+        json!({"apiVersion": "test.trueup.dev/v1alpha1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": {"size": 3}}),
+    );
+    let (a, _) = b.apply(&w, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Created);
+    assert_eq!(
+        wait_health(&b, &crd.object_ref(), &Health::Current).await,
+        Health::Current
+    );
+    let r = ObjectRef::new("test.trueup.dev", "Widget", "", "w");
+    b.update_status(
+        &r,
+        &json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+    )
+    .await
+    .unwrap();
+    let live = kubectl(kc, &["get", "widgets.test.trueup.dev", "w"]);
+    assert_eq!(live["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(live["spec"]["size"], 3);
+    assert_eq!(b.health(&r).await.unwrap(), Health::Current);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_by_labels_get_and_delete() {
+    let Some((b, _)) = backend().await else {
+        return;
+    };
+    namespace(&b, "t-list").await;
+    namespace(&b, "t-list2").await;
+    for (ns, name, team) in [
+        ("t-list", "a", "web"),
+        ("t-list", "b", "web"),
+        ("t-list", "c", "db"),
+        ("t-list2", "d", "web"),
+    ] {
+        let mut cm = config_map(ns, name, json!({}));
+        cm.set_label("team", team);
+        cm.set_label("suite", "t-list");
+        b.apply(&cm, &opts()).await.unwrap();
+    }
+    let mut p = ListParams::kind("", "ConfigMap");
+    p.labels.insert("suite".into(), "t-list".into());
+    assert_eq!(b.list(&p).await.unwrap().len(), 4, "all namespaces");
+    p.labels.insert("team".into(), "web".into());
+    let names = |v: Vec<Object>| {
+        let mut n: Vec<String> = v.iter().map(|o| o.name().to_string()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(b.list(&p).await.unwrap()), ["a", "b", "d"]);
+    p.namespace = Some("t-list".into());
+    let listed = b.list(&p).await.unwrap();
+    assert!(listed
+        .iter()
+        .all(|o| o.kind() == "ConfigMap" && o.api_version() == "v1"));
+    assert_eq!(names(listed), ["a", "b"]);
+
+    let r = ObjectRef::new("", "ConfigMap", "t-list", "a");
+    assert!(b.get(&r).await.unwrap().is_some());
+    assert!(b.delete(&r).await.unwrap());
+    assert_eq!(b.get(&r).await.unwrap(), None);
+    assert!(!b.delete(&r).await.unwrap(), "already gone");
+    // A cluster-scoped kind ignores a stray namespace in the reference.
+    let ns = ObjectRef::new("", "Namespace", "whatever", "t-list2");
+    assert!(b.get(&ns).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_recorded() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    namespace(&b, "t-events").await;
+    let (_, cm) = b
+        .apply(&config_map("t-events", "app", json!({})), &opts())
+        .await
+        .unwrap();
+    let r = cm.object_ref();
+    b.record_event(
+        &Event::new(
+            r.clone(),
+            Severity::Info,
+            "ReconciliationSucceeded",
+            "applied 1 object",
+        )
+        .with_revision("main@sha1:abc"),
+    )
+    .await
+    .unwrap();
+    b.record_event(&Event::new(
+        r.clone(),
+        Severity::Error,
+        "HealthCheckFailed",
+        "x".repeat(10_000),
+    ))
+    .await
+    .unwrap();
+    // About a cluster-scoped object: recorded in "default", as client-go does.
+    b.record_event(&Event::new(
+        ObjectRef::new("", "Namespace", "", "t-events"),
+        Severity::Info,
+        "Created",
+        "namespace made",
+    ))
+    .await
+    .unwrap();
+    let events = kubectl(kc, &["get", "events", "-n", "t-events"]);
+    let items = events["items"].as_array().unwrap();
+    let ok = items
+        .iter()
+        .find(|e| e["reason"] == "ReconciliationSucceeded")
+        .expect("info event");
+    assert_eq!(ok["type"], "Normal");
+    assert_eq!(ok["message"], "applied 1 object");
+    assert_eq!(ok["source"]["component"], "trueup");
+    assert_eq!(ok["involvedObject"]["kind"], "ConfigMap");
+    assert_eq!(ok["involvedObject"]["name"], "app");
+    assert_eq!(ok["involvedObject"]["uid"], cm.0["metadata"]["uid"]);
+    assert_eq!(
+        ok["metadata"]["annotations"]["event.toolkit.fluxcd.io/revision"],
+        "main@sha1:abc"
+    );
+    let bad = items
+        .iter()
+        .find(|e| e["reason"] == "HealthCheckFailed")
+        .expect("warning event");
+    assert_eq!(bad["type"], "Warning");
+    assert!(
+        bad["message"].as_str().unwrap().len() < 5000,
+        "message capped"
+    );
+    let defaults = kubectl(kc, &["get", "events", "-n", "default"]);
+    assert!(defaults["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["involvedObject"]["kind"] == "Namespace"
+            && e["involvedObject"]["name"] == "t-events"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_of_deployment_job_and_missing() {
+    let Some((b, _)) = backend().await else {
+        return;
+    };
+    namespace(&b, "t-health").await;
+    let deploy = obj(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "t-health"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}}}));
+    let (_, stored) = b.apply(&deploy, &opts()).await.unwrap();
+    let r = stored.object_ref();
+    assert!(
+        matches!(b.health(&r).await.unwrap(), Health::InProgress(_)),
+        "no status yet"
+    );
+    // No kubelet runs Pods here: the test plays the Deployment controller.
+    b.update_status(
+        &r,
+        &json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(b.health(&r).await.unwrap(), Health::InProgress(m) if m.contains("1 of 2")));
+    b.update_status(
+        &r,
+        &json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.health(&r).await.unwrap(), Health::Current);
+    // A new spec makes the old status stale (observedGeneration behind generation).
+    let mut scaled = deploy.clone();
+    scaled.0["spec"]["replicas"] = json!(3);
+    let (a, _) = b.apply(&scaled, &opts()).await.unwrap();
+    assert_eq!(a, ApplyAction::Configured);
+    assert!(
+        matches!(b.health(&r).await.unwrap(), Health::InProgress(m) if m.contains("generation"))
+    );
+
+    let job = obj(json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "migrate", "namespace": "t-health"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "m", "image": "busybox", "command": ["true"]}]}}}}));
+    let (_, stored) = b.apply(&job, &opts()).await.unwrap();
+    let jr = stored.object_ref();
+    assert!(matches!(
+        b.health(&jr).await.unwrap(),
+        Health::InProgress(_)
+    ));
+    b.update_status(
+        &jr,
+        &json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True",
+            "lastProbeTime": "2024-01-01T00:00:00Z", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.health(&jr).await.unwrap(), Health::Current);
+    b.update_status(
+        &jr,
+        &json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            "lastProbeTime": "2024-01-01T00:00:00Z", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(b.health(&jr).await.unwrap(), Health::Failed(m) if m.contains("BackoffLimitExceeded"))
+    );
+
+    let ns = ObjectRef::new("", "Namespace", "", "t-health");
+    assert_eq!(b.health(&ns).await.unwrap(), Health::Current);
+    assert_eq!(
+        b.health(&ObjectRef::new("apps", "Deployment", "t-health", "absent"))
+            .await
+            .unwrap(),
+        Health::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_field_change_recreates_when_asked() {
+    let Some((b, _)) = backend().await else {
+        return;
+    };
+    namespace(&b, "t-immutable").await;
+    let job = |image: &str| {
+        obj(json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "namespace": "t-immutable"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "m", "image": image}]}}}}))
+    };
+    let (_, first) = b.apply(&job("busybox:1.36"), &opts()).await.unwrap();
+    let err = b.apply(&job("busybox:1.37"), &opts()).await.unwrap_err();
+    assert!(
+        matches!(&err, BackendError::Invalid { message, .. } if message.contains("immutable")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Job/t-immutable/migrate"), "{err}");
+    let force = ApplyOptions {
+        recreate_on_immutable: true,
+        ..opts()
+    };
+    let (a, _) = b
+        .apply(
+            &job("busybox:1.37"),
+            &ApplyOptions {
+                dry_run: true,
+                ..force.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a, ApplyAction::Configured, "dry run of a recreate");
+    let (a, second) = b.apply(&job("busybox:1.37"), &force).await.unwrap();
+    assert_eq!(a, ApplyAction::Created, "recreated");
+    assert_ne!(first.0["metadata"]["uid"], second.0["metadata"]["uid"]);
+    assert_eq!(
+        second.0["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.37"
+    );
+    // Nothing immutable changed: an ordinary apply, even with recreate allowed.
+    let (a, _) = b.apply(&job("busybox:1.37"), &force).await.unwrap();
+    assert_eq!(a, ApplyAction::Unchanged);
+
+    let service = |ip: &str| {
+        obj(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "api", "namespace": "t-immutable"},
+            // v1.20 rejects an apply of ports without protocol (a list-map key without default).
+            "spec": {"clusterIP": ip, "ports": [{"port": 80, "protocol": "TCP"}]}}))
+    };
+    b.apply(&service("10.96.100.10"), &opts()).await.unwrap();
+    let err = b
+        .apply(&service("10.96.100.11"), &opts())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("immutable"), "{err}");
+    let (a, svc) = b.apply(&service("10.96.100.11"), &force).await.unwrap();
+    assert_eq!(a, ApplyAction::Created);
+    assert_eq!(svc.0["spec"]["clusterIP"], "10.96.100.11");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reports_changes_from_now_on() {
+    use futures::StreamExt;
+    let Some((b, _)) = backend().await else {
+        return;
+    };
+    namespace(&b, "t-watch").await;
+    b.apply(&config_map("t-watch", "before", json!({})), &opts())
+        .await
+        .unwrap();
+    let mut stream = b
+        .watch(&[
+            ("".to_string(), "ConfigMap".to_string()),
+            ("apps".to_string(), "Deployment".to_string()),
+        ])
+        .await
+        .unwrap();
+    b.apply(&config_map("t-watch", "after", json!({"k": "v"})), &opts())
+        .await
+        .unwrap();
+    async fn next(stream: &mut trueup_core::traits::backend::WatchStream) -> WatchEvent {
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("a watch event within 30s")
+                .expect("stream open");
+            let r = match &ev {
+                WatchEvent::Applied(o) => o.object_ref(),
+                WatchEvent::Deleted(r) => r.clone(),
+            };
+            // Other tests change ConfigMaps in their own namespaces meanwhile.
+            if r.namespace == "t-watch" {
+                return ev;
+            }
+        }
+    }
+    match next(&mut stream).await {
+        WatchEvent::Applied(o) => {
+            assert_eq!(
+                o.name(),
+                "after",
+                "the object that existed before is not reported"
+            );
+            assert_eq!(o.kind(), "ConfigMap");
+            assert_eq!(o.0["data"]["k"], "v");
+        }
+        other => panic!("expected Applied, got {other:?}"),
+    }
+    b.delete(&ObjectRef::new("", "ConfigMap", "t-watch", "after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut stream).await,
+        WatchEvent::Deleted(ObjectRef::new("", "ConfigMap", "t-watch", "after"))
+    );
+}
+
+const KUSTOMIZATION_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: kustomizations.kustomize.toolkit.fluxcd.io
+spec:
+  group: kustomize.toolkit.fluxcd.io
+  names:
+    kind: Kustomization
+    listKind: KustomizationList
+    plural: kustomizations
+    singular: kustomization
+    shortNames: [ks]
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+    subresources:
+      status: {}
+"#;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=trueup tests",
+            "-c",
+            "user.email=tests@trueup.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn apply_established_crd(b: &KubeBackend, text: &str) {
+    let crd = yaml(text);
+    b.apply(&crd, &opts()).await.unwrap();
+    assert_eq!(
+        wait_health(b, &crd.object_ref(), &Health::Current).await,
+        Health::Current,
+        "{} established",
+        crd.name()
+    );
+}
+
+/// Retries an apply while the API server does not serve a just-established CRD's kind yet.
+async fn apply_when_served(b: &KubeBackend, o: &Object) {
+    for _ in 0..50 {
+        match b.apply(o, &opts()).await {
+            Ok(_) => return,
+            Err(e) if e.to_string().contains("does not serve") => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("{} never served", o.display_name());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_reconciles_git_into_the_cluster_and_prunes() {
+    use std::sync::Arc;
+    use trueup_core::reconcile::{GitRepositoryReconciler, KustomizationReconciler};
+    use trueup_core::runtime::{CancellationToken, Runtime};
+    use trueup_core::storage::ArtifactStore;
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    let b = Arc::new(b);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("apps")).unwrap();
+    std::fs::write(
+        work.join("apps/namespace.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t-e2e\n",
+    )
+    .unwrap();
+    for name in ["settings", "extra"] {
+        std::fs::write(
+            work.join(format!("apps/{name}.yaml")),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: t-e2e\ndata:\n  from: git\n"),
+        )
+        .unwrap();
+    }
+    // A CRD and an object of its kind in the same commit: the object can only be applied once
+    // the CRD is established and discovery has been refreshed.
+    std::fs::write(
+        work.join("apps/crd.yaml"),
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gadgets.e2e.trueup.dev\nspec:\n  group: e2e.trueup.dev\n  names: {kind: Gadget, plural: gadgets, singular: gadget, listKind: GadgetList}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("apps/gadget.yaml"),
+        "apiVersion: e2e.trueup.dev/v1\nkind: Gadget\nmetadata:\n  name: g\n  namespace: t-e2e\nspec:\n  size: 1\n",
+    )
+    .unwrap();
+    let job = |image: &str| {
+        format!("apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  namespace: t-e2e\n  annotations:\n    kustomize.toolkit.fluxcd.io/force: Enabled\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: {image}\n")
+    };
+    std::fs::write(work.join("apps/job.yaml"), job("busybox:1.36")).unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "apps"]);
+    git(tmp.path(), &["clone", "-q", "--bare", "work", "fleet.git"]);
+    git(&work, &["remote", "add", "origin", "../fleet.git"]);
+    let url = format!("file://{}", tmp.path().join("fleet.git").display());
+
+    apply_established_crd(&b, GITREPO_CRD).await;
+    apply_established_crd(&b, KUSTOMIZATION_CRD).await;
+    namespace(&b, "t-e2e-flux").await;
+    apply_when_served(
+        &b,
+        &yaml(&format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: t-e2e-flux}}\nspec:\n  interval: 1m\n  url: {url}\n  ref: {{branch: main}}\n"
+        )),
+    )
+    .await;
+    apply_when_served(
+        &b,
+        &yaml("apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: apps, namespace: t-e2e-flux}\nspec:\n  interval: 10m\n  path: ./apps\n  prune: true\n  sourceRef: {kind: GitRepository, name: fleet}\n"),
+    )
+    .await;
+
+    let store = ArtifactStore::new(tmp.path().join("artifacts")).unwrap();
+    let runtime = |store: ArtifactStore| {
+        Runtime::builder(b.clone())
+            .reconciler(GitRepositoryReconciler::new(
+                trueup_sources::GitSource::new(),
+                store.clone(),
+            ))
+            .reconciler(KustomizationReconciler::new(
+                trueup_appliers::KustomizeApplier::default(),
+                store,
+            ))
+            .build()
+    };
+    let settle = |rt: Runtime| async move {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            rt.run_until_settled(CancellationToken::new()),
+        )
+        .await
+        .expect("settles within 2 minutes")
+        .expect("runtime runs")
+    };
+    let ours = |s: &&trueup_core::runtime::ObjectSummary| s.object.namespace == "t-e2e-flux";
+    let summary = settle(runtime(store.clone())).await;
+    let mine: Vec<_> = summary.iter().filter(ours).collect();
+    assert_eq!(mine.len(), 2, "{summary:?}");
+    assert!(mine.iter().all(|s| s.is_ready()), "{mine:?}");
+
+    let cm = kubectl(
+        kc,
+        &[
+            "get",
+            "configmap",
+            "extra",
+            "-n",
+            "t-e2e",
+            "--show-managed-fields",
+        ],
+    );
+    assert_eq!(cm["data"]["from"], "git");
+    assert!(
+        cm["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == "trueup" && m["operation"] == "Apply"),
+        "applied with trueup's field manager"
+    );
+    // The Flux objects carry their status in the status subresource, readable with kubectl.
+    let ks = kubectl(
+        kc,
+        &[
+            "get",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+            "apps",
+            "-n",
+            "t-e2e-flux",
+        ],
+    );
+    let ready = ks["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready["status"], "True", "{ks}");
+    let inventory = ks["status"]["inventory"]["entries"].as_array().unwrap();
+    assert!(
+        inventory
+            .iter()
+            .any(|e| e["id"] == "t-e2e_extra__ConfigMap"),
+        "{inventory:?}"
+    );
+
+    let gadget = ObjectRef::new("e2e.trueup.dev", "Gadget", "t-e2e", "g");
+    assert!(
+        b.get(&gadget).await.unwrap().is_some(),
+        "custom resource of a CRD from the same commit"
+    );
+    let job_ref = ObjectRef::new("batch", "Job", "t-e2e", "migrate");
+    let first_uid = b.get(&job_ref).await.unwrap().expect("job").0["metadata"]["uid"].clone();
+
+    // A commit that deletes a manifest prunes its object; one that changes an immutable field of
+    // an object marked `force: Enabled` recreates it.
+    std::fs::remove_file(work.join("apps/extra.yaml")).unwrap();
+    std::fs::write(work.join("apps/job.yaml"), job("busybox:1.37")).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "drop extra, new job image"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let summary = settle(runtime(store)).await;
+    assert!(
+        summary.iter().filter(ours).all(|s| s.is_ready()),
+        "{summary:?}"
+    );
+    assert_eq!(
+        b.get(&ObjectRef::new("", "ConfigMap", "t-e2e", "extra"))
+            .await
+            .unwrap(),
+        None,
+        "pruned"
+    );
+    assert!(b
+        .get(&ObjectRef::new("", "ConfigMap", "t-e2e", "settings"))
+        .await
+        .unwrap()
+        .is_some());
+    let job = b.get(&job_ref).await.unwrap().expect("job recreated");
+    assert_ne!(
+        job.0["metadata"]["uid"], first_uid,
+        "recreated, not patched"
+    );
+    assert_eq!(
+        job.0["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.37"
+    );
+    let events = kubectl(kc, &["get", "events", "-n", "t-e2e-flux"]);
+    assert!(
+        events["items"].as_array().unwrap().iter().any(|e| {
+            e["source"]["component"] == "trueup" && e["involvedObject"]["kind"] == "Kustomization"
+        }),
+        "the runtime recorded Kubernetes events: {events}"
+    );
+}
