@@ -6,7 +6,6 @@ use crate::api::source::GitRepositorySpec;
 use crate::api::{from_object, ApiError, FluxKind, GitRepository};
 use crate::event::{Event, Severity};
 use crate::object::{Object, ObjectRef};
-use crate::sourceignore::SourceIgnore;
 use crate::status::{reason, Artifact, Condition, ConditionStatus, Status, ARTIFACT_IN_STORAGE};
 use crate::storage::ArtifactStore;
 use crate::traits::source::{Credentials, SourceErrorKind, SourceRequest};
@@ -210,36 +209,17 @@ where
                 return fail(status, SourceErrorKind::Other, msg);
             }
         }
-        let store = self.store.clone();
-        let dir = tmp.path().to_path_buf();
-        let ignore = repo.spec.ignore.clone();
-        let rev = fetched.revision.clone();
-        let me2 = me.clone();
-        let archived = tokio::task::spawn_blocking(move || -> Result<Artifact, String> {
-            let filter = SourceIgnore::load(&dir, ignore.as_deref()).map_err(|e| e.to_string())?;
-            let a = store
-                .archive_dir(&me2, &dir, &rev, &filter)
-                .map_err(|e| e.to_string())?;
-            let _ = store.gc(&me2, &a);
-            Ok(a)
-        })
+        let archived = super::archive_fetched(
+            &self.store,
+            &me,
+            tmp.path(),
+            &fetched.revision,
+            repo.spec.ignore.as_deref(),
+        )
         .await;
         let mut artifact = match archived {
-            Ok(Ok(a)) => a,
-            Ok(Err(msg)) => {
-                return fail(
-                    status,
-                    SourceErrorKind::Other,
-                    format!("failed to store artifact: {msg}"),
-                )
-            }
-            Err(e) => {
-                return fail(
-                    status,
-                    SourceErrorKind::Other,
-                    format!("failed to store artifact: {e}"),
-                )
-            }
+            Ok(a) => a,
+            Err(msg) => return fail(status, SourceErrorKind::Other, msg),
         };
         artifact.metadata = fetched.metadata.clone();
 

@@ -190,3 +190,29 @@ pub fn object_data(obj: &Object) -> Result<std::collections::BTreeMap<String, Ve
     }
     Ok(out)
 }
+
+/// Packs a fetched source tree into a stored artifact: `.sourceignore`/`spec.ignore` applied,
+/// content-addressed, older archives of `owner` collected. Runs on the blocking pool.
+pub async fn archive_fetched(
+    store: &crate::storage::ArtifactStore,
+    owner: &ObjectRef,
+    dir: &std::path::Path,
+    revision: &str,
+    ignore: Option<&str>,
+) -> Result<crate::status::Artifact, String> {
+    let (store, owner, dir) = (store.clone(), owner.clone(), dir.to_path_buf());
+    let (revision, ignore) = (revision.to_string(), ignore.map(str::to_string));
+    tokio::task::spawn_blocking(move || -> Result<crate::status::Artifact, String> {
+        let filter = crate::sourceignore::SourceIgnore::load(&dir, ignore.as_deref())
+            .map_err(|e| e.to_string())?;
+        let artifact = store
+            .archive_dir(&owner, &dir, &revision, &filter)
+            .map_err(|e| e.to_string())?;
+        // Collection failures only leave old archives behind; the new one is stored.
+        let _ = store.gc(&owner, &artifact);
+        Ok(artifact)
+    })
+    .await
+    .map_err(|e| format!("failed to store artifact: {e}"))?
+    .map_err(|msg| format!("failed to store artifact: {msg}"))
+}
