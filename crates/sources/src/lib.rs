@@ -1,6 +1,8 @@
 //! trueup's sources: they turn a Flux source spec into a revision and its content.
 //!
-//! Today: [`GitSource`] (`GitRepository`, over the pure-Rust `gix`). Each source implements
+//! [`GitSource`] (`GitRepository`, over the pure-Rust `gix`), [`OciSource`] (`OCIRepository`, and
+//! [`OciClient`] to push artifacts and pull Helm charts from OCI registries), [`HelmSource`]
+//! (charts from HTTP Helm repositories, with a streaming index reader). Each source implements
 //! [`trueup_core::traits::source::Source`]: `resolve` is the cheap check reconcilers run every
 //! interval (one round trip, no download), `fetch` writes the content of a revision into a
 //! directory that the caller turns into an artifact.
@@ -14,7 +16,7 @@
 //! let spec: trueup_core::api::source::GitRepositorySpec = serde_yaml::from_str(
 //!     "url: https://github.com/stefanprodan/podinfo\ninterval: 1m\nref: {branch: master}",
 //! )?;
-//! # let object: trueup_core::object::ObjectRef = todo!();
+//! let object = trueup_core::api::FluxKind::GitRepository.ref_to("flux-system", "podinfo");
 //! let req = SourceRequest { object: &object, spec: &spec, credentials: None, timeout: Duration::from_secs(60) };
 //! let git = GitSource::new();
 //! let rev = git.resolve(&req).await?; // e.g. "master@sha1:0123…"
