@@ -252,7 +252,7 @@ impl<'a> Builder<'a> {
             });
         }
         let text = std::fs::read_to_string(&file).map_err(io_err(&file))?;
-        let docs = trueup_core::yaml::parse_documents(&text, &file.display().to_string()).map_err(
+        let docs = super::fastyaml::parse_documents(&text, &file.display().to_string()).map_err(
             |source| RenderError::Yaml {
                 file: file.clone(),
                 source,
@@ -517,7 +517,7 @@ impl<'a> Builder<'a> {
                 ReplacementEntry::Path { path } => {
                     let p = self.restricted_file(dir, file, "replacements", path)?;
                     let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-                    let docs = trueup_core::yaml::parse_documents(&text, &p.display().to_string())
+                    let docs = super::fastyaml::parse_documents(&text, &p.display().to_string())
                         .map_err(|source| RenderError::Yaml {
                             file: p.clone(),
                             source,
@@ -566,7 +566,7 @@ impl<'a> Builder<'a> {
     ) -> Result<(), RenderError> {
         let p = self.restricted_file(dir, file, "configurations", entry)?;
         let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-        let docs = trueup_core::yaml::parse_documents(&text, &p.display().to_string()).map_err(
+        let docs = super::fastyaml::parse_documents(&text, &p.display().to_string()).map_err(
             |source| RenderError::Yaml {
                 file: p.clone(),
                 source,
@@ -715,13 +715,12 @@ impl<'a> Builder<'a> {
 
     fn parse_file(&mut self, path: &Path) -> Result<Vec<Map<String, Value>>, RenderError> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let objs = trueup_core::yaml::parse_objects(&text, &path.display().to_string()).map_err(
-            |source| RenderError::Yaml {
+        super::fastyaml::parse_objects(&text, &path.display().to_string()).map_err(|source| {
+            RenderError::Yaml {
                 file: path.to_path_buf(),
                 source,
-            },
-        )?;
-        Ok(objs.into_iter().map(|o| o.0).collect())
+            }
+        })
     }
 
     fn push_res(&self, _file: &Path, acc: &mut Acc, r: Res) -> Result<(), RenderError> {
@@ -1003,7 +1002,7 @@ impl<'a> Builder<'a> {
             (None, None) => return Err(field_err(file, field, "a patch needs `patch` or `path`")),
         };
         let origin = format!("{} ({field})", file.display());
-        let docs = trueup_core::yaml::parse_documents(&text, &origin).map_err(|source| {
+        let docs = super::fastyaml::parse_documents(&text, &origin).map_err(|source| {
             RenderError::Yaml {
                 file: file.to_path_buf(),
                 source,

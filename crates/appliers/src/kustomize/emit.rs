@@ -181,6 +181,12 @@ impl Emitter {
     }
 
     fn plain(&mut self, s: &str, indent: usize, allow_breaks: bool) {
+        // Nearly every plain scalar has no space or ends before the folding column: then no
+        // break can happen and the text goes out in one copy.
+        if !allow_breaks || !s.contains(' ') || self.column + char_count(s) <= BEST_WIDTH {
+            self.raw(s);
+            return;
+        }
         let mut spaces = false;
         let mut chars = s.chars().peekable();
         while let Some(c) = chars.next() {
@@ -440,12 +446,14 @@ fn analyze(s: &str) -> Analysis {
     if s.starts_with("---") || s.starts_with("...") {
         block_indicators = true;
     }
-    let chars: Vec<char> = s.chars().collect();
-    let n = chars.len();
+    // One pass with a one-character lookahead: this runs for every key and string emitted,
+    // so it must not allocate.
+    let mut chars = s.chars().peekable();
     let mut preceded_by_ws = true;
-    for i in 0..n {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
+    let mut i = 0usize;
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied();
+        let last = next.is_none();
         let followed_by_ws = next.is_none_or(|c| c == ' ' || c == '\t' || is_break(c));
         // Indicators that make a plain scalar unreadable in block context.
         if i == 0 {
@@ -472,7 +480,7 @@ fn analyze(s: &str) -> Analysis {
             if i == 0 {
                 leading_space = true;
             }
-            if i == n - 1 {
+            if last {
                 trailing_space = true;
             }
             if previous_break {
@@ -484,7 +492,7 @@ fn analyze(s: &str) -> Analysis {
             if i == 0 {
                 leading_break = true;
             }
-            if i == n - 1 {
+            if last {
                 trailing_break = true;
             }
             if previous_space {
@@ -497,6 +505,7 @@ fn analyze(s: &str) -> Analysis {
             previous_break = false;
         }
         preceded_by_ws = c == ' ' || c == '\t' || is_break(c);
+        i += 1;
     }
     let mut a = Analysis {
         multiline: line_breaks,

@@ -19,6 +19,7 @@
 
 mod build;
 pub mod emit;
+mod fastyaml;
 mod kustfile;
 mod nameref;
 mod resource;
