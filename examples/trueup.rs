@@ -71,6 +71,20 @@ enum Command {
         #[arg(long, default_value = "./cluster")]
         dir: PathBuf,
     },
+    /// Ask a running operator to reconcile an object now, like `flux reconcile` (sets
+    /// `reconcile.fluxcd.io/requestedAt`; the operator echoes it to lastHandledReconcileAt).
+    Reconcile {
+        /// gitrepository, ocirepository, kustomization, helmrelease, terraform, ...
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long, default_value = "flux-system")]
+        namespace: String,
+        /// Reconcile the object's source first.
+        #[arg(long)]
+        with_source: bool,
+        #[arg(long, default_value = "./cluster")]
+        dir: PathBuf,
+    },
     /// Print the recorded events.
     Events {
         #[arg(long, default_value = "./cluster")]
@@ -175,6 +189,48 @@ async fn run(cli: Cli) -> Result<bool> {
             let backend =
                 LocalBackend::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
             print!("{}", status_table(&fleet_objects(&backend).await?));
+            Ok(true)
+        }
+        Command::Reconcile {
+            kind,
+            name,
+            namespace,
+            with_source,
+            dir,
+        } => {
+            let backend =
+                LocalBackend::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+            let Some(kind) = FluxKind::ALL
+                .into_iter()
+                .find(|k| k.kind().eq_ignore_ascii_case(&kind))
+            else {
+                bail!("unknown kind '{kind}'");
+            };
+            let obj = backend
+                .get(&kind.ref_to(&namespace, &name))
+                .await?
+                .with_context(|| format!("{kind}/{namespace}/{name} not found"))?;
+            let now = trueup::core::time::rfc3339_nanos(std::time::SystemTime::now());
+            if with_source {
+                let source = obj
+                    .spec()
+                    .and_then(|s| s.get("sourceRef"))
+                    .and_then(|r| {
+                        serde_json::from_value::<
+                            trueup::core::api::meta::CrossNamespaceObjectReference,
+                        >(r.clone())
+                        .ok()
+                    })
+                    .and_then(|r| trueup::core::reconcile::source_ref(&namespace, &r));
+                if let Some(src) = source {
+                    if let Some(src_obj) = backend.get(&src).await? {
+                        request(&backend, src_obj, &now).await?;
+                        println!("requested {src}");
+                    }
+                }
+            }
+            request(&backend, obj, &now).await?;
+            println!("requested {kind}/{namespace}/{name} at {now}");
             Ok(true)
         }
         Command::Events { dir } => {
@@ -290,6 +346,15 @@ async fn serve_receivers(
         println!("receiver {receiver}: http://{}{path}", running.local_addr);
     }
     Ok(running)
+}
+
+/// Sets `reconcile.fluxcd.io/requestedAt` on an object; a running operator sees the change
+/// (its watch also notices writes from other processes) and reconciles it at once.
+async fn request(backend: &LocalBackend, mut obj: Object, at: &str) -> Result<()> {
+    obj.0.remove("status");
+    obj.set_annotation(trueup::core::runtime::REQUESTED_AT, at);
+    backend.apply(&obj, &ApplyOptions::default()).await?;
+    Ok(())
 }
 
 /// Prints events as they happen.

@@ -792,3 +792,97 @@ async fn a_kustomization_from_an_oci_artifact_pushed_to_a_real_registry() {
         .unwrap()
         .is_some());
 }
+
+/// `trueup reconcile --with-source` from another process: the running operator notices the
+/// annotation, fetches the new commit at once (not at its 1m interval) and echoes the request.
+#[test]
+fn reconcile_from_another_process_reaches_a_running_operator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let bin = trueup_bin();
+    let dir = tmp.path().join("cluster");
+    let url = format!("file://{}", repo.bare.display());
+    let mut operator = std::process::Command::new(&bin)
+        .args([
+            "operator",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--bootstrap",
+            &url,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let read = |name: &str, kind: FluxKind| {
+        let b = LocalBackend::open(&dir).unwrap();
+        rt.block_on(b.get(&kind.ref_to("flux-system", name)))
+            .ok()
+            .flatten()
+            .map(|o| Status::from_value(o.status()))
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("apps to be ready", &|| {
+        read("apps", FluxKind::Kustomization).is_some_and(|s| s.is_ready())
+    });
+
+    std::fs::write(
+        repo.work.join("infrastructure/production/extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra, namespace: flux-system}\n",
+    )
+    .unwrap();
+    let k = repo
+        .work
+        .join("infrastructure/production/kustomization.yaml");
+    std::fs::write(
+        &k,
+        std::fs::read_to_string(&k).unwrap() + "  - extra.yaml\n",
+    )
+    .unwrap();
+    let head = repo.commit("add extra");
+    let out = std::process::Command::new(&bin)
+        .args([
+            "reconcile",
+            "kustomization",
+            "infrastructure",
+            "--with-source",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requested = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    wait_for("the new commit to be applied", &|| {
+        read("infrastructure", FluxKind::Kustomization)
+            .is_some_and(|s| s.last_applied_revision == format!("main@sha1:{head}"))
+    });
+    let src = read("flux-system", FluxKind::GitRepository).unwrap();
+    assert_eq!(src.last_handled_reconcile_at, requested);
+    operator.kill().unwrap();
+    operator.wait().unwrap();
+}

@@ -23,6 +23,17 @@ pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }
 
+/// Like [`rfc3339`] with nanoseconds (`2024-05-01T12:00:00.123456789Z`), as Flux's CLI writes
+/// `requestedAt`: two requests in the same second must differ.
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let nanos = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .subsec_nanos();
+    let whole = rfc3339(t);
+    format!("{}.{nanos:09}Z", whole.trim_end_matches('Z'))
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
