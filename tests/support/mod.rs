@@ -202,3 +202,76 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A Helm chart packaged the way `helm package` lays it out: `<name>/Chart.yaml`, ... in a tgz.
+pub fn package_chart(name: &str, version: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let chart_yaml =
+        format!("apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"{version}\"\n");
+    let mut all: Vec<(String, String)> = vec![("Chart.yaml".into(), chart_yaml)];
+    all.extend(files.iter().map(|(p, c)| (p.to_string(), c.to_string())));
+    for (path, content) in all {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("{name}/{path}"), content.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// A Helm repository over HTTP on 127.0.0.1: `/index.yaml` and `/<name>-<version>.tgz`.
+pub struct HelmRepo {
+    pub url: String,
+}
+
+impl HelmRepo {
+    pub fn serve(charts: Vec<(String, String, Vec<u8>)>) -> HelmRepo {
+        use sha2::Digest;
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut index = String::from("apiVersion: v1\nentries:\n");
+        let mut files = std::collections::HashMap::new();
+        let mut by_name: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> =
+            Default::default();
+        for (name, version, tgz) in charts {
+            by_name.entry(name).or_default().push((version, tgz));
+        }
+        for (name, versions) in by_name {
+            index.push_str(&format!("  {name}:\n"));
+            for (version, tgz) in versions {
+                let file = format!("{name}-{version}.tgz");
+                index.push_str(&format!(
+                    "  - apiVersion: v2\n    name: {name}\n    version: {version}\n    digest: {}\n    urls:\n    - {url}/{file}\n",
+                    hex::encode(sha2::Sha256::digest(&tgz))
+                ));
+                files.insert(format!("/{file}"), tgz);
+            }
+        }
+        files.insert("/index.yaml".into(), index.into_bytes());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { break };
+                let mut buf = [0u8; 8192];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                match files.get(&path) {
+                    Some(body) => {
+                        let _ = s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+                        let _ = s.write_all(body);
+                    }
+                    None => {
+                        let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    }
+                }
+            }
+        });
+        HelmRepo { url }
+    }
+}
