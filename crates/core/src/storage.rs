@@ -274,7 +274,7 @@ impl ArtifactStore {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
-        files.sort_by(|a, b| b.0.cmp(&a.0));
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
         let keep_path = self.path_of(in_use);
         let mut removed = 0;
         for (_, path) in files.into_iter().skip(self.keep) {

@@ -63,7 +63,7 @@ fn serve(files: Vec<(String, Vec<u8>)>, auth: Option<&'static str>) -> Repo {
             };
             if let Some(a) = auth {
                 let want = format!("authorization: basic {}", base64_encode(a)).to_lowercase();
-                if !headers.iter().any(|h| *h == want) {
+                if !headers.contains(&want) {
                     reply(&mut s, "401 Unauthorized", "", b"");
                     continue;
                 }

@@ -70,9 +70,9 @@ impl GoDuration {
         let secs = d.as_secs();
         let text = if d.subsec_nanos() != 0 {
             format!("{}ms", d.as_millis())
-        } else if secs != 0 && secs % 3600 == 0 {
+        } else if secs != 0 && secs.is_multiple_of(3600) {
             format!("{}h", secs / 3600)
-        } else if secs != 0 && secs % 60 == 0 {
+        } else if secs != 0 && secs.is_multiple_of(60) {
             format!("{}m", secs / 60)
         } else {
             format!("{secs}s")

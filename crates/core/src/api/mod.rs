@@ -171,7 +171,9 @@ impl fmt::Display for FluxKind {
     }
 }
 
-/// Any of the objects trueup reconciles, typed.
+/// Any of the objects trueup reconciles, typed. Variants differ in size (a HelmRelease spec is
+/// large); values are short-lived parse results, so they are not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum FluxObject {
     GitRepository(GitRepository),

@@ -126,13 +126,11 @@ pub fn read_chart_entries<R: BufRead>(
         }
         // The first key under entries fixes the indentation of chart names.
         let ci = *chart_indent.get_or_insert(ind);
-        if ind == ci && !l.trim_start().starts_with('-') {
-            if key_of(l).as_deref() == Some(chart) {
-                collecting = true;
-                // Keep the key so the block parses as a one-key mapping.
-                block.push_str(l.trim_start());
-                block.push('\n');
-            }
+        if ind == ci && !l.trim_start().starts_with('-') && key_of(l).as_deref() == Some(chart) {
+            collecting = true;
+            // Keep the key so the block parses as a one-key mapping.
+            block.push_str(l.trim_start());
+            block.push('\n');
         }
     }
     if !saw_entries {
