@@ -19,8 +19,9 @@ const MAX_INCLUDE_NESTING: usize = 1000;
 /// The set of named templates visible during one execution.
 pub(crate) type TreeMap = HashMap<String, Arc<Tree>>;
 
-/// Cache of templates parsed by `tpl`, keyed by (template name, text).
-pub(crate) type TplCache = RefCell<HashMap<(Arc<str>, String), Rc<Vec<Arc<Tree>>>>>;
+/// Cache of templates parsed by `tpl`, keyed by text (every `tpl` template
+/// is named "gotpl", as in Helm v4).
+pub(crate) type TplCache = RefCell<HashMap<String, Rc<Vec<Arc<Tree>>>>>;
 
 enum Flow {
     Break,
@@ -39,19 +40,43 @@ pub struct State<'e> {
     pub(crate) trees: &'e TreeMap,
     /// Templates defined by `tpl` strings, visible only inside that `tpl` call.
     pub(crate) overlay: Vec<Rc<Vec<Arc<Tree>>>>,
-    pub(crate) tree: Arc<Tree>,
-    vars: Vec<(Rc<str>, Value)>,
+    pub(crate) tree: &'e Arc<Tree>,
+    vars: Vec<(&'e str, Value)>,
     depth: usize,
     pub(crate) includes: Rc<RefCell<HashMap<String, usize>>>,
     pub(crate) tpl_cache: &'e TplCache,
-    /// Position and text of the node being evaluated, for error context.
-    at: (usize, Option<String>),
+    /// Position and node being evaluated, for error context (formatted only
+    /// when an error is actually built).
+    at: (usize, Ctx<'e>),
+}
+
+/// The node whose text an error names (Go's ErrorContext), kept by reference
+/// so that evaluation never formats it unless an error needs it.
+#[derive(Clone, Copy)]
+enum Ctx<'e> {
+    None,
+    Arg(&'e Arg),
+    Cmd(&'e Command),
+    Name(&'e str),
+    Template(&'e str, Option<&'e Pipe>),
+}
+
+impl Ctx<'_> {
+    fn render(self) -> Option<String> {
+        match self {
+            Ctx::None => None,
+            Ctx::Arg(a) => Some(a.to_string()),
+            Ctx::Cmd(c) => Some(c.to_string()),
+            Ctx::Name(n) => Some(n.to_string()),
+            Ctx::Template(name, pipe) => Some(node_template_string(name, pipe)),
+        }
+    }
 }
 
 impl<'e> State<'e> {
     pub(crate) fn new(
         trees: &'e TreeMap,
-        tree: Arc<Tree>,
+        tree: &'e Arc<Tree>,
         dot: &Value,
         tpl_cache: &'e TplCache,
     ) -> Self {
@@ -59,17 +84,17 @@ impl<'e> State<'e> {
             trees,
             overlay: Vec::new(),
             tree,
-            vars: vec![(Rc::from("$"), dot.clone())],
+            vars: vec![("$", dot.clone())],
             depth: 0,
             includes: Rc::new(RefCell::new(HashMap::new())),
             tpl_cache,
-            at: (0, None),
+            at: (0, Ctx::None),
         }
     }
 
     /// Runs the current tree with `dot`, appending output to `out`.
     pub(crate) fn run(&mut self, dot: &Value, out: &mut String) -> Result<(), Error> {
-        let tree = self.tree.clone();
+        let tree = self.tree;
         match self.walk_list(dot, &tree.root, out) {
             Ok(()) => Ok(()),
             Err(Flow::Err(e)) => Err(e),
@@ -97,7 +122,10 @@ impl<'e> State<'e> {
         };
         {
             let mut inc = self.includes.borrow_mut();
-            let n = inc.entry(name.to_string()).or_insert(0);
+            let n = match inc.get_mut(name) {
+                Some(n) => n,
+                None => inc.entry(name.to_string()).or_insert(0),
+            };
             if *n > MAX_INCLUDE_NESTING {
                 return Err(FnError::Call(format!(
                     "rendering template has a nested reference name: {name}: unable to execute template"
@@ -114,12 +142,12 @@ impl<'e> State<'e> {
         let mut sub = State {
             trees: self.trees,
             overlay: self.overlay.clone(),
-            tree: tree.clone(),
-            vars: vec![(Rc::from("$"), dot.clone())],
+            tree: &tree,
+            vars: vec![("$", dot.clone())],
             depth: self.depth + 1,
             includes: self.includes.clone(),
             tpl_cache: self.tpl_cache,
-            at: (0, None),
+            at: (0, Ctx::None),
         };
         let mut out = String::new();
         let r = sub.run(dot, &mut out);
@@ -131,28 +159,28 @@ impl<'e> State<'e> {
     }
 
     fn error(&self, msg: impl Into<String>) -> Error {
-        let (pos, ctx) = &self.at;
+        let (pos, ctx) = self.at;
         Error::Exec {
-            location: self.tree.location(*pos),
+            location: self.tree.location(pos),
             name: self.tree.name.clone(),
-            context: ctx.clone(),
+            context: ctx.render(),
             message: msg.into(),
             source: None,
         }
     }
 
-    fn at(&mut self, pos: usize, ctx: impl FnOnce() -> String) {
-        self.at = (pos, Some(ctx()));
+    fn at(&mut self, pos: usize, ctx: Ctx<'e>) {
+        self.at = (pos, ctx);
     }
 
-    fn walk_list(&mut self, dot: &Value, list: &[Node], out: &mut String) -> Result<(), Flow> {
+    fn walk_list(&mut self, dot: &Value, list: &'e [Node], out: &mut String) -> Result<(), Flow> {
         for n in list {
             self.walk(dot, n, out)?;
         }
         Ok(())
     }
 
-    fn walk(&mut self, dot: &Value, node: &Node, out: &mut String) -> Result<(), Flow> {
+    fn walk(&mut self, dot: &Value, node: &'e Node, out: &mut String) -> Result<(), Flow> {
         match node {
             Node::Text(t) => out.push_str(t),
             Node::Action(pipe) => {
@@ -167,7 +195,7 @@ impl<'e> State<'e> {
             Node::Break(_) => return Err(Flow::Break),
             Node::Continue(_) => return Err(Flow::Continue),
             Node::Template { pos, name, pipe } => {
-                self.at(*pos, || node_template_string(name, pipe.as_ref()));
+                self.at(*pos, Ctx::Template(name, pipe.as_ref()));
                 let Some(tree) = self.lookup(name) else {
                     return Err(self.error(format!("template {name:?} not defined")).into());
                 };
@@ -185,12 +213,12 @@ impl<'e> State<'e> {
                 let mut sub = State {
                     trees: self.trees,
                     overlay: self.overlay.clone(),
-                    tree: tree.clone(),
-                    vars: vec![(Rc::from("$"), new_dot.clone())],
+                    tree: &tree,
+                    vars: vec![("$", new_dot.clone())],
                     depth: self.depth + 1,
                     includes: self.includes.clone(),
                     tpl_cache: self.tpl_cache,
-                    at: (0, None),
+                    at: (0, Ctx::None),
                 };
                 match sub.walk_list(&new_dot, &tree.root, out) {
                     Err(Flow::Err(e)) => return Err(Flow::Err(e)),
@@ -204,7 +232,7 @@ impl<'e> State<'e> {
     fn walk_if_with(
         &mut self,
         dot: &Value,
-        c: &Control,
+        c: &'e Control,
         with: bool,
         out: &mut String,
     ) -> Result<(), Flow> {
@@ -225,12 +253,15 @@ impl<'e> State<'e> {
         r
     }
 
-    fn walk_range(&mut self, dot: &Value, c: &Control, out: &mut String) -> Result<(), Flow> {
+    fn walk_range(&mut self, dot: &Value, c: &'e Control, out: &mut String) -> Result<(), Flow> {
         let outer = self.vars.len();
         let val = self.eval_pipeline(dot, &c.pipe)?;
         // Host objects that are Go maps underneath (`.Files`) range as maps.
         let val = match &val {
-            Value::Object(o) if !o.to_data().is_nil() => o.to_data(),
+            Value::Object(o) => match o.to_data() {
+                Value::Nil => val,
+                data => data,
+            },
             _ => val,
         };
         let mark = self.vars.len();
@@ -278,14 +309,14 @@ impl<'e> State<'e> {
                 Value::Map(m) => {
                     // Snapshot so the body may mutate the map (Go iterates a
                     // sorted copy of the keys too).
-                    let entries: Vec<(String, Value)> = m
+                    let entries: Vec<(Value, Value)> = m
                         .borrow()
                         .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .map(|(k, v)| (Value::str(k), v.clone()))
                         .collect();
                     for (k, v) in entries {
                         ran = true;
-                        if !one(self, Value::str(&k), v, out)? {
+                        if !one(self, k, v, out)? {
                             break;
                         }
                     }
@@ -332,7 +363,7 @@ impl<'e> State<'e> {
 
     fn set_var(&mut self, name: &str, v: Value) -> Result<(), Error> {
         for (n, slot) in self.vars.iter_mut().rev() {
-            if &**n == name {
+            if *n == name {
                 *slot = v;
                 return Ok(());
             }
@@ -342,14 +373,14 @@ impl<'e> State<'e> {
 
     fn var_value(&self, name: &str) -> Result<Value, Error> {
         for (n, v) in self.vars.iter().rev() {
-            if &**n == name {
+            if *n == name {
                 return Ok(v.clone());
             }
         }
         Err(self.error(format!("undefined variable: {name}")))
     }
 
-    fn eval_pipeline(&mut self, dot: &Value, pipe: &Pipe) -> Result<Value, Error> {
+    fn eval_pipeline(&mut self, dot: &Value, pipe: &'e Pipe) -> Result<Value, Error> {
         let mut value: Option<Value> = None;
         for cmd in &pipe.cmds {
             value = Some(self.eval_command(dot, cmd, value)?);
@@ -359,13 +390,13 @@ impl<'e> State<'e> {
             if pipe.is_assign {
                 self.set_var(name, value.clone())?;
             } else {
-                self.vars.push((Rc::from(name.as_str()), value.clone()));
+                self.vars.push((name.as_str(), value.clone()));
             }
         }
         Ok(value)
     }
 
-    fn not_a_function(&mut self, cmd: &Command, final_: &Option<Value>) -> Result<(), Error> {
+    fn not_a_function(&mut self, cmd: &'e Command, final_: &Option<Value>) -> Result<(), Error> {
         if cmd.args.len() > 1 || final_.is_some() {
             return Err(self.error(format!(
                 "can't give argument to non-function {}",
@@ -378,30 +409,38 @@ impl<'e> State<'e> {
     fn eval_command(
         &mut self,
         dot: &Value,
-        cmd: &Command,
+        cmd: &'e Command,
         final_: Option<Value>,
     ) -> Result<Value, Error> {
         let first = &cmd.args[0];
         match first {
             Arg::Field { pos, idents } => {
-                self.at(*pos, || first.to_string());
+                self.at(*pos, Ctx::Arg(first));
                 self.eval_field_chain(dot, dot.clone(), first, idents, cmd, final_)
             }
             Arg::Chain { pos, node, idents } => {
-                self.at(*pos, || first.to_string());
+                self.at(*pos, Ctx::Arg(first));
                 if let Arg::Nil(_) = **node {
                     return Err(self.error(format!("indirection through explicit nil in {first}")));
                 }
                 let recv = self.eval_arg(dot, node)?;
                 self.eval_field_chain(dot, recv, first, idents, cmd, final_)
             }
-            Arg::Identifier { name, .. } => self.eval_function(dot, name, cmd, final_),
+            Arg::Identifier { name, .. } => self.eval_function(
+                dot,
+                name,
+                cmd.pos,
+                first.pos(),
+                &cmd.args[1..],
+                Ctx::Cmd(cmd),
+                final_,
+            ),
             Arg::Pipe(p) => {
                 self.not_a_function(cmd, &final_)?;
                 self.eval_pipeline(dot, p)
             }
             Arg::Variable { pos, name, idents } => {
-                self.at(*pos, || first.to_string());
+                self.at(*pos, Ctx::Arg(first));
                 let v = self.var_value(name)?;
                 if idents.is_empty() {
                     self.not_a_function(cmd, &final_)?;
@@ -410,14 +449,14 @@ impl<'e> State<'e> {
                 self.eval_field_chain(dot, v, first, idents, cmd, final_)
             }
             _ => {
-                self.at(first.pos(), || first.to_string());
+                self.at(first.pos(), Ctx::Arg(first));
                 self.not_a_function(cmd, &final_)?;
                 match first {
                     Arg::Bool(_, b) => Ok(Value::Bool(*b)),
                     Arg::Dot(_) => Ok(dot.clone()),
                     Arg::Nil(_) => Err(self.error("nil is not a command")),
                     Arg::Number { value, .. } => Ok(number_value(value)),
-                    Arg::String { value, .. } => Ok(Value::String(Rc::from(&**value))),
+                    Arg::String { value, .. } => Ok(Value::String(value.clone())),
                     _ => Ok(Value::Nil),
                 }
             }
@@ -425,14 +464,14 @@ impl<'e> State<'e> {
     }
 
     /// Evaluates an argument (not in command position).
-    fn eval_arg(&mut self, dot: &Value, arg: &Arg) -> Result<Value, Error> {
-        self.at(arg.pos(), || arg.to_string());
+    fn eval_arg(&mut self, dot: &Value, arg: &'e Arg) -> Result<Value, Error> {
+        self.at(arg.pos(), Ctx::Arg(arg));
         match arg {
             Arg::Dot(_) => Ok(dot.clone()),
             Arg::Nil(_) => Ok(Value::Nil),
             Arg::Bool(_, b) => Ok(Value::Bool(*b)),
             Arg::Number { value, .. } => Ok(number_value(value)),
-            Arg::String { value, .. } => Ok(Value::String(Rc::from(&**value))),
+            Arg::String { value, .. } => Ok(Value::String(value.clone())),
             Arg::Field { idents, .. } => {
                 let mut recv = dot.clone();
                 for (i, id) in idents.iter().enumerate() {
@@ -452,7 +491,7 @@ impl<'e> State<'e> {
                     return Err(self.error(format!("indirection through explicit nil in {arg}")));
                 }
                 let mut recv = self.eval_arg(dot, node)?;
-                self.at(arg.pos(), || arg.to_string());
+                self.at(arg.pos(), Ctx::Arg(arg));
                 for id in idents {
                     recv = self.eval_field(id, &[], None, recv, false)?;
                 }
@@ -460,15 +499,9 @@ impl<'e> State<'e> {
             }
             Arg::Pipe(p) => self.eval_pipeline(dot, p),
             Arg::Identifier { name, pos } => {
-                // A function used as an argument is called with no arguments.
-                let cmd = Command {
-                    pos: *pos,
-                    args: vec![Arg::Identifier {
-                        pos: *pos,
-                        name: name.clone(),
-                    }],
-                };
-                self.eval_function(dot, name, &cmd, None)
+                // A function used as an argument is called with no arguments
+                // (a one-word command, which prints as just its name).
+                self.eval_function(dot, name, *pos, *pos, &[], Ctx::Name(name), None)
             }
         }
     }
@@ -477,9 +510,9 @@ impl<'e> State<'e> {
         &mut self,
         dot: &Value,
         mut recv: Value,
-        node: &Arg,
-        idents: &[String],
-        cmd: &Command,
+        node: &'e Arg,
+        idents: &'e [String],
+        cmd: &'e Command,
         final_: Option<Value>,
     ) -> Result<Value, Error> {
         let n = idents.len();
@@ -492,7 +525,7 @@ impl<'e> State<'e> {
         for a in &cmd.args[1..] {
             args.push(self.eval_arg(dot, a)?);
         }
-        self.at(node.pos(), || node.to_string());
+        self.at(node.pos(), Ctx::Arg(node));
         self.eval_field(&idents[n - 1], &args, final_, recv, from_dot && n == 1)
             .map_err(|e| e)
             .and_then(|v| {
@@ -554,29 +587,33 @@ impl<'e> State<'e> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn eval_function(
         &mut self,
         dot: &Value,
-        name: &str,
-        cmd: &Command,
+        name: &'e str,
+        cmd_pos: usize,
+        first_pos: usize,
+        rest: &'e [Arg],
+        ctx: Ctx<'e>,
         final_: Option<Value>,
     ) -> Result<Value, Error> {
         let Some(func) = funcs::lookup(name) else {
-            self.at(cmd.pos, || cmd.to_string());
+            self.at(cmd_pos, ctx);
             return Err(self.error(format!("{name:?} is not a defined function")));
         };
-        let nargs = cmd.args.len() - 1 + usize::from(final_.is_some());
+        let nargs = rest.len() + usize::from(final_.is_some());
         match func {
             Func::And | Func::Or => {
                 if nargs == 0 {
-                    self.at(cmd.pos, || cmd.to_string());
+                    self.at(cmd_pos, ctx);
                     return Err(self.error(format!(
                         "wrong number of args for {name}: want at least 1 got 0"
                     )));
                 }
                 let is_and = matches!(func, Func::And);
                 let mut last = Value::Nil;
-                for a in &cmd.args[1..] {
+                for a in rest {
                     last = self.eval_arg(dot, a)?;
                     if last.truthy() != is_and {
                         return Ok(last);
@@ -598,7 +635,7 @@ impl<'e> State<'e> {
                         nargs != fixed
                     };
                     if bad {
-                        self.at(cmd.args[0].pos(), || name.to_string());
+                        self.at(first_pos, Ctx::Name(name));
                         return Err(self.error(if variadic {
                             format!(
                                 "wrong number of args for {name}: want at least {} got {nargs}",
@@ -624,10 +661,10 @@ impl<'e> State<'e> {
                     }
                 };
                 let mut args = Vec::with_capacity(nargs);
-                for (i, a) in cmd.args[1..].iter().enumerate() {
+                for (i, a) in rest.iter().enumerate() {
                     let v = self.eval_arg(dot, a)?;
                     if let Err(m) = funcs::check_arg(kind_at(i), &v) {
-                        self.at(a.pos(), || a.to_string());
+                        self.at(a.pos(), Ctx::Arg(a));
                         // A literal nil has no type at all.
                         let m = if let Arg::Nil(_) = a {
                             m.split(';')
@@ -648,7 +685,7 @@ impl<'e> State<'e> {
                     }
                     args.push(v);
                 }
-                self.at(cmd.pos, || cmd.to_string());
+                self.at(cmd_pos, ctx);
                 let r = match func {
                     Func::Plain(f) => f(&args),
                     Func::Ctx(g) => g(self, &args),

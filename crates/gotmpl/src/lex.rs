@@ -3,21 +3,23 @@
 
 /// Token kinds; `Space` is kept because `$x .y` (with a space) is two operands
 /// while `$x.y` is a chain.
+use std::rc::Rc;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
-    Text(String),
+    Text(Rc<str>),
     LeftDelim,
     RightDelim,
     Space,
-    Identifier(String),
+    Identifier(Rc<str>),
     Keyword(&'static str),
-    Field(String),
-    Variable(String),
+    Field(Rc<str>),
+    Variable(Rc<str>),
     /// A quoted or raw string: (source text, decoded value).
-    Str(String, String),
+    Str(Rc<str>, Rc<str>),
     /// A character constant: (source text, code point).
-    Char(String, i64),
-    Number(String),
+    Char(Rc<str>, i64),
+    Number(Rc<str>),
     Bool(bool),
     Nil,
     Dot,
@@ -110,7 +112,7 @@ impl<'a> Lexer<'a> {
                 text = text.trim_end_matches([' ', '\t', '\r', '\n']);
             }
             if !text.is_empty() {
-                self.emit(Tok::Text(text.to_string()), text_start);
+                self.emit(Tok::Text(text.into()), text_start);
             }
             let Some(_) = next else {
                 self.emit(Tok::Eof, self.src.len());
@@ -232,10 +234,7 @@ impl<'a> Lexer<'a> {
                     };
                     let raw = &rest[1..1 + end];
                     self.pos += end + 2;
-                    self.emit(
-                        Tok::Str(rest[..end + 2].to_string(), raw.to_string()),
-                        start,
-                    );
+                    self.emit(Tok::Str(rest[..end + 2].into(), raw.into()), start);
                 }
                 '\'' => self.lex_char()?,
                 '$' => {
@@ -243,7 +242,7 @@ impl<'a> Lexer<'a> {
                     self.scan_alnum();
                     let name = self.src[start..self.pos].to_string();
                     self.check_terminator()?;
-                    self.emit(Tok::Variable(name), start);
+                    self.emit(Tok::Variable(name.into()), start);
                 }
                 '.' => {
                     if rest.len() > 1 && rest.as_bytes()[1].is_ascii_digit() {
@@ -257,7 +256,7 @@ impl<'a> Lexer<'a> {
                         } else {
                             let name = self.src[s..self.pos].to_string();
                             self.check_terminator()?;
-                            self.emit(Tok::Field(name), start);
+                            self.emit(Tok::Field(name.into()), start);
                         }
                     }
                 }
@@ -273,7 +272,7 @@ impl<'a> Lexer<'a> {
                     } else if word == "nil" {
                         Tok::Nil
                     } else {
-                        Tok::Identifier(word.to_string())
+                        Tok::Identifier(word.into())
                     };
                     self.emit(tok, start);
                 }
@@ -375,7 +374,7 @@ impl<'a> Lexer<'a> {
             );
         }
         self.pos = i;
-        self.emit(Tok::Number(self.src[start..i].to_string()), start);
+        self.emit(Tok::Number(self.src[start..i].into()), start);
         Ok(())
     }
 
@@ -396,7 +395,7 @@ impl<'a> Lexer<'a> {
         let raw = &self.src[start..=i];
         let val = unquote(&raw[1..raw.len() - 1]).map_err(|m| LexError { pos: start, msg: m })?;
         self.pos = i + 1;
-        self.emit(Tok::Str(raw.to_string(), val), start);
+        self.emit(Tok::Str(raw.into(), val.into()), start);
         Ok(())
     }
 
@@ -428,7 +427,7 @@ impl<'a> Lexer<'a> {
             return self.err(start, format!("malformed character constant: {raw}"));
         };
         self.pos = i + 1;
-        self.emit(Tok::Char(raw.to_string(), c as i64), start);
+        self.emit(Tok::Char(raw.into(), c as i64), start);
         Ok(())
     }
 }

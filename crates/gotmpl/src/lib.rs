@@ -235,7 +235,7 @@ impl Templates {
             .trees
             .get(name)
             .ok_or_else(|| Error::NoTemplate(name.to_string()))?;
-        let mut st = State::new(&self.trees, tree.clone(), data, &self.tpl_cache);
+        let mut st = State::new(&self.trees, tree, data, &self.tpl_cache);
         let mut out = String::new();
         st.run(data, &mut out)?;
         if !self.keep_no_value && out.contains("<no value>") {
@@ -249,7 +249,7 @@ impl Templates {
         let trees = parse::parse(name, src, &funcs::has_function).map_err(Error::Parse)?;
         let trees: Vec<Arc<Tree>> = trees.into_iter().map(Arc::new).collect();
         let main = trees[0].clone();
-        let mut st = State::new(&self.trees, main, data, &self.tpl_cache);
+        let mut st = State::new(&self.trees, &main, data, &self.tpl_cache);
         st.overlay.push(Rc::new(trees));
         let mut out = String::new();
         st.run(data, &mut out)?;
@@ -264,21 +264,21 @@ impl Templates {
 /// with access to every define, and renders it with `data`.
 pub(crate) fn tpl(st: &mut State<'_>, text: &str, data: &Value) -> Result<Value, FnError> {
     // Helm v4 parses tpl text as a template named "gotpl".
-    let name: Arc<str> = Arc::from("gotpl");
-    let key = (name.clone(), text.to_string());
-    let cached = st.tpl_cache.borrow().get(&key).cloned();
+    let cached = st.tpl_cache.borrow().get(text).cloned();
     let trees = match cached {
         Some(t) => t,
         None => {
-            let parsed = parse::parse(&name, text, &funcs::has_function)
+            let parsed = parse::parse("gotpl", text, &funcs::has_function)
                 .map_err(|e| FnError::Call(format!("cannot parse template {text:?}: {e}")))?;
             let t: Rc<Vec<Arc<Tree>>> = Rc::new(parsed.into_iter().map(Arc::new).collect());
-            st.tpl_cache.borrow_mut().insert(key, t.clone());
+            st.tpl_cache
+                .borrow_mut()
+                .insert(text.to_string(), t.clone());
             t
         }
     };
     let main = trees[0].clone();
-    let mut sub = State::new(st.trees, main, data, st.tpl_cache);
+    let mut sub = State::new(st.trees, &main, data, st.tpl_cache);
     sub.overlay = st.overlay.clone();
     sub.overlay.push(trees);
     sub.includes = st.includes.clone();

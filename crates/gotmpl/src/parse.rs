@@ -4,6 +4,7 @@
 
 use crate::lex::{lex, Tok, Token};
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// One parsed template (a file body or a `define`).
@@ -118,7 +119,7 @@ pub enum Arg {
     String {
         pos: usize,
         quoted: String,
-        value: Arc<str>,
+        value: Rc<str>,
     },
     Pipe(Box<Pipe>),
 }
@@ -326,7 +327,7 @@ impl<'a> Parser<'a> {
             Tok::Keyword(k) => format!("<{k}>"),
             Tok::Field(s) => format!("\".{s}\""),
             Tok::Variable(s) => format!("{s:?}"),
-            Tok::Str(q, _) | Tok::Char(q, _) => q.clone(),
+            Tok::Str(q, _) | Tok::Char(q, _) => q.to_string(),
             Tok::Bool(b) => format!("\"{b}\""),
             Tok::Nil => "nil".into(),
             Tok::Dot => "\".\"".into(),
@@ -377,7 +378,7 @@ impl<'a> Parser<'a> {
     fn template_name(&mut self, context: &str) -> Result<String, ParseError> {
         let t = self.next_non_space();
         match t.tok {
-            Tok::Str(_, v) => Ok(v),
+            Tok::Str(_, v) => Ok(v.to_string()),
             _ => self.unexpected(&t, context),
         }
     }
@@ -424,7 +425,7 @@ impl<'a> Parser<'a> {
     fn text_or_action(&mut self) -> Result<Item, ParseError> {
         let t = self.next_non_space();
         match t.tok {
-            Tok::Text(s) => Ok(Item::Node(Node::Text(s))),
+            Tok::Text(s) => Ok(Item::Node(Node::Text(s.to_string()))),
             Tok::LeftDelim => self.action(),
             _ => self.unexpected(&t, "input"),
         }
@@ -583,14 +584,14 @@ impl<'a> Parser<'a> {
                 Tok::Declare | Tok::Assign => {
                     pipe.is_assign = self.peek().tok == Tok::Assign;
                     self.next();
-                    pipe.decl.push(name.clone());
-                    self.vars.push(name);
+                    pipe.decl.push(name.to_string());
+                    self.vars.push(name.to_string());
                     break;
                 }
                 Tok::Comma => {
                     self.next();
-                    pipe.decl.push(name.clone());
-                    self.vars.push(name);
+                    pipe.decl.push(name.to_string());
+                    self.vars.push(name.to_string());
                     if context == "range" && pipe.decl.len() < 2 {
                         match self.peek_non_space().tok {
                             Tok::Variable(_) | Tok::RightDelim | Tok::RightParen => continue,
@@ -683,7 +684,7 @@ impl<'a> Parser<'a> {
             let chain_pos = self.peek().pos;
             let mut idents = Vec::new();
             while let Tok::Field(f) = &self.peek().tok {
-                idents.push(f.clone());
+                idents.push(f.to_string());
                 self.next();
             }
             return Ok(Some(match node {
@@ -736,32 +737,39 @@ impl<'a> Parser<'a> {
                 if !(self.has_func)(&name) {
                     return self.err(pos, format!("function {name:?} not defined"));
                 }
-                Arg::Identifier { pos, name }
+                Arg::Identifier {
+                    pos,
+                    name: name.to_string(),
+                }
             }
             Tok::Dot => Arg::Dot(pos),
             Tok::Nil => Arg::Nil(pos),
             Tok::Variable(name) => {
-                if !self.vars.iter().any(|v| *v == name) {
+                if !self.vars.iter().any(|v| **v == *name) {
                     return self.err(pos, format!("undefined variable {name:?}"));
                 }
                 Arg::Variable {
                     pos,
-                    name,
+                    name: name.to_string(),
                     idents: Vec::new(),
                 }
             }
             Tok::Field(f) => Arg::Field {
                 pos,
-                idents: vec![f],
+                idents: vec![f.to_string()],
             },
             Tok::Bool(b) => Arg::Bool(pos, b),
             Tok::Char(text, c) => Arg::Number {
                 pos,
-                text,
+                text: text.to_string(),
                 value: Number::Int(c),
             },
             Tok::Number(text) => match parse_number(&text) {
-                Some(value) => Arg::Number { pos, text, value },
+                Some(value) => Arg::Number {
+                    pos,
+                    text: text.to_string(),
+                    value,
+                },
                 None => return self.err(pos, format!("illegal number syntax: {text:?}")),
             },
             Tok::LeftParen => Arg::Pipe(Box::new(
@@ -769,8 +777,8 @@ impl<'a> Parser<'a> {
             )),
             Tok::Str(quoted, value) => Arg::String {
                 pos,
-                quoted,
-                value: Arc::from(value),
+                quoted: quoted.to_string(),
+                value,
             },
             _ => {
                 self.i -= 1;
