@@ -338,10 +338,15 @@ pub fn fix(res: &mut [Res], extra: &[RefRule]) {
     for r in res.iter_mut() {
         let referrer_cluster = r.is_cluster_scoped();
         let referrer_ns = r.namespace().to_string();
+        let (r_kind, r_group, r_version) = (
+            r.kind().to_string(),
+            r.group().to_string(),
+            r.version().to_string(),
+        );
         for p in &prepared {
             let targets = &p.targets;
             for f in &p.rule.referrers {
-                if !f.selects(r) {
+                if !f.selects_gvk(&r_kind, &r_group, &r_version) {
                     continue;
                 }
                 let pick = |old: &str| -> Option<&Cand> {

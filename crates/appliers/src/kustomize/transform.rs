@@ -48,6 +48,13 @@ impl Fs {
             && self.group.as_deref().is_none_or(|g| g == r.group())
             && self.version.as_deref().is_none_or(|v| v == r.version())
     }
+
+    /// `selects` with the resource's kind, group and version looked up once by the caller.
+    pub fn selects_gvk(&self, kind: &str, group: &str, version: &str) -> bool {
+        self.kind.as_deref().is_none_or(|k| k == kind)
+            && self.group.as_deref().is_none_or(|g| g == group)
+            && self.version.as_deref().is_none_or(|v| v == version)
+    }
 }
 
 pub fn split_path(p: &str) -> Vec<String> {
@@ -85,17 +92,21 @@ pub fn walk(v: &mut Value, path: &[String], create: bool, f: &mut dyn FnMut(&mut
             }
         }
         Value::Object(m) => {
-            if !m.contains_key(seg.as_str()) {
-                if !create {
-                    return;
-                }
-                let fresh = if rest.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Object(Map::new())
-                };
-                m.insert(seg.clone(), fresh);
+            // One lookup on the common path (the key exists, or it is absent and nothing is
+            // created); the second lookup only happens after an insert.
+            if let Some(child) = m.get_mut(seg.as_str()) {
+                walk(child, rest, create, f);
+                return;
             }
+            if !create {
+                return;
+            }
+            let fresh = if rest.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(Map::new())
+            };
+            m.insert(seg.clone(), fresh);
             if let Some(child) = m.get_mut(seg.as_str()) {
                 walk(child, rest, create, f);
             }
