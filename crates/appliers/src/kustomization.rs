@@ -5,7 +5,7 @@ use crate::kustomize::{render_with_overlay, Overlay, RenderOptions};
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 use futures::FutureExt;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use trueup_core::api::kustomize::KustomizationSpec;
 use trueup_core::object::{Object, ObjectRef};
@@ -433,15 +433,6 @@ impl Applier for KustomizeApplier {
     ) -> Result<Vec<ObjectRef>, ApplyError> {
         self.delete_objects(backend, None, refs_of(inventory)).await
     }
-}
-
-/// Groups applied objects by action, for summaries.
-pub fn count_actions(changes: &[(ObjectRef, ApplyAction)]) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    for (_, a) in changes {
-        *m.entry(a.as_str()).or_insert(0) += 1;
-    }
-    m
 }
 
 #[cfg(test)]

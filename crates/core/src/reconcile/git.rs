@@ -175,12 +175,8 @@ where
                 && self.store.contains(current)
                 && included_revisions(&status) == include_revs
             {
-                let mut status = status;
-                let now = crate::time::now_rfc3339();
                 let message = format!("stored artifact for revision '{}'", resolved.revision);
-                status.observed_generation = obj.generation();
-                status.mark_ready(reason::SUCCEEDED, message, obj.generation(), &now);
-                return Outcome::new(Verdict::Ready, status);
+                return Outcome::unchanged(obj, status, message);
             }
         }
 

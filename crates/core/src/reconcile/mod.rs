@@ -86,6 +86,15 @@ impl Outcome {
         out
     }
 
+    /// Ready with nothing new to do (a source whose revision did not change): the condition is
+    /// refreshed for the current generation, no event is sent.
+    pub fn unchanged(obj: &Object, mut status: Status, message: String) -> Self {
+        let now = crate::time::now_rfc3339();
+        status.observed_generation = obj.generation();
+        status.mark_ready(reason::SUCCEEDED, message, obj.generation(), &now);
+        Outcome::new(Verdict::Ready, status)
+    }
+
     /// Waiting on something else: Ready=False, no event (it is not a failure).
     pub fn waiting(obj: &Object, mut status: Status, why: &str, message: String) -> Self {
         let now = crate::time::now_rfc3339();

@@ -174,12 +174,8 @@ where
         // Unchanged digest and the archive still in storage: nothing to download.
         if let Some(current) = &status.artifact {
             if current.revision == resolved.revision && self.store.contains(current) {
-                let mut status = status;
-                let now = crate::time::now_rfc3339();
                 let message = format!("stored artifact for digest '{}'", resolved.revision);
-                status.observed_generation = obj.generation();
-                status.mark_ready(reason::SUCCEEDED, message, obj.generation(), &now);
-                return Outcome::new(Verdict::Ready, status);
+                return Outcome::unchanged(obj, status, message);
             }
         }
 
