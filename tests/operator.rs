@@ -22,7 +22,24 @@ async fn bootstrap(backend: &LocalBackend, url: &str, branch: &str) {
          apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: {url}\n  ref: {{branch: {branch}}}\n---\n\
          apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./clusters/production\n  prune: true\n  sourceRef: {{kind: GitRepository, name: flux-system}}\n"
     );
-    for o in trueup::core::yaml::parse_objects(&text, "bootstrap").unwrap() {
+    apply_yaml(&backend, &text).await;
+}
+
+/// A local cluster under `root/cluster`; durable writes are not what these tests check.
+fn local_cluster(root: &Path) -> LocalBackend {
+    LocalBackend::open_with(
+        root.join("cluster"),
+        LocalOptions {
+            durable: false,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Applies every object of a multi-document YAML text.
+async fn apply_yaml(backend: &LocalBackend, text: &str) {
+    for o in trueup::core::yaml::parse_objects(text, "test objects").unwrap() {
         backend.apply(&o, &ApplyOptions::default()).await.unwrap();
     }
 }
@@ -41,14 +58,7 @@ async fn a_fleet_from_git_daemon_reconciles_prunes_and_skips_unchanged_revisions
     let tmp = tempfile::tempdir().unwrap();
     let repo = FleetRepo::new(tmp.path());
     let daemon = GitDaemon::start(&repo.base);
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     bootstrap(&backend, &daemon.url("fleet.git"), "main").await;
     let rt = runtime(&backend);
 
@@ -170,14 +180,7 @@ async fn an_unknown_branch_is_named_in_the_condition_and_dependents_wait() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = FleetRepo::new(tmp.path());
     let daemon = GitDaemon::start(&repo.base);
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     bootstrap(&backend, &daemon.url("fleet.git"), "no-such-branch").await;
     let snap = runtime(&backend)
         .run_until_settled(CancellationToken::new())
@@ -218,14 +221,7 @@ async fn an_unreachable_server_fails_clearly() {
         .local_addr()
         .unwrap()
         .port();
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     bootstrap(
         &backend,
         &format!("git://127.0.0.1:{port}/fleet.git"),
@@ -484,23 +480,14 @@ async fn includes_and_ignore_rules_shape_the_artifact() {
     std::fs::write(repo.work.join("scratch/tmp.yaml"), "x: 1\n").unwrap();
     repo.commit("docs and scratch");
 
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     let text = format!(
         "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: lib, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{lib}\n  ref: {{branch: main}}\n---\n\
          apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{fleet}\n  ref: {{branch: main}}\n  ignore: |\n    /scratch/\n  include:\n    - repository: {{name: lib}}\n      fromPath: shared\n      toPath: vendor/lib\n",
         lib = lib.display(),
         fleet = repo.bare.display()
     );
-    for o in trueup::core::yaml::parse_objects(&text, "sources.yaml").unwrap() {
-        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
-    }
+    apply_yaml(&backend, &text).await;
     let snap = runtime(&backend)
         .run_until_settled(CancellationToken::new())
         .await
@@ -591,14 +578,7 @@ async fn the_seed_slack_alert_delivers_reconcile_failures() {
         }
     });
 
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     let seed = include_str!("../crates/core/tests/seed/notifications.yaml");
     let extra = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: slack-webhook-url, namespace: flux-system}}\nstringData:\n  address: http://127.0.0.1:{port}/services/T000/B000/XXXX\n---\n\
@@ -650,14 +630,7 @@ async fn the_seed_slack_alert_delivers_reconcile_failures() {
 async fn terraform_plans_wait_for_approval_by_id() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = FleetRepo::new(tmp.path());
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     let tf = |approve: &str| {
         format!(
             "apiVersion: infra.contrib.fluxcd.io/v1alpha2\nkind: Terraform\nmetadata: {{name: vpc, namespace: flux-system}}\nspec:\n  interval: 15m\n  approvePlan: \"{approve}\"\n  path: ./terraform/vpc\n  sourceRef: {{kind: GitRepository, name: fleet, namespace: flux-system}}\n  vars:\n    - {{name: cluster_name, value: production-eks}}\n    - {{name: vpc_cidr, value: \"10.0.0.0/16\"}}\n"
@@ -668,9 +641,7 @@ async fn terraform_plans_wait_for_approval_by_id() {
         repo.bare.display()
     );
     for text in [git_repo, tf("")] {
-        for o in trueup::core::yaml::parse_objects(&text, "objects").unwrap() {
-            backend.apply(&o, &ApplyOptions::default()).await.unwrap();
-        }
+        apply_yaml(&backend, &text).await;
     }
     let rt = runtime(&backend);
     rt.run_until_settled(CancellationToken::new())
@@ -701,9 +672,7 @@ async fn terraform_plans_wait_for_approval_by_id() {
     );
     assert!(st.last_applied_revision.is_empty());
 
-    for o in trueup::core::yaml::parse_objects(&tf(&pending), "approve").unwrap() {
-        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
-    }
+    apply_yaml(&backend, &tf(&pending)).await;
     let snap = rt
         .run_until_settled(CancellationToken::new())
         .await
@@ -738,22 +707,13 @@ async fn a_kustomization_from_an_oci_artifact_pushed_to_a_real_registry() {
         .await
         .unwrap();
 
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     let text = format!(
         "apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: manifests, namespace: flux-system}}\nspec:\n  interval: 5m\n  url: oci://{}/fleet/manifests\n  insecure: true\n  ref: {{semver: \">=1.0.0\"}}\n---\n\
          apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: infrastructure, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./infrastructure/production\n  prune: true\n  sourceRef: {{kind: OCIRepository, name: manifests}}\n",
         registry.addr
     );
-    for o in trueup::core::yaml::parse_objects(&text, "oci.yaml").unwrap() {
-        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
-    }
+    apply_yaml(&backend, &text).await;
     let snap = runtime(&backend)
         .run_until_settled(CancellationToken::new())
         .await
@@ -931,23 +891,14 @@ async fn the_seed_helm_release_installs_on_the_local_backend() {
     .unwrap();
     repo.commit("monitoring");
 
-    let backend = LocalBackend::open_with(
-        tmp.path().join("cluster"),
-        LocalOptions {
-            durable: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let backend = local_cluster(tmp.path());
     let text = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: grafana-creds, namespace: flux-system}}\nstringData:\n  GRAFANA_ADMIN_PASSWORD: s3cr3t-from-secret\n---\n\
          apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{}\n  ref: {{branch: main}}\n---\n\
          apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: monitoring, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./monitoring\n  prune: true\n  sourceRef: {{kind: GitRepository, name: fleet}}\n  postBuild:\n    substituteFrom:\n      - {{kind: Secret, name: grafana-creds}}\n",
         repo.bare.display()
     );
-    for o in trueup::core::yaml::parse_objects(&text, "objects").unwrap() {
-        backend.apply(&o, &ApplyOptions::default()).await.unwrap();
-    }
+    apply_yaml(&backend, &text).await;
     let snap = runtime(&backend)
         .run_until_settled(CancellationToken::new())
         .await
