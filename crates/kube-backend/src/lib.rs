@@ -16,6 +16,7 @@
 //! - `record_event` writes core/v1 Events; `health` follows kstatus rules ([`health`]);
 //!   `watch` merges kube-runtime watchers (which list, watch and re-list with backoff).
 
+pub mod crd;
 pub mod health;
 
 use async_trait::async_trait;
