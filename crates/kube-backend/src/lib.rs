@@ -92,6 +92,17 @@ fn kube_err(r: &ObjectRef, action: &str, e: kube::Error) -> BackendError {
             object: r.clone(),
             message: format!("{action}: {}", s.message),
         },
+        // Older servers (v1.20 among them) answer a server-side apply whose field has the wrong type with
+        // 500 and "failed to create typed patch object: .spec.interval: expected string, ...":
+        // the input is at fault, not the server.
+        kube::Error::Api(s)
+            if s.code == 500 && s.message.starts_with("failed to create typed patch object") =>
+        {
+            BackendError::Invalid {
+                object: r.clone(),
+                message: format!("{action}: {}", s.message),
+            }
+        }
         _ => other(format!("{action} {r}"), e),
     }
 }

@@ -342,31 +342,60 @@ async fn errors_name_the_object() {
     assert!(err.to_string().contains("Service/t-errors/s"), "{err}");
 }
 
-const GITREPO_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: gitrepositories.source.toolkit.fluxcd.io
-spec:
-  group: source.toolkit.fluxcd.io
-  names:
-    kind: GitRepository
-    listKind: GitRepositoryList
-    plural: gitrepositories
-    singular: gitrepository
-    shortNames: [gitrepo]
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-    subresources:
-      status: {}
-"#;
+/// The committed CRDs of every Flux kind (`config/crd`, generated from the API types).
+fn flux_crd_objects() -> Vec<Object> {
+    let dir = repo_root().join("config/crd");
+    let listing: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(dir.join("kustomization.yaml"))
+            .expect("config/crd/kustomization.yaml"),
+    )
+    .expect("kustomization yaml");
+    let mut out = Vec::new();
+    for file in listing["resources"].as_array().expect("resources") {
+        let file = file.as_str().unwrap();
+        let text = std::fs::read_to_string(dir.join(file)).expect(file);
+        out.extend(trueup_core::yaml::parse_objects(&text, file).expect(file));
+    }
+    out
+}
+
+/// Installs the generated Flux CRDs once per test process, by server-side apply through the
+/// backend, and waits until each is Established. The first caller also checks that a backend
+/// which found a kind missing serves it once its CRD is applied (discovery must not remember
+/// the absence). Every test that needs Flux kinds goes through here, so none races another.
+async fn flux_crds(b: &KubeBackend) {
+    static DONE: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let mut done = DONE.lock().await;
+    if *done {
+        return;
+    }
+    let gr = ObjectRef::new(
+        "source.toolkit.fluxcd.io",
+        "GitRepository",
+        "flux-system",
+        "my-api",
+    );
+    let err = b
+        .get(&gr)
+        .await
+        .expect_err("GitRepository served before its CRD was applied");
+    assert!(err.to_string().contains("does not serve"), "{err}");
+    let crds = flux_crd_objects();
+    assert_eq!(crds.len(), trueup_core::api::FluxKind::ALL.len());
+    for crd in &crds {
+        let (a, _) = b.apply(crd, &opts()).await.unwrap();
+        assert_eq!(a, ApplyAction::Created, "{}", crd.name());
+    }
+    for crd in &crds {
+        assert_eq!(
+            wait_health(b, &crd.object_ref(), &Health::Current).await,
+            Health::Current,
+            "{} established",
+            crd.name()
+        );
+    }
+    *done = true;
+}
 
 fn yaml(s: &str) -> Object {
     let v: Value = serde_yaml::from_str(s).expect("yaml");
@@ -384,19 +413,8 @@ async fn crd_then_flux_gitrepository_with_status_subresource() {
         "flux-system",
         "my-api",
     );
-    // Before the CRD the kind is unknown; the discovery cache must not remember that.
-    if b.get(&gr).await.is_ok() {
-        panic!("GitRepository served before its CRD was applied");
-    }
-    let crd = yaml(GITREPO_CRD);
-    let (a, _) = b.apply(&crd, &opts()).await.unwrap();
-    assert_eq!(a, ApplyAction::Created);
-    let crd_ref = crd.object_ref();
-    assert_eq!(
-        wait_health(&b, &crd_ref, &Health::Current).await,
-        Health::Current,
-        "CRD established"
-    );
+    // The generated CRD; before it, the kind is unknown to this very backend.
+    flux_crds(&b).await;
     namespace(&b, "flux-system").await;
     let seed = std::fs::read_to_string(repo_root().join("crates/core/tests/seed/apps-source.yaml"))
         .expect("seed GitRepository");
@@ -845,32 +863,6 @@ async fn watch_reports_changes_from_now_on() {
     );
 }
 
-const KUSTOMIZATION_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: kustomizations.kustomize.toolkit.fluxcd.io
-spec:
-  group: kustomize.toolkit.fluxcd.io
-  names:
-    kind: Kustomization
-    listKind: KustomizationList
-    plural: kustomizations
-    singular: kustomization
-    shortNames: [ks]
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-    subresources:
-      status: {}
-"#;
-
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args([
@@ -891,17 +883,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-async fn apply_established_crd(b: &KubeBackend, text: &str) {
-    let crd = yaml(text);
-    b.apply(&crd, &opts()).await.unwrap();
-    assert_eq!(
-        wait_health(b, &crd.object_ref(), &Health::Current).await,
-        Health::Current,
-        "{} established",
-        crd.name()
-    );
 }
 
 /// Retries an apply while the API server does not serve a just-established CRD's kind yet.
@@ -966,8 +947,7 @@ async fn runtime_reconciles_git_into_the_cluster_and_prunes() {
     git(&work, &["remote", "add", "origin", "../fleet.git"]);
     let url = format!("file://{}", tmp.path().join("fleet.git").display());
 
-    apply_established_crd(&b, GITREPO_CRD).await;
-    apply_established_crd(&b, KUSTOMIZATION_CRD).await;
+    flux_crds(&b).await;
     namespace(&b, "t-e2e-flux").await;
     apply_when_served(
         &b,
@@ -1103,5 +1083,261 @@ async fn runtime_reconciles_git_into_the_cluster_and_prunes() {
             e["source"]["component"] == "trueup" && e["involvedObject"]["kind"] == "Kustomization"
         }),
         "the runtime recorded Kubernetes events: {events}"
+    );
+}
+
+/// Runs kubectl with `stdin`, returning (success, stdout, stderr).
+fn kubectl_stdin(kc: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The seed article's Flux manifests, as written, moved into the test's own namespaces.
+fn seed_objects(ns: &str) -> Vec<(String, Object)> {
+    let dir = repo_root().join("crates/core/tests/seed");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        // clusters/production/kustomization.yaml is read by kustomize, never applied.
+        if name == "cluster-kustomization.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for mut o in trueup_core::yaml::parse_objects(&text, &name).unwrap() {
+            let target = match o.namespace() {
+                Some("flux-system") => ns.to_string(),
+                Some(other) => format!("{ns}-{other}"),
+                None => continue,
+            };
+            o.metadata_mut()
+                .insert("namespace".into(), Value::String(target));
+            out.push((name.clone(), o));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_article_manifests_are_accepted_by_the_generated_crds() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    flux_crds(&b).await;
+    // Every CRD Established, as kubectl reports it, with Flux's storage version.
+    for crd in flux_crd_objects() {
+        let live = kubectl(kc, &["get", "crd", crd.name()]);
+        let established = live["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True");
+        assert!(established, "{} not Established: {live}", crd.name());
+        let kind = trueup_core::api::FluxKind::from_group_kind(
+            live["spec"]["group"].as_str().unwrap(),
+            live["spec"]["names"]["kind"].as_str().unwrap(),
+        )
+        .expect("a Flux kind");
+        assert_eq!(
+            live["status"]["storedVersions"],
+            json!([kind.versions()[0]]),
+            "{}",
+            crd.name()
+        );
+    }
+
+    let objects = seed_objects("t-seed");
+    let kinds: std::collections::BTreeSet<&str> = objects.iter().map(|(_, o)| o.kind()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "Alert",
+            "GitRepository",
+            "HelmRelease",
+            "HelmRepository",
+            "Kustomization",
+            "Provider",
+            "ServiceAccount",
+            "Terraform"
+        ]
+    );
+    let mut namespaces: Vec<String> = objects
+        .iter()
+        .filter_map(|(_, o)| o.namespace().map(str::to_string))
+        .collect();
+    namespaces.dedup();
+    for ns in &namespaces {
+        namespace(&b, ns).await;
+    }
+    for (file, o) in &objects {
+        let text = trueup_core::yaml::to_string(&o.clone().into_value()).unwrap();
+        let what = format!("{file}: {}", o.display_name());
+        let (ok, _, err) = kubectl_stdin(kc, &["apply", "--dry-run=server", "-f", "-"], &text);
+        assert!(ok, "{what}: server dry run refused it: {err}");
+        let (ok, _, err) = kubectl_stdin(kc, &["apply", "-f", "-"], &text);
+        assert!(ok, "{what}: apply refused it: {err}");
+        // What the server stored is what was written: no field pruned, none defaulted.
+        let plural = format!(
+            "{}.{}",
+            o.kind().to_lowercase(),
+            o.api_version().rsplit_once('/').map_or("", |(g, _)| g)
+        );
+        let resource = if o.group().is_empty() {
+            o.kind().to_lowercase()
+        } else {
+            plural
+        };
+        let live = kubectl(
+            kc,
+            &["get", &resource, o.name(), "-n", o.namespace().unwrap()],
+        );
+        if let Some(spec) = o.0.get("spec") {
+            assert_eq!(&live["spec"], spec, "{what}: stored spec differs");
+        }
+        assert_eq!(live["apiVersion"], o.api_version(), "{what}");
+    }
+    // Read back through the backend as the typed Flux objects trueup reconciles.
+    for (file, o) in &objects {
+        let Some(live) = b.get(&o.object_ref()).await.unwrap() else {
+            panic!("{file}: {} not found", o.display_name())
+        };
+        if trueup_core::api::FluxKind::from_group_kind(o.group(), o.kind()).is_some() {
+            trueup_core::api::FluxObject::from_object(&live)
+                .unwrap_or_else(|e| panic!("{file}: stored object does not parse: {e}"));
+        }
+    }
+    // Flux's short names and printer columns.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(["get", "gitrepo,ks,hr,tf,helmrepo", "-n", "t-seed"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "gitrepository.source.toolkit.fluxcd.io/my-api",
+        "kustomization.kustomize.toolkit.fluxcd.io/apps",
+        "terraform.infra.contrib.fluxcd.io/vpc",
+        "helmrepository.source.toolkit.fluxcd.io/prometheus-community",
+        "https://github.com/my-org/my-api",
+    ] {
+        assert!(table.contains(want), "{want} missing from:\n{table}");
+    }
+    let header = table.lines().next().unwrap_or("");
+    for col in ["NAME", "URL", "AGE", "READY", "STATUS"] {
+        assert!(header.contains(col), "{col} missing from {header}");
+    }
+    // An older version Flux still serves is accepted and warned about.
+    let (ok, _, err) = kubectl_stdin(
+        kc,
+        &["apply", "--dry-run=server", "-f", "-"],
+        "apiVersion: source.toolkit.fluxcd.io/v1beta2\nkind: GitRepository\nmetadata: {name: old, namespace: t-seed}\nspec: {interval: 5m, url: 'https://example.invalid/x'}\n",
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("v1beta2 GitRepository is deprecated"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_rejects_wrong_flux_objects_naming_the_field() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    flux_crds(&b).await;
+    namespace(&b, "t-reject").await;
+    let ks = |spec: &str| {
+        format!("apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: bad, namespace: t-reject}}\nspec:\n{spec}")
+    };
+    let source_ref = "  sourceRef: {kind: GitRepository, name: fleet}\n";
+    let cases = [
+        (
+            ks(&format!("  interval: 5\n{source_ref}")),
+            &["spec.interval", "string"][..],
+        ),
+        (
+            ks(&format!("  interval: 5 minutes\n{source_ref}")),
+            &["spec.interval", "should match"][..],
+        ),
+        (
+            ks("  interval: 5m\n  sourceRef: {kind: Git, name: fleet}\n"),
+            &["spec.sourceRef.kind", "Unsupported value", "GitRepository"][..],
+        ),
+        (
+            ks("  interval: 5m\n"),
+            &["spec.sourceRef", "Required value"][..],
+        ),
+        (
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: bad, namespace: t-reject}\nspec: {interval: 1m}\n".to_string(),
+            &["spec.url", "Required value"][..],
+        ),
+        (
+            "apiVersion: notification.toolkit.fluxcd.io/v1beta3\nkind: Alert\nmetadata: {name: bad, namespace: t-reject}\nspec:\n  providerRef: {name: slack}\n  eventSeverity: critical\n  eventSources: [{kind: Kustomization, name: '*'}]\n".to_string(),
+            &["spec.eventSeverity", "Unsupported value"][..],
+        ),
+        (
+            "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: bad, namespace: t-reject}\nspec:\n  interval: 1h\n  chart: {spec: {chart: c, sourceRef: {kind: HelmRepository, name: r}}}\n  install: {remediation: {retries: three}}\n".to_string(),
+            &["spec.install.remediation.retries", "integer"][..],
+        ),
+    ];
+    for (text, wants) in &cases {
+        let (ok, _, err) = kubectl_stdin(
+            kc,
+            &["apply", "--dry-run=server", "--validate=false", "-f", "-"],
+            text,
+        );
+        assert!(!ok, "accepted:\n{text}");
+        for want in *wants {
+            assert!(
+                err.contains(want),
+                "`{want}` missing from: {err}\nfor:\n{text}"
+            );
+        }
+    }
+    // Through the backend, the error names the object and the server's field message.
+    let (text, _) = &cases[0];
+    let err = b.apply(&yaml(text), &opts()).await.unwrap_err();
+    assert!(matches!(err, BackendError::Invalid { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("Kustomization/t-reject/bad"), "{msg}");
+    assert!(msg.contains("spec.interval"), "{msg}");
+    assert_eq!(
+        b.get(&ObjectRef::new(
+            "kustomize.toolkit.fluxcd.io",
+            "Kustomization",
+            "t-reject",
+            "bad"
+        ))
+        .await
+        .unwrap(),
+        None,
+        "nothing stored"
     );
 }
