@@ -8,6 +8,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use trueup_core::api::FluxKind;
 use trueup_kube::crd;
 
@@ -56,5 +57,83 @@ fn committed_crds_are_what_the_generator_prints() {
         stale.is_empty(),
         "config/crd is stale ({}); regenerate with TRUEUP_UPDATE_CRDS=1 cargo test -p trueup-kube --test crds",
         stale.join(", ")
+    );
+}
+
+fn kubectl_kustomize(dir: &Path) -> Option<String> {
+    match Command::new("kubectl").arg("kustomize").arg(dir).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "kubectl kustomize {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(String::from_utf8(out.stdout).expect("utf-8"))
+        }
+        Err(e) => {
+            if std::env::var("TRUEUP_REQUIRE_ORACLES").is_ok_and(|v| v == "1") {
+                panic!("TRUEUP_REQUIRE_ORACLES=1 but kubectl cannot run: {e}");
+            }
+            eprintln!("SKIP: kubectl cannot run: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn deploy_manifests_render_the_same_with_kubectl_and_trueup() {
+    use trueup_appliers::kustomize::{render_to_yaml, RenderOptions};
+    for dir in [
+        "config/default",
+        "config/crd",
+        "config/rbac",
+        "config/manager",
+    ] {
+        let dir = repo_root().join(dir);
+        let Some(reference) = kubectl_kustomize(&dir) else {
+            return;
+        };
+        let ours = render_to_yaml(&dir, &RenderOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert_eq!(ours, reference, "{}", dir.display());
+    }
+    // What config/default installs.
+    let all = render_to_yaml(
+        &repo_root().join("config/default"),
+        &RenderOptions::default(),
+    )
+    .unwrap();
+    let objects = trueup_core::yaml::parse_objects(&all, "config/default").unwrap();
+    let mut kinds: Vec<String> = objects.iter().map(|o| o.kind().to_string()).collect();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "Role",
+            "ClusterRole",
+            "RoleBinding",
+            "ClusterRoleBinding",
+            "Deployment"
+        ]
+    );
+    let deploy = objects.iter().find(|o| o.kind() == "Deployment").unwrap();
+    let container = &deploy.0["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["operator", "--in-cluster", "--leader-elect"])
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(
+        deploy.0["spec"]["template"]["spec"]["serviceAccountName"],
+        "trueup"
     );
 }

@@ -1341,3 +1341,161 @@ async fn the_server_rejects_wrong_flux_objects_naming_the_field() {
         "nothing stored"
     );
 }
+
+/// `kubectl auth can-i` as a ServiceAccount (impersonated): true for "yes".
+fn can_i(kc: &Path, sa: &str, args: &[&str]) -> bool {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(["auth", "can-i", "--as", sa])
+        .args(args)
+        .output()
+        .expect("running kubectl auth can-i");
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        answer == "yes" || answer == "no",
+        "kubectl auth can-i {args:?}: {answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answer == "yes"
+}
+
+/// Every request the operator makes for its own bookkeeping, as `can-i` arguments.
+fn operator_requests() -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for k in trueup_core::api::FluxKind::ALL {
+        let plural = trueup_kube::crd::names(k).plural;
+        let res = format!("{plural}.{}", k.group());
+        for verb in [
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ] {
+            out.push(v(&[verb, &res, "-n", "t-any"]));
+        }
+        // Watches and lists across namespaces.
+        out.push(v(&["watch", &res, "--all-namespaces"]));
+        for verb in ["get", "update", "patch"] {
+            out.push(v(&[verb, &res, "--subresource=status", "-n", "t-any"]));
+        }
+        out.push(v(&[
+            "update",
+            &res,
+            "--subresource=finalizers",
+            "-n",
+            "t-any",
+        ]));
+    }
+    for res in ["secrets", "configmaps"] {
+        for verb in ["get", "list", "watch"] {
+            out.push(v(&[verb, res, "-n", "t-any"]));
+        }
+    }
+    out.push(v(&["create", "events", "-n", "t-any"]));
+    out.push(v(&["create", "events.events.k8s.io", "-n", "t-any"]));
+    for verb in ["get", "list", "watch"] {
+        out.push(v(&[verb, "customresourcedefinitions.apiextensions.k8s.io"]));
+    }
+    for verb in ["get", "create", "update", "watch"] {
+        out.push(v(&[
+            verb,
+            "leases.coordination.k8s.io",
+            "-n",
+            "flux-system",
+        ]));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_manifests_apply_and_grant_what_the_operator_uses() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    // The CRDs of config/default are installed by the shared step (its checks run first).
+    flux_crds(&b).await;
+    let dir = repo_root().join("config/default");
+    // As the README installs it. Server-side: the CRDs are too large for the annotation a
+    // client-side apply keeps, and the fields trueup applied to them already are the same.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(["apply", "--server-side", "-k"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apply -k config/default: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deploy = kubectl(kc, &["get", "deployment", "trueup", "-n", "flux-system"]);
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!(["operator", "--in-cluster", "--leader-elect"])
+    );
+    kubectl(
+        kc,
+        &["get", "serviceaccount", "trueup", "-n", "flux-system"],
+    );
+
+    let sa = "system:serviceaccount:flux-system:trueup";
+    let denied: Vec<String> = operator_requests()
+        .into_iter()
+        .filter(|r| {
+            let args: Vec<&str> = r.iter().map(String::as_str).collect();
+            !can_i(kc, sa, &args)
+        })
+        .map(|r| r.join(" "))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the operator's account may not: {denied:?}"
+    );
+    // Apply rights for what Kustomizations reconcile, as kustomize-controller has them.
+    for args in [
+        &["create", "deployments.apps", "-n", "t-any"][..],
+        &["delete", "namespaces"][..],
+        &["create", "clusterroles.rbac.authorization.k8s.io"][..],
+        &["patch", "customresourcedefinitions.apiextensions.k8s.io"][..],
+    ] {
+        assert!(can_i(kc, sa, args), "the operator may not {args:?}");
+    }
+
+    // The manager role alone (no cluster-admin) covers the operator's own requests, and
+    // nothing beyond them: the apply rights come only from the reconciler binding.
+    namespace(&b, "t-rbac").await;
+    let probe_sa = "system:serviceaccount:t-rbac:probe";
+    for o in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "probe", "namespace": "t-rbac"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "t-rbac-probe"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "trueup-manager"},
+            "subjects": [{"kind": "ServiceAccount", "name": "probe", "namespace": "t-rbac"}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "t-rbac-probe", "namespace": "flux-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trueup-leader-election"},
+            "subjects": [{"kind": "ServiceAccount", "name": "probe", "namespace": "t-rbac"}]}),
+    ] {
+        b.apply(&obj(o), &opts()).await.unwrap();
+    }
+    let denied: Vec<String> = operator_requests()
+        .into_iter()
+        .filter(|r| {
+            let args: Vec<&str> = r.iter().map(String::as_str).collect();
+            !can_i(kc, probe_sa, &args)
+        })
+        .map(|r| r.join(" "))
+        .collect();
+    assert!(denied.is_empty(), "trueup-manager lacks: {denied:?}");
+    for args in [
+        &["create", "deployments.apps", "-n", "t-any"][..],
+        &["create", "secrets", "-n", "t-any"][..],
+        &["create", "leases.coordination.k8s.io", "-n", "t-any"][..],
+        &["patch", "customresourcedefinitions.apiextensions.k8s.io"][..],
+    ] {
+        assert!(
+            !can_i(kc, probe_sa, args),
+            "trueup-manager alone grants {args:?}"
+        );
+    }
+}
