@@ -15,6 +15,23 @@
 //!   kinds without one) with the read resourceVersion, retrying on conflicts.
 //! - `record_event` writes core/v1 Events; `health` follows kstatus rules ([`health`]);
 //!   `watch` merges kube-runtime watchers (which list, watch and re-list with backoff).
+//!
+//! [`crd`] generates the CustomResourceDefinitions of every kind trueup serves from trueup-core's
+//! API types; the YAML ships in `config/crd/`, and `config/default` installs them with the
+//! operator's namespace, RBAC and Deployment (`kubectl apply --server-side -k config/default`).
+//!
+//! # Which k8s-openapi version feature
+//!
+//! This crate enables no version feature of k8s-openapi (a library must not: the final binary
+//! picks exactly one, or sets `K8S_OPENAPI_ENABLED_VERSION`, as this workspace does in
+//! `.cargo/config.toml`). Any of them works, against v1.20 and current servers alike: k8s-openapi
+//! 0.29 offers `v1_33` (`earliest`) to `v1_37` (`latest`), and the feature only decides which
+//! typed APIs it compiles, none of which this crate uses. What this crate does use are the
+//! apimachinery types kube-rs is built on (`ObjectMeta`, `ListMeta`, `Status`, watch events),
+//! whose wire format has not changed since long before v1.20; every kind travels as JSON
+//! through discovery. Pick `earliest` unless the program itself uses typed APIs, then the
+//! oldest version that has them. A server older than the chosen version is fine as long as the
+//! program's own typed calls exist there (tested: a v1.20.2 API server with `earliest`).
 
 pub mod crd;
 pub mod health;
