@@ -872,6 +872,75 @@ impl Backend for KubeBackend {
     fn describe(&self) -> String {
         format!("cluster {}", self.cluster_url)
     }
+
+    fn holds_finalizers(&self) -> bool {
+        true
+    }
+
+    async fn add_finalizer(&self, r: &ObjectRef, finalizer: &str) -> Result<bool, BackendError> {
+        self.set_finalizer(r, finalizer, true).await
+    }
+
+    async fn remove_finalizer(&self, r: &ObjectRef, finalizer: &str) -> Result<bool, BackendError> {
+        self.set_finalizer(r, finalizer, false).await
+    }
+}
+
+impl KubeBackend {
+    /// Adds or removes one finalizer, leaving the others alone: the new list is written with
+    /// the resourceVersion it was computed from, so a concurrent change to the list is a
+    /// conflict (re-read and retried), never overwritten.
+    async fn set_finalizer(
+        &self,
+        r: &ObjectRef,
+        finalizer: &str,
+        present: bool,
+    ) -> Result<bool, BackendError> {
+        let res = self.resolve(r, None).await?;
+        let r = Self::normalize(r, &res);
+        let api = self.api_for(&res, &r)?;
+        let action = if present {
+            "adding finalizer"
+        } else {
+            "removing finalizer"
+        };
+        for attempt in 1..=STATUS_ATTEMPTS {
+            let cur = match api.get_opt(&r.name).await {
+                Ok(Some(d)) => d,
+                Ok(None) if !present => return Ok(false),
+                Ok(None) => return Err(BackendError::NotFound(r.clone())),
+                Err(e) => return Err(kube_err(&r, action, e)),
+            };
+            let mut finalizers = cur.metadata.finalizers.clone().unwrap_or_default();
+            if finalizers.iter().any(|f| f == finalizer) == present {
+                return Ok(false);
+            }
+            if present {
+                finalizers.push(finalizer.to_string());
+            } else {
+                finalizers.retain(|f| f != finalizer);
+            }
+            let patch = serde_json::json!({"metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": cur.metadata.resource_version,
+            }});
+            match api
+                .patch(&r.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < STATUS_ATTEMPTS => {
+                    tracing::debug!(object = %r, attempt, "finalizer write conflict, retrying");
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 && !present => return Ok(false),
+                Err(e) => return Err(kube_err(&r, action, e)),
+            }
+        }
+        Err(BackendError::Conflict {
+            object: r.clone(),
+            message: format!("{action} {finalizer}: kept conflicting"),
+        })
+    }
 }
 
 /// Per-kind watch bookkeeping: what the consumer has been told exists.

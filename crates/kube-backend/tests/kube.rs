@@ -1499,3 +1499,110 @@ async fn deploy_manifests_apply_and_grant_what_the_operator_uses() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_kustomization_is_held_by_its_finalizer_until_pruned() {
+    use trueup_core::reconcile::{KustomizationReconciler, Reconciler};
+    use trueup_core::traits::backend::FLUX_FINALIZER;
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    assert!(b.holds_finalizers());
+    flux_crds(&b).await;
+    namespace(&b, "t-fin").await;
+    b.apply(&config_map("t-fin", "app", json!({"k": "v"})), &opts())
+        .await
+        .unwrap();
+    let ks = yaml("apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: apps, namespace: t-fin}\nspec:\n  interval: 10m\n  prune: true\n  sourceRef: {kind: GitRepository, name: fleet}\n");
+    apply_when_served(&b, &ks).await;
+    let r = ks.object_ref();
+    b.update_status(
+        &r,
+        &json!({"inventory": {"entries": [{"id": "t-fin_app__ConfigMap", "v": "v1"}]}}),
+    )
+    .await
+    .unwrap();
+    // Another controller's finalizer is kept alongside.
+    let (ok, _, err) = kubectl_stdin(
+        kc,
+        &[
+            "patch",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+            "apps",
+            "-n",
+            "t-fin",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/other"]}}"#,
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(b.add_finalizer(&r, FLUX_FINALIZER).await.unwrap());
+    assert!(
+        !b.add_finalizer(&r, FLUX_FINALIZER).await.unwrap(),
+        "already there"
+    );
+    let live = kubectl(kc, &["get", "kustomization", "apps", "-n", "t-fin"]);
+    assert_eq!(
+        live["metadata"]["finalizers"],
+        json!(["example.com/other", FLUX_FINALIZER])
+    );
+
+    // Deleting marks the object; it stays, with its inventory, until the finalizer goes.
+    assert!(b.delete(&r).await.unwrap());
+    let held = b.get(&r).await.unwrap().expect("held by its finalizers");
+    assert!(held.metadata().unwrap().contains_key("deletionTimestamp"));
+    // What the runtime does on seeing it: clean up, then let it go.
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = KustomizationReconciler::new(
+        trueup_appliers::KustomizeApplier::default(),
+        trueup_core::storage::ArtifactStore::new(tmp.path().join("artifacts")).unwrap(),
+    );
+    let events = rec.finalize(&held, &b).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "Pruned" && e.message.contains("ConfigMap/t-fin/app")),
+        "{events:?}"
+    );
+    assert_eq!(
+        b.get(&ObjectRef::new("", "ConfigMap", "t-fin", "app"))
+            .await
+            .unwrap(),
+        None,
+        "pruned before the Kustomization goes"
+    );
+    assert!(b.get(&r).await.unwrap().is_some(), "still held");
+    assert!(b.remove_finalizer(&r, FLUX_FINALIZER).await.unwrap());
+    let live = kubectl(kc, &["get", "kustomization", "apps", "-n", "t-fin"]);
+    assert_eq!(live["metadata"]["finalizers"], json!(["example.com/other"]));
+    // The last finalizer removed lets it go.
+    assert!(b.remove_finalizer(&r, "example.com/other").await.unwrap());
+    let mut gone = false;
+    for _ in 0..50 {
+        if b.get(&r).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "deleted once its finalizers were removed");
+    assert!(
+        !b.remove_finalizer(&r, FLUX_FINALIZER).await.unwrap(),
+        "gone"
+    );
+    let err = b
+        .add_finalizer(
+            &ObjectRef::new(
+                "kustomize.toolkit.fluxcd.io",
+                "Kustomization",
+                "t-fin",
+                "absent",
+            ),
+            FLUX_FINALIZER,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::NotFound(_)), "{err}");
+}

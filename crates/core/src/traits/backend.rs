@@ -154,4 +154,30 @@ pub trait Backend: Send + Sync {
 
     /// A short description for messages (`local directory ./out`, `cluster https://...`).
     fn describe(&self) -> String;
+
+    /// Whether a deleted object stays here until its finalizers are removed (Kubernetes), as
+    /// opposed to going at once (a directory, memory). Where it does, Flux objects carry
+    /// [`FLUX_FINALIZER`] so that their clean-up (pruning a Kustomization's inventory) runs
+    /// before they go.
+    fn holds_finalizers(&self) -> bool {
+        false
+    }
+
+    /// Adds `finalizer` to the object's `metadata.finalizers`. `Ok(false)` when it was there
+    /// already, or when this backend holds no finalizers.
+    async fn add_finalizer(&self, r: &ObjectRef, finalizer: &str) -> Result<bool, BackendError> {
+        let _ = (r, finalizer);
+        Ok(false)
+    }
+
+    /// Removes `finalizer` from the object; the last one removed from an object being deleted
+    /// lets it go. `Ok(false)` when it was not there, the object is gone, or this backend holds
+    /// no finalizers.
+    async fn remove_finalizer(&self, r: &ObjectRef, finalizer: &str) -> Result<bool, BackendError> {
+        let _ = (r, finalizer);
+        Ok(false)
+    }
 }
+
+/// The finalizer Flux's controllers put on the objects they reconcile.
+pub const FLUX_FINALIZER: &str = "finalizers.fluxcd.io";
