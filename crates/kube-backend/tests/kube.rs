@@ -1606,3 +1606,46 @@ async fn a_deleted_kustomization_is_held_by_its_finalizer_until_pruned() {
         .unwrap_err();
     assert!(matches!(err, BackendError::NotFound(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_field_trueup_accepts_is_kept_by_the_server_in_every_version() {
+    let Some((b, _)) = backend().await else {
+        return;
+    };
+    flux_crds(&b).await;
+    namespace(&b, "t-every").await;
+    for kind in trueup_core::api::FluxKind::ALL {
+        let spec = trueup_kube::crd::example(&trueup_kube::crd::spec_schema(kind).unwrap());
+        for version in kind.versions() {
+            let o = obj(json!({
+                "apiVersion": format!("{}/{version}", kind.group()),
+                "kind": kind.kind(),
+                "metadata": {"name": "every-field", "namespace": "t-every"},
+                "spec": spec,
+            }));
+            let dry = ApplyOptions {
+                dry_run: true,
+                ..opts()
+            };
+            let mut result = None;
+            for _ in 0..50 {
+                match b.apply(&o, &dry).await {
+                    Err(e) if e.to_string().contains("does not serve") => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    other => {
+                        result = Some(other);
+                        break;
+                    }
+                }
+            }
+            let (_, stored) = result
+                .expect("served")
+                .unwrap_or_else(|e| panic!("{kind} {version}: {e}"));
+            assert_eq!(
+                stored.0["spec"], spec,
+                "{kind} {version}: the server pruned or changed a field"
+            );
+        }
+    }
+}

@@ -495,6 +495,30 @@ pub fn kustomization_yaml() -> String {
     s
 }
 
+/// A value with every field a schema allows set to a valid sample: all properties, one list
+/// item, one map entry, the first enum value, a duration for a duration. A spec made this way
+/// exercises every field of a kind at once (tests apply it to a server and parse it back).
+pub fn example(schema: &Value) -> Value {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values.first().cloned().unwrap_or(Value::Null);
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        return Value::Object(props.iter().map(|(k, s)| (k.clone(), example(s))).collect());
+    }
+    if let Some(values) = schema.get("additionalProperties") {
+        return json!({"key": example(values)});
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("array") => json!([example(&schema["items"])]),
+        Some("string") if schema.get("pattern").is_some() => json!("1m30s"),
+        Some("string") => json!("text"),
+        Some("boolean") => json!(true),
+        Some("integer") => json!(3),
+        Some("number") => json!(1.5),
+        _ => json!({"free": ["form", 1]}),
+    }
+}
+
 /// Every CRD, in [`FluxKind::ALL`] order.
 pub fn crds() -> Result<Vec<Object>, CrdError> {
     FluxKind::ALL.into_iter().map(crd).collect()
@@ -564,6 +588,24 @@ mod tests {
             t["properties"]["vars"]["items"]["properties"]["value"],
             json!({"x-kubernetes-preserve-unknown-fields": true})
         );
+    }
+
+    #[test]
+    fn a_spec_with_every_field_set_parses_as_the_kind() {
+        for k in FluxKind::ALL {
+            let spec = example(&spec_schema(k).unwrap());
+            let obj = Object::from_value(json!({
+                "apiVersion": k.api_version(),
+                "kind": k.kind(),
+                "metadata": {"name": "every-field", "namespace": "default"},
+                "spec": spec,
+            }))
+            .unwrap();
+            let typed = trueup_core::api::FluxObject::from_object(&obj)
+                .unwrap_or_else(|e| panic!("{k}: {e}"))
+                .expect("a Flux kind");
+            assert_eq!(typed.kind(), k);
+        }
     }
 
     #[test]
