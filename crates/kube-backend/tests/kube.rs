@@ -1360,50 +1360,135 @@ fn can_i(kc: &Path, sa: &str, args: &[&str]) -> bool {
     answer == "yes"
 }
 
-/// Every request the operator makes for its own bookkeeping, as `can-i` arguments.
-fn operator_requests() -> Vec<Vec<String>> {
+/// One request, as RBAC sees it: verb, group, resource, subresource, namespace ("" = all).
+#[derive(Debug)]
+struct Request(&'static str, String, String, &'static str, &'static str);
+
+/// Asks the API server whether `user` may make each request: a SelfSubjectAccessReview sent
+/// by a client impersonating `user` (what `kubectl auth can-i --as` does, without a process
+/// per question). Returns the requests denied.
+async fn denied(kc: &Path, user: &str, requests: &[Request]) -> Vec<String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kc).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    let client = kube::Client::try_from(config).unwrap();
+    let ar = kube::core::ApiResource {
+        group: "authorization.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "authorization.k8s.io/v1".into(),
+        kind: "SelfSubjectAccessReview".into(),
+        plural: "selfsubjectaccessreviews".into(),
+    };
+    let api: kube::Api<kube::core::DynamicObject> = kube::Api::all_with(client, &ar);
     let mut out = Vec::new();
-    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for r in requests {
+        let review: kube::core::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "metadata": {},
+            "spec": {"resourceAttributes": {"verb": r.0, "group": r.1, "resource": r.2,
+                "subresource": r.3, "namespace": r.4}},
+        }))
+        .unwrap();
+        let answer = api
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .unwrap();
+        if answer.data["status"]["allowed"] != true {
+            out.push(format!("{r:?}"));
+        }
+    }
+    out
+}
+
+/// Every request the operator makes for its own bookkeeping.
+fn operator_requests() -> Vec<Request> {
+    let mut out = Vec::new();
+    let core = || String::new();
     for k in trueup_core::api::FluxKind::ALL {
-        let plural = trueup_kube::crd::names(k).plural;
-        let res = format!("{plural}.{}", k.group());
+        let g = || k.group().to_string();
+        let res = || trueup_kube::crd::names(k).plural.to_string();
         for verb in [
             "get", "list", "watch", "create", "update", "patch", "delete",
         ] {
-            out.push(v(&[verb, &res, "-n", "t-any"]));
+            out.push(Request(verb, g(), res(), "", "t-any"));
         }
         // Watches and lists across namespaces.
-        out.push(v(&["watch", &res, "--all-namespaces"]));
+        out.push(Request("list", g(), res(), "", ""));
+        out.push(Request("watch", g(), res(), "", ""));
         for verb in ["get", "update", "patch"] {
-            out.push(v(&[verb, &res, "--subresource=status", "-n", "t-any"]));
+            out.push(Request(verb, g(), res(), "status", "t-any"));
         }
-        out.push(v(&[
-            "update",
-            &res,
-            "--subresource=finalizers",
-            "-n",
-            "t-any",
-        ]));
+        out.push(Request("update", g(), res(), "finalizers", "t-any"));
     }
     for res in ["secrets", "configmaps"] {
         for verb in ["get", "list", "watch"] {
-            out.push(v(&[verb, res, "-n", "t-any"]));
+            out.push(Request(verb, core(), res.into(), "", "t-any"));
+            out.push(Request(verb, core(), res.into(), "", ""));
         }
     }
-    out.push(v(&["create", "events", "-n", "t-any"]));
-    out.push(v(&["create", "events.events.k8s.io", "-n", "t-any"]));
+    out.push(Request("create", core(), "events".into(), "", "t-any"));
+    out.push(Request("patch", core(), "events".into(), "", "t-any"));
+    out.push(Request(
+        "create",
+        "events.k8s.io".into(),
+        "events".into(),
+        "",
+        "t-any",
+    ));
     for verb in ["get", "list", "watch"] {
-        out.push(v(&[verb, "customresourcedefinitions.apiextensions.k8s.io"]));
-    }
-    for verb in ["get", "create", "update", "watch"] {
-        out.push(v(&[
+        out.push(Request(
             verb,
-            "leases.coordination.k8s.io",
-            "-n",
+            "apiextensions.k8s.io".into(),
+            "customresourcedefinitions".into(),
+            "",
+            "",
+        ));
+    }
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        out.push(Request(
+            verb,
+            "coordination.k8s.io".into(),
+            "leases".into(),
+            "",
             "flux-system",
-        ]));
+        ));
     }
     out
+}
+
+/// What reconciling arbitrary manifests needs beyond the operator's bookkeeping.
+fn apply_requests() -> Vec<Request> {
+    vec![
+        Request("create", "apps".into(), "deployments".into(), "", "t-any"),
+        Request("create", String::new(), "secrets".into(), "", "t-any"),
+        Request("delete", String::new(), "namespaces".into(), "", ""),
+        Request(
+            "create",
+            "rbac.authorization.k8s.io".into(),
+            "clusterroles".into(),
+            "",
+            "",
+        ),
+        Request(
+            "patch",
+            "apiextensions.k8s.io".into(),
+            "customresourcedefinitions".into(),
+            "",
+            "",
+        ),
+        Request(
+            "create",
+            "coordination.k8s.io".into(),
+            "leases".into(),
+            "",
+            "t-any",
+        ),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1439,27 +1524,28 @@ async fn deploy_manifests_apply_and_grant_what_the_operator_uses() {
     );
 
     let sa = "system:serviceaccount:flux-system:trueup";
-    let denied: Vec<String> = operator_requests()
-        .into_iter()
-        .filter(|r| {
-            let args: Vec<&str> = r.iter().map(String::as_str).collect();
-            !can_i(kc, sa, &args)
-        })
-        .map(|r| r.join(" "))
-        .collect();
-    assert!(
-        denied.is_empty(),
-        "the operator's account may not: {denied:?}"
-    );
+    let no = denied(kc, sa, &operator_requests()).await;
+    assert!(no.is_empty(), "the operator's account may not: {no:?}");
     // Apply rights for what Kustomizations reconcile, as kustomize-controller has them.
-    for args in [
-        &["create", "deployments.apps", "-n", "t-any"][..],
-        &["delete", "namespaces"][..],
-        &["create", "clusterroles.rbac.authorization.k8s.io"][..],
-        &["patch", "customresourcedefinitions.apiextensions.k8s.io"][..],
-    ] {
-        assert!(can_i(kc, sa, args), "the operator may not {args:?}");
-    }
+    let no = denied(kc, sa, &apply_requests()).await;
+    assert!(no.is_empty(), "the operator's account may not: {no:?}");
+    // The same answers as `kubectl auth can-i` gives a user.
+    assert!(can_i(
+        kc,
+        sa,
+        &[
+            "update",
+            "kustomizations.kustomize.toolkit.fluxcd.io",
+            "--subresource=status",
+            "-n",
+            "apps"
+        ]
+    ));
+    assert!(can_i(
+        kc,
+        sa,
+        &["create", "leases.coordination.k8s.io", "-n", "flux-system"]
+    ));
 
     // The manager role alone (no cluster-admin) covers the operator's own requests, and
     // nothing beyond them: the apply rights come only from the reconciler binding.
@@ -1478,26 +1564,20 @@ async fn deploy_manifests_apply_and_grant_what_the_operator_uses() {
     ] {
         b.apply(&obj(o), &opts()).await.unwrap();
     }
-    let denied: Vec<String> = operator_requests()
-        .into_iter()
-        .filter(|r| {
-            let args: Vec<&str> = r.iter().map(String::as_str).collect();
-            !can_i(kc, probe_sa, &args)
-        })
-        .map(|r| r.join(" "))
-        .collect();
-    assert!(denied.is_empty(), "trueup-manager lacks: {denied:?}");
-    for args in [
-        &["create", "deployments.apps", "-n", "t-any"][..],
-        &["create", "secrets", "-n", "t-any"][..],
-        &["create", "leases.coordination.k8s.io", "-n", "t-any"][..],
-        &["patch", "customresourcedefinitions.apiextensions.k8s.io"][..],
-    ] {
-        assert!(
-            !can_i(kc, probe_sa, args),
-            "trueup-manager alone grants {args:?}"
-        );
-    }
+    let no = denied(kc, probe_sa, &operator_requests()).await;
+    assert!(no.is_empty(), "trueup-manager lacks: {no:?}");
+    let apply = apply_requests();
+    let no = denied(kc, probe_sa, &apply).await;
+    assert_eq!(
+        no.len(),
+        apply.len(),
+        "trueup-manager alone grants more than bookkeeping: denied only {no:?}"
+    );
+    assert!(!can_i(
+        kc,
+        probe_sa,
+        &["create", "deployments.apps", "-n", "t-any"]
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
