@@ -283,8 +283,18 @@ impl Runtime {
         let mut finalizers: JoinSet<()> = JoinSet::new();
         loop {
             self.start_due(&mut tasks);
-            if until_settled && tasks.is_empty() && self.settled() {
-                break;
+            if until_settled && tasks.is_empty() {
+                // Objects a run has just written (a HelmRelease's HelmChart) are waiting in the
+                // watch already: take them in before deciding that everything has settled.
+                while let Some(Some(ev)) = futures::FutureExt::now_or_never(watch.next()) {
+                    match ev {
+                        crate::traits::WatchEvent::Applied(o) => self.observe(o),
+                        crate::traits::WatchEvent::Deleted(r) => self.forget(&r, &mut finalizers),
+                    }
+                }
+                if self.settled() {
+                    break;
+                }
             }
             // At the concurrency limit nothing can start before a run finishes: do not wake
             // for due objects then, or the loop would spin.
