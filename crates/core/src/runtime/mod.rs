@@ -104,12 +104,17 @@ impl Entry {
     }
 }
 
-/// Readiness and revisions: when this changes, dependents and watchers run again.
+/// Readiness (with the reason of a failure, so that what waits on a source learns why it
+/// failed) and revisions: when this changes, dependents and watchers run again.
 fn signature(obj: &Object) -> String {
     let st = Status::from_value(obj.status());
+    let ready = st.is_ready_for(obj.generation());
+    let why = match st.condition(crate::status::READY) {
+        Some(c) if !ready => c.reason.as_str(),
+        _ => "",
+    };
     format!(
-        "{}|{}|{}|{}",
-        st.is_ready_for(obj.generation()),
+        "{ready}|{why}|{}|{}|{}",
         st.artifact
             .as_ref()
             .map(|a| a.digest.as_str())
