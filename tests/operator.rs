@@ -966,3 +966,278 @@ async fn the_seed_helm_release_installs_on_the_local_backend() {
         .unwrap()
         .contains("s3cr3t-from-secret"));
 }
+
+/// A chart as `helm package` lays it out, rendering one ConfigMap from its values.
+fn podinfo_chart(version: &str) -> Vec<u8> {
+    package_chart(
+        "podinfo",
+        version,
+        &[
+            ("values.yaml", "replicas: 1\ncolor: blue\ntier: dev\n"),
+            ("values-prod.yaml", "color: green\ntier: prod\n"),
+            (
+                "templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-podinfo\n  namespace: {{ .Release.Namespace }}\ndata:\n  chart: {{ .Chart.Version | quote }}\n  replicas: {{ .Values.replicas | quote }}\n  color: {{ .Values.color | quote }}\n  tier: {{ .Values.tier | quote }}\n",
+            ),
+        ],
+    )
+}
+
+async fn get_status(backend: &LocalBackend, r: &ObjectRef) -> Status {
+    Status::from_value(
+        backend
+            .get(r)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{r} exists"))
+            .status(),
+    )
+}
+
+async fn configmap_data(backend: &LocalBackend, ns: &str, name: &str) -> serde_json::Value {
+    backend
+        .get(&ObjectRef::new("", "ConfigMap", ns, name))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("ConfigMap {ns}/{name} installed"))
+        .0["data"]
+        .clone()
+}
+
+/// Charts pushed to a real registry, installed (a) through a HelmRepository `type: oci` and the
+/// HelmChart the HelmRelease creates, with values files merged, and (b) through an
+/// OCIRepository selecting the chart layer and a HelmRelease `chartRef`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_releases_install_charts_from_a_real_registry() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    for v in ["1.0.0", "1.1.0+build.1", "2.0.0"] {
+        push_chart(&addr, "charts/podinfo", v, podinfo_chart(v), None).await;
+    }
+    let digest_100 = push_chart(
+        &addr,
+        "charts/podinfo",
+        "1.0.0",
+        podinfo_chart("1.0.0"),
+        None,
+    )
+    .await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = local_cluster(tmp.path());
+    let text = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: flux-system}}\nspec:\n  type: oci\n  interval: 5m\n  url: oci://{addr}/charts\n  insecure: true\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: web, namespace: apps}}\nspec:\n  interval: 10m\n  chart:\n    spec:\n      chart: podinfo\n      version: 1.x\n      sourceRef: {{kind: HelmRepository, name: charts, namespace: flux-system}}\n      valuesFiles: [values.yaml, values-prod.yaml]\n  values:\n    replicas: 3\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: podinfo-chart, namespace: flux-system}}\nspec:\n  interval: 5m\n  url: oci://{addr}/charts/podinfo\n  insecure: true\n  ref: {{tag: 1.0.0}}\n  layerSelector:\n    mediaType: application/vnd.cncf.helm.chart.content.v1.tar+gzip\n    operation: copy\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: api, namespace: apps}}\nspec:\n  interval: 10m\n  chartRef: {{kind: OCIRepository, name: podinfo-chart, namespace: flux-system}}\n"
+    );
+    apply_yaml(&backend, &text).await;
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+
+    // (a) The HelmChart helm-controller would create, owned by the release by its labels.
+    let chart_ref = FluxKind::HelmChart.ref_to("flux-system", "apps-web");
+    let chart = backend
+        .get(&chart_ref)
+        .await
+        .unwrap()
+        .expect("HelmChart created");
+    assert_eq!(chart.label("helm.toolkit.fluxcd.io/name"), Some("web"));
+    assert_eq!(
+        chart.label("helm.toolkit.fluxcd.io/namespace"),
+        Some("apps")
+    );
+    let cst = get_status(&backend, &chart_ref).await;
+    // 1.1.0+build.1 is the highest 1.x (stored under the tag 1.1.0_build.1); values files
+    // replace the build metadata with the HelmChart's generation, as in Flux.
+    assert_eq!(cst.artifact.as_ref().unwrap().revision, "1.1.0+1");
+    assert_eq!(cst.extra["observedChartName"], "podinfo");
+    let ready = cst.condition(READY).unwrap();
+    assert_eq!(ready.reason, "ChartPackageSucceeded");
+    assert!(
+        ready
+            .message
+            .contains("merged values files [values.yaml values-prod.yaml]"),
+        "{}",
+        ready.message
+    );
+    let data = configmap_data(&backend, "apps", "web-podinfo").await;
+    assert_eq!(data["chart"], "1.1.0+1");
+    assert_eq!(data["color"], "green", "values-prod.yaml over values.yaml");
+    assert_eq!(data["tier"], "prod");
+    assert_eq!(
+        data["replicas"], "3",
+        "the release's values over the chart's"
+    );
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "web")).await;
+    assert_eq!(hr.extra["helmChart"], "flux-system/apps-web");
+
+    // (b) chartRef to the OCIRepository: the chart layer copied, its version tagged with the
+    // manifest digest as helm-controller does.
+    let hex = digest_100.strip_prefix("sha256:").unwrap();
+    let data = configmap_data(&backend, "apps", "api-podinfo").await;
+    assert_eq!(data["chart"], format!("1.0.0+{}", &hex[..12]));
+    assert_eq!(data["color"], "blue");
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "api")).await;
+    assert_eq!(hr.last_applied_revision, format!("1.0.0+{}", &hex[..12]));
+    let record = backend
+        .get(&ObjectRef::new(
+            "",
+            "Secret",
+            "apps",
+            "sh.helm.release.v1.api.v1",
+        ))
+        .await
+        .unwrap()
+        .expect("Helm release record");
+    assert_eq!(record.label("status"), Some("deployed"));
+}
+
+/// A missing version, a bad reference and wrong registry credentials each leave a Ready=False
+/// condition that names the problem on the source and on the release; good credentials
+/// (`username`/`password` Secret keys) install; the password appears in no status or event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_chart_failures_are_named_and_secrets_stay_secret() {
+    const USER: &str = "chart-bot";
+    const PASSWORD: &str = "Regi5try-pa55word";
+    const WRONG: &str = "N0t-the-pa55word";
+    let Some(registry) = Registry::start_with_htpasswd(USER, PASSWORD) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    push_chart(
+        &addr,
+        "charts/podinfo",
+        "1.0.0",
+        podinfo_chart("1.0.0"),
+        Some((USER, PASSWORD)),
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = local_cluster(tmp.path());
+    let text = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: good-creds, namespace: flux-system}}\nstringData: {{username: {USER}, password: {PASSWORD}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: wrong-creds, namespace: flux-system}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\":{{\"{addr}\":{{\"username\":\"{USER}\",\"password\":\"{WRONG}\"}}}}}}'\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: good, namespace: flux-system}}\nspec: {{type: oci, interval: 5m, url: 'oci://{addr}/charts', insecure: true, secretRef: {{name: good-creds}}}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: wrong, namespace: flux-system}}\nspec: {{type: oci, interval: 5m, url: 'oci://{addr}/charts', insecure: true, secretRef: {{name: wrong-creds}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: ok, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, version: '1.0.0', sourceRef: {{kind: HelmRepository, name: good, namespace: flux-system}}}}}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: missing-tag, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, version: '9.9.9', sourceRef: {{kind: HelmRepository, name: good, namespace: flux-system}}}}}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: denied, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, sourceRef: {{kind: HelmRepository, name: wrong, namespace: flux-system}}}}}}}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: bad-ref, namespace: flux-system}}\nspec: {{interval: 5m, url: 'oci://{addr}/charts/Pod Info', insecure: true, ref: {{tag: 1.0.0}}, secretRef: {{name: wrong-creds}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: bad-ref, namespace: apps}}\nspec: {{interval: 10m, chartRef: {{kind: OCIRepository, name: bad-ref, namespace: flux-system}}}}\n"
+    );
+    apply_yaml(&backend, &text).await;
+    runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+
+    let ok = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "ok")).await;
+    assert!(ok.is_ready(), "{:?}", ok.conditions);
+    assert_eq!(
+        configmap_data(&backend, "apps", "ok-podinfo").await["chart"],
+        "1.0.0"
+    );
+
+    let not_ready = |st: &Status| {
+        let c = st.condition(READY).cloned().expect("a Ready condition");
+        assert_eq!(
+            c.status,
+            trueup::core::status::ConditionStatus::False,
+            "{c:?}"
+        );
+        c
+    };
+    // The missing version: the HelmChart stalls naming it; the release waits on it.
+    let chart = get_status(
+        &backend,
+        &FluxKind::HelmChart.ref_to("flux-system", "apps-missing-tag"),
+    )
+    .await;
+    let c = not_ready(&chart);
+    assert_eq!(c.reason, "InvalidChartReference");
+    assert!(
+        c.message.contains("9.9.9") && c.message.contains("not found"),
+        "{}",
+        c.message
+    );
+    let hr = get_status(
+        &backend,
+        &FluxKind::HelmRelease.ref_to("apps", "missing-tag"),
+    )
+    .await;
+    let c = not_ready(&hr);
+    assert_eq!(c.reason, "SourceNotReady");
+    assert!(
+        c.message
+            .contains("HelmChart 'flux-system/apps-missing-tag' is not ready")
+            && c.message.contains("9.9.9"),
+        "{}",
+        c.message
+    );
+    // Wrong credentials: the registry's 401, named as an authentication failure.
+    let chart = get_status(
+        &backend,
+        &FluxKind::HelmChart.ref_to("flux-system", "apps-denied"),
+    )
+    .await;
+    let c = not_ready(&chart);
+    assert_eq!(c.reason, "AuthenticationFailed");
+    assert!(c.message.contains("401"), "{}", c.message);
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "denied")).await;
+    let c = not_ready(&hr);
+    assert!(
+        c.message.contains("401") && c.message.contains("apps-denied"),
+        "{}",
+        c.message
+    );
+    // A bad reference: the OCIRepository names the URL, the release waits on it.
+    let repo = get_status(
+        &backend,
+        &FluxKind::OciRepository.ref_to("flux-system", "bad-ref"),
+    )
+    .await;
+    let c = not_ready(&repo);
+    assert!(c.message.contains("Pod Info"), "{}", c.message);
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "bad-ref")).await;
+    let c = not_ready(&hr);
+    assert!(
+        c.message
+            .contains("OCIRepository 'flux-system/bad-ref' is not ready")
+            && c.message.contains("Pod Info"),
+        "{}",
+        c.message
+    );
+
+    // No password in any status, condition or event.
+    let mut everything = serde_json::to_string(&backend.events(None).unwrap()).unwrap();
+    for kind in [
+        FluxKind::HelmChart,
+        FluxKind::HelmRelease,
+        FluxKind::OciRepository,
+        FluxKind::HelmRepository,
+    ] {
+        for o in backend
+            .list(&trueup::core::traits::ListParams::kind(
+                kind.group(),
+                kind.kind(),
+            ))
+            .await
+            .unwrap()
+        {
+            everything.push_str(&serde_json::to_string(&o.status()).unwrap());
+        }
+    }
+    assert!(everything.contains("401"), "the failures are recorded");
+    for secret in [PASSWORD, WRONG] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked: {everything}"
+        );
+    }
+}
