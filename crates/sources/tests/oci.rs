@@ -918,3 +918,209 @@ async fn bearer_tokens_redirects_and_rate_limits_through_a_front_proxy() {
     assert_err(&e, SourceErrorKind::Unreachable, &["429", "team/app"]);
     assert_eq!(limited.seen().len(), 3);
 }
+
+fn helm_chart_spec(url: &str, chart: &str, version: &str) -> trueup_sources::helm::HelmChartSource {
+    trueup_sources::helm::HelmChartSource {
+        repository: serde_json::from_value(serde_json::json!({
+            "url": url, "type": "oci", "insecure": true, "interval": "5m"
+        }))
+        .unwrap(),
+        chart: serde_json::from_value(serde_json::json!({
+            "chart": chart, "version": version,
+            "sourceRef": {"kind": "HelmRepository", "name": "charts"}
+        }))
+        .unwrap(),
+    }
+}
+
+async fn pull_helm_chart(
+    spec: &trueup_sources::helm::HelmChartSource,
+    creds: Option<&Credentials>,
+) -> Result<(FetchedRevision, Vec<u8>), SourceError> {
+    let o = object();
+    let req = SourceRequest {
+        object: &o,
+        spec,
+        credentials: creds,
+        timeout: Duration::from_secs(30),
+    };
+    let src = trueup_sources::HelmSource::new();
+    let rev = src.resolve(&req).await?;
+    let dir = tempfile::tempdir().unwrap();
+    let fetched = src.fetch(&req, &rev, dir.path()).await?;
+    let file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    Ok((fetched, std::fs::read(file).unwrap()))
+}
+
+/// The registry itself doing `auth: token` (no proxy): it sends clients to a token service
+/// the test runs, which signs RS256 JWTs with an `x5c` certificate the registry trusts. Charts
+/// are pushed and pulled through the Bearer challenge flow, by the OCI client and by a
+/// HelmRepository `type: oci` with a dockerconfigjson Secret; a wrong password is a clear 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_of_the_registry_itself_for_charts() {
+    let Some(openssl) = registry::openssl_bin() else {
+        return;
+    };
+    let tokens = registry::TokenServer::start(&openssl);
+    let Some(reg) = Registry::start_token(
+        &tokens.realm,
+        &tokens.service,
+        &tokens.issuer,
+        &tokens.cert_pem,
+    ) else {
+        return;
+    };
+    // Without a token the registry answers with its Bearer challenge.
+    let resp = http()
+        .get(reg.http("/v2/charts/podinfo/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains(&tokens.realm),
+        "{challenge}"
+    );
+
+    let url = reg.url("charts/podinfo");
+    let c = client(Some((USER, PASSWORD)), &reg.addr);
+    let r = trueup_sources::oci::Reference::parse(&url).unwrap();
+    let mut charts = BTreeMap::new();
+    for version in ["1.0.0", "1.2.0+build.1", "2.0.0"] {
+        let chart = tgz(&[
+            (
+                "podinfo/Chart.yaml",
+                &format!("apiVersion: v2\nname: podinfo\nversion: {version}\n"),
+            ),
+            ("podinfo/values.yaml", "a: 1\n"),
+        ]);
+        c.push_manifest_with_blobs(
+            &r,
+            &version.replace('+', "_"),
+            trueup_sources::oci::Blob::new(manifest::HELM_CONFIG, b"{}".to_vec()),
+            vec![trueup_sources::oci::Blob::new(
+                manifest::HELM_CHART,
+                chart.clone(),
+            )],
+            BTreeMap::new(),
+        )
+        .await
+        .expect("push through the token flow");
+        charts.insert(version, chart);
+    }
+    let seen = tokens.requests.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(scope, granted)| *granted && scope.contains("charts/podinfo:pull,push")),
+        "{seen:?}"
+    );
+
+    // A HelmRepository `type: oci` with a dockerconfigjson Secret: `^1.0` picks 1.2.0+build.1
+    // (tagged 1.2.0_build.1), and the chart layer comes back byte for byte.
+    let creds = docker_config(&reg.addr, USER, PASSWORD);
+    let spec = helm_chart_spec(&reg.url("charts"), "podinfo", "^1.0");
+    let (rev, bytes) = pull_helm_chart(&spec, Some(&creds))
+        .await
+        .expect("chart via token auth");
+    assert_eq!(rev.revision, "1.2.0+build.1");
+    assert_eq!(bytes, charts["1.2.0+build.1"]);
+    let (rev, _) = pull_helm_chart(
+        &helm_chart_spec(&reg.url("charts"), "podinfo", ""),
+        Some(&creds),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rev.revision, "2.0.0", "no version: the latest");
+
+    // Wrong password: the token service's 401, named, with the password nowhere.
+    let wrong = docker_config(&reg.addr, USER, "wr0ng-pa55");
+    let e = pull_helm_chart(&spec, Some(&wrong)).await.unwrap_err();
+    assert_err(&e, SourceErrorKind::Auth, &["token service", "401"]);
+    assert!(!e.message.contains("wr0ng-pa55"), "{}", e.message);
+    // No credentials at all.
+    let e = pull_helm_chart(&spec, None).await.unwrap_err();
+    assert_err(&e, SourceErrorKind::Auth, &["no credentials configured"]);
+    assert!(tokens.requests.lock().unwrap().iter().any(|(_, g)| !g));
+}
+
+/// A HelmRepository `type: oci` against htpasswd basic auth with a Secret holding
+/// `username`/`password` keys; a version that does not exist and a chart that is not there
+/// are named; a plain HelmRepository URL with `type: oci` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_repository_type_oci_with_basic_auth() {
+    let Some(reg) = Registry::start(true) else {
+        return;
+    };
+    let url = reg.url("team/charts/app");
+    let c = client(Some((USER, PASSWORD)), &reg.addr);
+    let r = trueup_sources::oci::Reference::parse(&url).unwrap();
+    let chart = tgz(&[(
+        "app/Chart.yaml",
+        "apiVersion: v2\nname: app\nversion: 0.3.0\n",
+    )]);
+    c.push_manifest_with_blobs(
+        &r,
+        "0.3.0",
+        trueup_sources::oci::Blob::new(manifest::HELM_CONFIG, b"{}".to_vec()),
+        vec![trueup_sources::oci::Blob::new(
+            manifest::HELM_CHART,
+            chart.clone(),
+        )],
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    let creds = Credentials(BTreeMap::from([
+        ("username".to_string(), USER.as_bytes().to_vec()),
+        ("password".to_string(), PASSWORD.as_bytes().to_vec()),
+    ]));
+    let spec = helm_chart_spec(&reg.url("team/charts"), "app", "0.3.0");
+    let (rev, bytes) = pull_helm_chart(&spec, Some(&creds))
+        .await
+        .expect("basic auth");
+    assert_eq!(rev.revision, "0.3.0");
+    assert_eq!(bytes, chart);
+
+    let e = pull_helm_chart(
+        &helm_chart_spec(&reg.url("team/charts"), "app", "0.4.0"),
+        Some(&creds),
+    )
+    .await
+    .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &["0.4.0", "team/charts/app"]);
+    let e = pull_helm_chart(
+        &helm_chart_spec(&reg.url("team/charts"), "nope", ">=1"),
+        Some(&creds),
+    )
+    .await
+    .unwrap_err();
+    assert_err(&e, SourceErrorKind::NotFound, &["team/charts/nope"]);
+    let wrong = Credentials(BTreeMap::from([
+        ("username".to_string(), USER.as_bytes().to_vec()),
+        ("password".to_string(), b"bad-pa55word".to_vec()),
+    ]));
+    let e = pull_helm_chart(&spec, Some(&wrong)).await.unwrap_err();
+    assert_err(&e, SourceErrorKind::Auth, &["401"]);
+    assert!(!e.message.contains("bad-pa55word"));
+    let mut http_url = spec.clone();
+    http_url.repository.url = format!("http://{}/team/charts", reg.addr);
+    let e = pull_helm_chart(&http_url, Some(&creds)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::InvalidSpec,
+        &["invalid OCI registry URL"],
+    );
+    let mut provider = spec.clone();
+    provider.repository.provider = Some("aws".into());
+    let e = pull_helm_chart(&provider, Some(&creds)).await.unwrap_err();
+    assert_err(&e, SourceErrorKind::InvalidSpec, &["provider 'aws'"]);
+}
