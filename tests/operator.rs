@@ -1241,3 +1241,99 @@ async fn registry_chart_failures_are_named_and_secrets_stay_secret() {
         );
     }
 }
+
+/// A HelmChart packaged from a path in a GitRepository, with `reconcileStrategy: Revision` and
+/// values files relative to the repository (one missing and ignored), installed by a
+/// HelmRelease `chartRef`; a new commit gives a new chart version and an upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_from_git_is_packaged_per_revision_and_upgraded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let files = [
+        ("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n"),
+        ("charts/app/values.yaml", "color: blue\nsize: s\n"),
+        ("charts/app/.helmignore", "*.md\n"),
+        ("charts/app/NOTES.md", "not packaged\n"),
+        (
+            "charts/app/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-app\n  namespace: {{ .Release.Namespace }}\ndata:\n  chart: {{ .Chart.Version | quote }}\n  color: {{ .Values.color | quote }}\n  size: {{ .Values.size | quote }}\n",
+        ),
+        ("env/prod-values.yaml", "color: green\n"),
+    ];
+    for (p, c) in files {
+        let p = repo.work.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    let head = repo.commit("add the app chart");
+    let backend = local_cluster(tmp.path());
+    let text = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{}\n  ref: {{branch: main}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {{name: app, namespace: flux-system}}\nspec:\n  interval: 5m\n  chart: ./charts/app\n  reconcileStrategy: Revision\n  sourceRef: {{kind: GitRepository, name: fleet}}\n  valuesFiles: [charts/app/values.yaml, env/prod-values.yaml, env/missing.yaml]\n  ignoreMissingValuesFiles: true\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: app, namespace: apps}}\nspec:\n  interval: 10m\n  chartRef: {{kind: HelmChart, name: app, namespace: flux-system}}\n",
+        repo.bare.display()
+    );
+    apply_yaml(&backend, &text).await;
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let chart_ref = FluxKind::HelmChart.ref_to("flux-system", "app");
+    let st = get_status(&backend, &chart_ref).await;
+    let want = format!("0.1.0+{}.1", &head[..12]);
+    assert_eq!(st.artifact.as_ref().unwrap().revision, want);
+    assert_eq!(
+        st.extra["observedSourceArtifactRevision"],
+        format!("main@sha1:{head}")
+    );
+    assert_eq!(
+        st.extra["observedValuesFiles"],
+        serde_json::json!(["charts/app/values.yaml", "env/prod-values.yaml"])
+    );
+    let data = configmap_data(&backend, "apps", "app-app").await;
+    assert_eq!(data["chart"], want.as_str());
+    assert_eq!(data["color"], "green");
+    assert_eq!(data["size"], "s");
+    let store = ArtifactStore::new(backend.state_dir().join("artifacts")).unwrap();
+    let unpacked = store.unpacked(st.artifact.as_ref().unwrap()).unwrap();
+    assert!(unpacked.join("app/templates/cm.yaml").exists());
+    assert!(
+        !unpacked.join("app/NOTES.md").exists(),
+        ".helmignore applies"
+    );
+
+    std::fs::write(
+        repo.work.join("env/prod-values.yaml"),
+        "color: red\nsize: l\n",
+    )
+    .unwrap();
+    let head2 = repo.commit("prod: red, large");
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let want2 = format!("0.1.0+{}.1", &head2[..12]);
+    let data = configmap_data(&backend, "apps", "app-app").await;
+    assert_eq!(data["chart"], want2.as_str());
+    assert_eq!(
+        (data["color"].as_str(), data["size"].as_str()),
+        (Some("red"), Some("l"))
+    );
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "app")).await;
+    assert_eq!(hr.last_applied_revision, want2);
+    assert!(
+        backend
+            .get(&ObjectRef::new(
+                "",
+                "Secret",
+                "apps",
+                "sh.helm.release.v1.app.v2"
+            ))
+            .await
+            .unwrap()
+            .is_some(),
+        "an upgrade to release v2"
+    );
+}
