@@ -809,3 +809,416 @@ pub fn template_chart_ref(hr_namespace: &str, hr_name: &str, tpl_ns: Option<&str
         &chart_name_for(hr_namespace, hr_name),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::reconcile::helmrelease::{
+        HelmReleaseReconciler, ReleaseError, ReleaseInfo, ReleaseManager, ReleaseRequest,
+        ReleaseTarget, SOURCE_NOT_READY,
+    };
+    use crate::traits::source::{FetchedRevision, SourceError};
+    use crate::traits::ApplyOptions;
+    use serde_json::json;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    type Pair = (HelmRepositorySpec, HelmChartSpec);
+
+    /// A Helm repository in memory: chart versions it holds, fetches counted, one failure
+    /// to hand out.
+    #[derive(Default)]
+    struct FakeRepo {
+        versions: Vec<&'static str>,
+        fetches: Mutex<usize>,
+        fail: Mutex<Option<SourceError>>,
+    }
+
+    fn chart_tgz(version: &str) -> Vec<u8> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("app")).unwrap();
+        std::fs::write(
+            d.path().join("app/Chart.yaml"),
+            format!("apiVersion: v2\nname: app\nversion: {version}\n"),
+        )
+        .unwrap();
+        std::fs::write(d.path().join("app/values.yaml"), "a: 1\n").unwrap();
+        std::fs::write(d.path().join("app/values-prod.yaml"), "a: 2\n").unwrap();
+        crate::storage::pack_dir(d.path(), &crate::storage::keep_all).unwrap()
+    }
+
+    #[async_trait]
+    impl Source for FakeRepo {
+        type Spec = Pair;
+
+        async fn resolve(
+            &self,
+            req: &SourceRequest<'_, Pair>,
+        ) -> Result<FetchedRevision, SourceError> {
+            if let Some(e) = self.fail.lock().unwrap().take() {
+                return Err(e);
+            }
+            let want = req.spec.1.version.clone().unwrap_or_default();
+            self.versions
+                .iter()
+                .find(|v| want == "*" || **v == want)
+                .map(|v| FetchedRevision {
+                    revision: v.to_string(),
+                    metadata: Default::default(),
+                })
+                .ok_or_else(|| {
+                    SourceError::new(
+                        SourceErrorKind::NotFound,
+                        format!("no 'app' chart with version matching '{want}' found"),
+                    )
+                })
+        }
+
+        async fn fetch(
+            &self,
+            _req: &SourceRequest<'_, Pair>,
+            rev: &FetchedRevision,
+            dir: &Path,
+        ) -> Result<FetchedRevision, SourceError> {
+            *self.fetches.lock().unwrap() += 1;
+            std::fs::write(
+                dir.join(format!("app-{}.tgz", rev.revision)),
+                chart_tgz(&rev.revision),
+            )
+            .unwrap();
+            Ok(rev.clone())
+        }
+    }
+
+    fn obj(v: serde_json::Value) -> Object {
+        Object::from_value(v).unwrap()
+    }
+
+    fn chart(spec: serde_json::Value) -> Object {
+        obj(
+            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
+            "metadata": {"name": "app", "namespace": "flux-system", "generation": 2}, "spec": spec}),
+        )
+    }
+
+    fn rec(store: &ArtifactStore, repo: FakeRepo) -> HelmChartReconciler<FakeRepo> {
+        HelmChartReconciler::new(repo, store.clone(), |r, c| (r, c))
+    }
+
+    async fn backend_with_repo() -> MemoryBackend {
+        let b = MemoryBackend::new();
+        let repo = obj(
+            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+            "metadata": {"name": "charts", "namespace": "flux-system"},
+            "spec": {"url": "oci://r.example/charts", "type": "oci", "secretRef": {"name": "creds"}}}),
+        );
+        b.apply(&repo, &ApplyOptions::default()).await.unwrap();
+        let secret = obj(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": "flux-system"},
+            "stringData": {"username": "bot", "password": "hunter2-secret"}}));
+        b.apply(&secret, &ApplyOptions::default()).await.unwrap();
+        b
+    }
+
+    fn ready(out: &Outcome) -> Condition {
+        out.status.condition(crate::status::READY).cloned().unwrap()
+    }
+
+    #[tokio::test]
+    async fn pulls_packages_with_values_files_and_skips_unchanged_versions() {
+        let storage = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(storage.path()).unwrap();
+        let r = rec(
+            &store,
+            FakeRepo {
+                versions: vec!["1.0.0"],
+                ..Default::default()
+            },
+        );
+        let b = backend_with_repo().await;
+        let o = chart(json!({"chart": "app", "version": "*", "interval": "5m",
+            "sourceRef": {"kind": "HelmRepository", "name": "charts"}}));
+        let sched = r.schedule(&o).unwrap();
+        assert_eq!(sched.interval, Duration::from_secs(300));
+        assert_eq!(
+            sched.watches,
+            vec![FluxKind::HelmRepository.ref_to("flux-system", "charts")]
+        );
+        let out = r.reconcile(&o, &b).await;
+        assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+        assert_eq!(
+            ready(&out).message,
+            "pulled 'app' chart with version '1.0.0'"
+        );
+        assert_eq!(ready(&out).reason, chart_reason::CHART_PULL_SUCCEEDED);
+        let a = out.status.artifact.clone().unwrap();
+        assert_eq!(a.revision, "1.0.0");
+        assert_eq!(
+            std::fs::read(store.path_of(&a)).unwrap(),
+            chart_tgz("1.0.0"),
+            "kept as pulled"
+        );
+        assert_eq!(out.events.len(), 1);
+        // Same version again: nothing fetched, no event.
+        let mut o2 = o.clone();
+        o2.0.insert("status".into(), out.status.to_value());
+        let out2 = r.reconcile(&o2, &b).await;
+        assert_eq!(out2.verdict, Verdict::Ready);
+        assert!(out2.events.is_empty());
+        assert_eq!(*r.source.fetches.lock().unwrap(), 1);
+
+        // Values files: packaged, version + generation.
+        let o3 = chart(json!({"chart": "app", "version": "*",
+            "sourceRef": {"kind": "HelmRepository", "name": "charts"},
+            "valuesFiles": ["values.yaml", "values-prod.yaml"]}));
+        let out3 = r.reconcile(&o3, &b).await;
+        assert_eq!(out3.status.artifact.as_ref().unwrap().revision, "1.0.0+2");
+        assert_eq!(ready(&out3).reason, chart_reason::CHART_PACKAGE_SUCCEEDED);
+        assert!(!out3.status.extra.contains_key(OBSERVED_VALUES_FILES));
+    }
+
+    #[tokio::test]
+    async fn failures_name_the_problem() {
+        let storage = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(storage.path()).unwrap();
+        let r = rec(
+            &store,
+            FakeRepo {
+                versions: vec!["1.0.0"],
+                ..Default::default()
+            },
+        );
+        let b = backend_with_repo().await;
+        let missing = chart(json!({"chart": "app", "version": "9.x",
+            "sourceRef": {"kind": "HelmRepository", "name": "charts"}}));
+        let out = r.reconcile(&missing, &b).await;
+        assert_eq!(out.verdict, Verdict::Failed { stalled: true });
+        assert_eq!(ready(&out).reason, "InvalidChartReference");
+        assert!(
+            ready(&out).message.contains("'9.x'"),
+            "{}",
+            ready(&out).message
+        );
+
+        *r.source.fail.lock().unwrap() = Some(SourceError::new(
+            SourceErrorKind::Auth,
+            "401 for bot:hunter2-secret",
+        ));
+        let any = chart(
+            json!({"chart": "app", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}),
+        );
+        let out = r.reconcile(&any, &b).await;
+        assert_eq!(out.verdict, Verdict::Failed { stalled: false });
+        assert_eq!(ready(&out).reason, reason::AUTHENTICATION_FAILED);
+        assert!(
+            !ready(&out).message.contains("hunter2-secret"),
+            "{}",
+            ready(&out).message
+        );
+        assert!(!out.events[0].message.contains("hunter2-secret"));
+
+        let bucket = chart(json!({"chart": "app", "sourceRef": {"kind": "Bucket", "name": "b"}}));
+        let out = r.reconcile(&bucket, &b).await;
+        assert_eq!(out.verdict, Verdict::Failed { stalled: true });
+        assert!(
+            ready(&out).message.contains("Bucket 'b' is not supported"),
+            "{}",
+            ready(&out).message
+        );
+        let odd =
+            chart(json!({"chart": "app", "sourceRef": {"kind": "OCIRepository", "name": "o"}}));
+        let out = r.reconcile(&odd, &b).await;
+        assert!(ready(&out)
+            .message
+            .contains("unsupported source kind 'OCIRepository'"));
+
+        let no_repo =
+            chart(json!({"chart": "app", "sourceRef": {"kind": "HelmRepository", "name": "gone"}}));
+        let out = r.reconcile(&no_repo, &b).await;
+        assert_eq!(ready(&out).reason, chart_reason::SOURCE_UNAVAILABLE);
+        assert!(ready(&out)
+            .message
+            .contains("HelmRepository 'flux-system/gone' not found"));
+
+        // A GitRepository without an artifact yet: waiting, not failing.
+        let git = obj(
+            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "fleet", "namespace": "flux-system"},
+            "spec": {"url": "https://git.example/fleet", "interval": "1m"}}),
+        );
+        b.apply(&git, &ApplyOptions::default()).await.unwrap();
+        let from_git = chart(
+            json!({"chart": "./charts/app", "sourceRef": {"kind": "GitRepository", "name": "fleet"}}),
+        );
+        let out = r.reconcile(&from_git, &b).await;
+        assert_eq!(out.verdict, Verdict::Waiting);
+        assert_eq!(ready(&out).reason, chart_reason::NO_SOURCE_ARTIFACT);
+        let suspended = chart(
+            json!({"chart": "app", "suspend": true, "sourceRef": {"kind": "HelmRepository", "name": "charts"}}),
+        );
+        assert!(r.schedule(&suspended).unwrap().suspend);
+    }
+
+    /// A manager that is never reached: these cases stop before any release action.
+    struct NoManager;
+
+    #[async_trait]
+    impl ReleaseManager for NoManager {
+        async fn history(
+            &self,
+            _: &dyn Backend,
+            _: &ReleaseTarget,
+        ) -> Result<Vec<ReleaseInfo>, ReleaseError> {
+            Ok(Vec::new())
+        }
+        async fn install(&self, _: ReleaseRequest<'_>) -> Result<ReleaseInfo, ReleaseError> {
+            panic!("no install expected")
+        }
+        async fn upgrade(&self, _: ReleaseRequest<'_>) -> Result<ReleaseInfo, ReleaseError> {
+            panic!("no upgrade expected")
+        }
+        async fn rollback(
+            &self,
+            _: &dyn Backend,
+            _: &ReleaseTarget,
+            _: i64,
+            _: &crate::api::helm::HelmReleaseSpec,
+            _: Duration,
+        ) -> Result<ReleaseInfo, ReleaseError> {
+            panic!("no rollback expected")
+        }
+        async fn uninstall(
+            &self,
+            _: &dyn Backend,
+            _: &ReleaseTarget,
+            _: bool,
+        ) -> Result<Vec<ObjectRef>, ReleaseError> {
+            Ok(Vec::new())
+        }
+        async fn mark_failed(
+            &self,
+            _: &dyn Backend,
+            _: &ReleaseTarget,
+            _: i64,
+            _: &str,
+        ) -> Result<(), ReleaseError> {
+            Ok(())
+        }
+    }
+
+    fn release(spec: serde_json::Value) -> Object {
+        obj(
+            json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+            "metadata": {"name": "web", "namespace": "apps", "generation": 1}, "spec": spec}),
+        )
+    }
+
+    #[tokio::test]
+    async fn releases_create_their_chart_wait_for_it_and_delete_it() {
+        let storage = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(storage.path()).unwrap();
+        let hr_rec = HelmReleaseReconciler::new(NoManager, store);
+        let b = MemoryBackend::new();
+        let hr = release(json!({"interval": "7m", "chart": {
+            "metadata": {"labels": {"team": "web"}},
+            "spec": {"chart": "app", "sourceRef": {"kind": "HelmRepository", "name": "charts", "namespace": "flux-system"}}}}));
+        let chart_ref = FluxKind::HelmChart.ref_to("flux-system", "apps-web");
+        assert_eq!(
+            hr_rec.schedule(&hr).unwrap().watches,
+            vec![chart_ref.clone()]
+        );
+        let out = hr_rec.reconcile(&hr, &b).await;
+        assert_eq!(out.verdict, Verdict::Waiting);
+        assert_eq!(ready(&out).reason, SOURCE_NOT_READY);
+        assert_eq!(
+            ready(&out).message,
+            "HelmChart 'flux-system/apps-web' is not ready: latest generation of object has not been reconciled"
+        );
+        let c = b.get(&chart_ref).await.unwrap().expect("HelmChart created");
+        assert_eq!(c.label(OWNER_NAME_LABEL), Some("web"));
+        assert_eq!(c.label(OWNER_NAMESPACE_LABEL), Some("apps"));
+        assert_eq!(c.label("team"), Some("web"));
+        assert_eq!(
+            c.spec().unwrap(),
+            &json!({"chart": "app", "version": "*", "interval": "7m", "reconcileStrategy": "ChartVersion",
+                "sourceRef": {"kind": "HelmRepository", "name": "charts"}})
+        );
+        // Deleting the release deletes the chart it created.
+        let events = hr_rec.finalize(&hr, &b).await;
+        assert!(
+            events.iter().any(|e| e.reason == "HelmChartDeleted"),
+            "{events:?}"
+        );
+        assert!(b.get(&chart_ref).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn chart_refs_are_checked() {
+        let storage = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(storage.path()).unwrap();
+        let hr_rec = HelmReleaseReconciler::new(NoManager, store);
+        let b = MemoryBackend::new();
+        let check = |spec: serde_json::Value| release(spec);
+        let out = hr_rec
+            .reconcile(
+                &check(
+                    json!({"interval": "1m", "chartRef": {"kind": "GitRepository", "name": "x"}}),
+                ),
+                &b,
+            )
+            .await;
+        assert_eq!(out.verdict, Verdict::Failed { stalled: true });
+        assert_eq!(
+            ready(&out).message,
+            "spec.chartRef.kind: unsupported kind 'GitRepository' (OCIRepository, HelmChart)"
+        );
+        let out = hr_rec
+            .reconcile(&check(json!({"interval": "1m"})), &b)
+            .await;
+        assert!(
+            ready(&out).message.contains("invalid Chart reference"),
+            "{}",
+            ready(&out).message
+        );
+        let out = hr_rec
+            .reconcile(
+                &check(
+                    json!({"interval": "1m", "chartRef": {"kind": "HelmChart", "name": "nope"}}),
+                ),
+                &b,
+            )
+            .await;
+        assert_eq!(out.verdict, Verdict::Failed { stalled: false });
+        assert_eq!(ready(&out).reason, reason::ARTIFACT_FAILED);
+        assert_eq!(
+            ready(&out).message,
+            "could not get Source object: HelmChart 'apps/nope' not found"
+        );
+        // An OCIRepository that failed: the release waits and says why.
+        let repo = obj(
+            json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+            "metadata": {"name": "chart", "namespace": "apps", "generation": 1},
+            "spec": {"url": "oci://r.example/chart", "interval": "1m"},
+            "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False",
+                "reason": "OCIArtifactPullFailed", "message": "tag '1.0.0' not found"}]}}),
+        );
+        b.apply(&repo, &ApplyOptions::default()).await.unwrap();
+        b.update_status(&repo.object_ref(), &repo.0["status"])
+            .await
+            .unwrap();
+        let hr = check(
+            json!({"interval": "1m", "chartRef": {"kind": "OCIRepository", "name": "chart"}}),
+        );
+        assert_eq!(
+            hr_rec.schedule(&hr).unwrap().watches,
+            vec![FluxKind::OciRepository.ref_to("apps", "chart")]
+        );
+        let out = hr_rec.reconcile(&hr, &b).await;
+        assert_eq!(out.verdict, Verdict::Waiting);
+        assert_eq!(
+            ready(&out).message,
+            "OCIRepository 'apps/chart' is not ready: tag '1.0.0' not found"
+        );
+    }
+}

@@ -513,7 +513,18 @@ fn chart_source_ref(hr: &HelmRelease) -> Option<ObjectRef> {
 async fn delete_owned_chart(obj: &Object, backend: &dyn Backend) -> Vec<Event> {
     let st = Status::from_value(obj.status());
     let hst = HelmReleaseStatus::from_status(&st);
-    delete_chart_by_status(&obj.object_ref(), &hst.helm_chart, backend).await
+    let mut name = hst.helm_chart;
+    // Deleted before its chart was ever ready: the chart the template names.
+    if name.is_empty() {
+        if let Some(r) = from_object::<HelmRelease>(obj)
+            .ok()
+            .filter(|hr| hr.spec.chart.is_some())
+            .and_then(|hr| chart_source_ref(&hr))
+        {
+            name = format!("{}/{}", r.namespace, r.name);
+        }
+    }
+    delete_chart_by_status(&obj.object_ref(), &name, backend).await
 }
 
 async fn delete_chart_by_status(
