@@ -170,7 +170,7 @@ where
     S: Source,
     S::Spec: Send + Sync,
 {
-    async fn from_helm_repository(
+    async fn build_from_helm_repository(
         &self,
         obj: &Object,
         chart: &HelmChart,
@@ -298,7 +298,7 @@ where
         }))
     }
 
-    async fn from_git_repository(
+    async fn build_from_git_repository(
         &self,
         obj: &Object,
         chart: &HelmChart,
@@ -516,11 +516,11 @@ where
                 if !opts.values_files.is_empty() {
                     opts.version_metadata = Some(generation.to_string());
                 }
-                self.from_helm_repository(obj, &chart, &status, backend, opts)
+                self.build_from_helm_repository(obj, &chart, &status, backend, opts)
                     .await
             }
             "GitRepository" => {
-                self.from_git_repository(obj, &chart, &status, backend, opts)
+                self.build_from_git_repository(obj, &chart, &status, backend, opts)
                     .await
             }
             "Bucket" => Err(Failure::new(
