@@ -1124,3 +1124,157 @@ async fn helm_repository_type_oci_with_basic_auth() {
     let e = pull_helm_chart(&provider, Some(&creds)).await.unwrap_err();
     assert_err(&e, SourceErrorKind::InvalidSpec, &["provider 'aws'"]);
 }
+
+/// Real Helm (`TRUEUP_HELM`, else the cached v4.3.1): `None` after saying SKIP, a failure under
+/// `TRUEUP_REQUIRE_ORACLES=1`.
+fn helm_bin() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var("TRUEUP_HELM").ok(),
+        std::env::var("HOME")
+            .ok()
+            .map(|h| format!("{h}/.cache/trueup-tools/helm/helm")),
+        Some("/work/tools/helm/helm".to_string()),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TRUEUP_REQUIRE_ORACLES").is_none(),
+            "helm is required (TRUEUP_REQUIRE_ORACLES is set): set TRUEUP_HELM"
+        );
+        println!("SKIP: no helm binary (set TRUEUP_HELM)");
+    }
+    found
+}
+
+fn run_helm(helm: &Path, home: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(helm)
+        .args(args)
+        .env("HOME", home)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .current_dir(home)
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Interoperability with real Helm: a chart packaged and pushed by `helm push` (tag with `_`
+/// for `+`) is found and pulled byte for byte by a HelmRepository `type: oci`; a chart pushed
+/// by trueup is pulled and read by `helm pull` / `helm show chart`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_pushed_by_helm_and_by_trueup_read_both_ways() {
+    let Some(helm) = helm_bin() else {
+        return;
+    };
+    let Some(reg) = Registry::start(false) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    write_tree(
+        home.path(),
+        &[
+            (
+                "src/web/Chart.yaml",
+                "apiVersion: v2\nname: web\nversion: 2.1.0+build.7\n",
+            ),
+            ("src/web/values.yaml", "replicas: 2\n"),
+            ("src/web/templates/cm.yaml", "kind: ConfigMap\n"),
+        ],
+    );
+    run_helm(
+        &helm,
+        home.path(),
+        &["package", "src/web", "--destination", "out"],
+    );
+    let packaged = std::fs::read(home.path().join("out/web-2.1.0+build.7.tgz")).unwrap();
+    run_helm(
+        &helm,
+        home.path(),
+        &[
+            "push",
+            "out/web-2.1.0+build.7.tgz",
+            &format!("oci://{}/helm-charts", reg.addr),
+            "--plain-http",
+        ],
+    );
+    let tags = client(None, &reg.addr)
+        .list_tags(&reg.url("helm-charts/web"))
+        .await
+        .unwrap();
+    assert_eq!(tags, vec!["2.1.0_build.7"]);
+    let (rev, bytes) = pull_helm_chart(
+        &helm_chart_spec(&reg.url("helm-charts"), "web", ">=2.0.0"),
+        None,
+    )
+    .await
+    .expect("a chart helm pushed");
+    assert_eq!(rev.revision, "2.1.0+build.7");
+    assert_eq!(bytes, packaged, "the chart layer as helm packaged it");
+
+    // The other way: trueup pushes with Helm's media types, helm pulls and reads it.
+    let chart = tgz(&[
+        (
+            "api/Chart.yaml",
+            "apiVersion: v2\nname: api\nversion: 0.5.0\ndescription: pushed by trueup\n",
+        ),
+        ("api/values.yaml", "port: 80\n"),
+    ]);
+    let r = trueup_sources::oci::Reference::parse(&reg.url("helm-charts/api")).unwrap();
+    client(None, &reg.addr)
+        .push_manifest_with_blobs(
+            &r,
+            "0.5.0",
+            trueup_sources::oci::Blob::new(
+                manifest::HELM_CONFIG,
+                br#"{"apiVersion":"v2","name":"api","version":"0.5.0"}"#.to_vec(),
+            ),
+            vec![trueup_sources::oci::Blob::new(
+                manifest::HELM_CHART,
+                chart.clone(),
+            )],
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let shown = run_helm(
+        &helm,
+        home.path(),
+        &[
+            "show",
+            "chart",
+            &format!("oci://{}/helm-charts/api", reg.addr),
+            "--version",
+            "0.5.0",
+            "--plain-http",
+        ],
+    );
+    assert!(shown.contains("description: pushed by trueup"), "{shown}");
+    std::fs::create_dir_all(home.path().join("pulled")).unwrap();
+    run_helm(
+        &helm,
+        home.path(),
+        &[
+            "pull",
+            &format!("oci://{}/helm-charts/api", reg.addr),
+            "--version",
+            "0.5.0",
+            "--plain-http",
+            "--destination",
+            "pulled",
+        ],
+    );
+    assert_eq!(
+        std::fs::read(home.path().join("pulled/api-0.5.0.tgz")).unwrap(),
+        chart
+    );
+}
