@@ -1050,6 +1050,33 @@ async fn token_auth_of_the_registry_itself_for_charts() {
     let e = pull_helm_chart(&spec, None).await.unwrap_err();
     assert_err(&e, SourceErrorKind::Auth, &["no credentials configured"]);
     assert!(tokens.requests.lock().unwrap().iter().any(|(_, g)| !g));
+
+    // Helm's own client goes through the same registry and token service.
+    if let Some(helm) = helm_bin() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("pulled")).unwrap();
+        run_helm(
+            &helm,
+            home.path(),
+            &[
+                "pull",
+                &url,
+                "--version",
+                "1.0.0",
+                "--plain-http",
+                "--username",
+                USER,
+                "--password",
+                PASSWORD,
+                "--destination",
+                "pulled",
+            ],
+        );
+        assert_eq!(
+            std::fs::read(home.path().join("pulled/podinfo-1.0.0.tgz")).unwrap(),
+            charts["1.0.0"]
+        );
+    }
 }
 
 /// A HelmRepository `type: oci` against htpasswd basic auth with a Secret holding
