@@ -1305,3 +1305,55 @@ async fn charts_pushed_by_helm_and_by_trueup_read_both_ways() {
         chart
     );
 }
+
+/// A HelmRepository `type: oci` over HTTPS: the registry's certificate is signed by a CA the
+/// `certSecretRef` Secret holds (`ca.crt`); without it the TLS failure is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_repository_type_oci_over_tls_with_a_ca_from_the_cert_secret() {
+    let Some(openssl) = registry::openssl_bin() else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = registry::tls_certificates(&openssl, certs.path());
+    let Some(reg) = Registry::start_tls(&cert, &key) else {
+        return;
+    };
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let c = OciClient::new(OciClientOptions {
+        ca_pem: Some(ca_pem.clone()),
+        timeout: Duration::from_secs(20),
+        ..Default::default()
+    })
+    .unwrap();
+    let chart = tgz(&[(
+        "db/Chart.yaml",
+        "apiVersion: v2\nname: db\nversion: 3.0.0\n",
+    )]);
+    let r = trueup_sources::oci::Reference::parse(&reg.url("charts/db")).unwrap();
+    c.push_manifest_with_blobs(
+        &r,
+        "3.0.0",
+        trueup_sources::oci::Blob::new(manifest::HELM_CONFIG, b"{}".to_vec()),
+        vec![trueup_sources::oci::Blob::new(
+            manifest::HELM_CHART,
+            chart.clone(),
+        )],
+        BTreeMap::new(),
+    )
+    .await
+    .expect("push over TLS");
+    let mut spec = helm_chart_spec(&reg.url("charts"), "db", "3.x");
+    spec.repository.insecure = false;
+    let certs_secret = Credentials(BTreeMap::from([("ca.crt".to_string(), ca_pem)]));
+    let (rev, bytes) = pull_helm_chart(&spec, Some(&certs_secret))
+        .await
+        .expect("pull over TLS with the CA");
+    assert_eq!(rev.revision, "3.0.0");
+    assert_eq!(bytes, chart);
+    let e = pull_helm_chart(&spec, None).await.unwrap_err();
+    assert!(
+        e.message.to_lowercase().contains("certificate") && e.message.contains("charts/db"),
+        "{}",
+        e.message
+    );
+}

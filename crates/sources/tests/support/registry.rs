@@ -72,6 +72,17 @@ impl Registry {
         Registry::start_with(false, Some(auth))
     }
 
+    /// Starts a registry serving HTTPS with `cert`/`key` (no auth).
+    pub fn start_tls(cert: &Path, key: &Path) -> Option<Registry> {
+        // Nested under `http:`, which the config ends with.
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        Registry::start_with(false, Some(tls))
+    }
+
     fn start_with(basic_auth: bool, token_auth: Option<String>) -> Option<Registry> {
         let bin = registry_bin()?;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -123,7 +134,11 @@ impl Registry {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.1 401") {
+                // A TLS listener answers plain HTTP with a 400.
+                if buf.starts_with("HTTP/1.1 200")
+                    || buf.starts_with("HTTP/1.1 401")
+                    || buf.starts_with("HTTP/1.0 400")
+                {
                     return;
                 }
             }
@@ -715,4 +730,75 @@ fn serve_token(
         body.to_string().as_bytes(),
     );
     Ok(())
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with `openssl` in `dir`:
+/// returns (ca.crt, server.crt, server.key).
+pub fn tls_certificates(openssl: &Path, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new(openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=trueup-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
 }
