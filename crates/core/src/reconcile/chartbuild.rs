@@ -25,6 +25,7 @@ pub mod build_reason {
     pub const METADATA_PATCH: &str = "MetadataPatchError";
     pub const VALUES_FILES: &str = "ValuesFilesError";
     pub const CHART_PACKAGE: &str = "ChartPackageError";
+    pub const DEPENDENCY_BUILD: &str = "DependencyBuildError";
 }
 
 impl BuildError {
@@ -51,6 +52,7 @@ impl BuildError {
             build_reason::INVALID_CHART_REFERENCE
                 | build_reason::VALUES_FILES
                 | build_reason::CHART_PACKAGE
+                | build_reason::DEPENDENCY_BUILD
         )
     }
 }
@@ -63,6 +65,9 @@ pub struct BuildOptions {
     pub ignore_missing_values_files: bool,
     /// Replaces the build metadata of the chart version (`1.2.3+<metadata>`).
     pub version_metadata: Option<String>,
+    /// A chart from a source tree: dependencies in `Chart.yaml` must be in `charts/`, or be
+    /// `file://` paths inside the source, which are copied there (as `helm dependency build`).
+    pub local_dependencies: bool,
 }
 
 /// A built chart.
@@ -330,6 +335,9 @@ pub fn package_dir(
     let root = tmp.path().join(&name);
     copy_chart(chart_dir, &root, helmignore(chart_dir).as_ref())
         .map_err(|e| BuildError::io(build_reason::CHART_PACKAGE, format!("copying {shown}"), e))?;
+    if opts.local_dependencies {
+        vendor_dependencies(&doc, chart_dir, values_base, &root, shown)?;
+    }
     if let Some(map) = doc.as_mapping_mut() {
         map.insert("version".into(), serde_yaml::Value::String(version.clone()));
     }
@@ -366,6 +374,69 @@ pub fn package_dir(
         values_files: used,
         packaged: true,
     })
+}
+
+/// Makes sure each dependency of a local chart is in its `charts/`: present already (a
+/// directory or an archive), or copied from a `file://` path that stays inside `source_root`.
+/// Dependencies from chart repositories are not fetched: the error says so.
+fn vendor_dependencies(
+    doc: &serde_yaml::Value,
+    chart_dir: &Path,
+    source_root: &Path,
+    dest_root: &Path,
+    shown: &str,
+) -> Result<(), BuildError> {
+    let Some(deps) = doc.get("dependencies").and_then(|d| d.as_sequence()) else {
+        return Ok(());
+    };
+    let err = |m: String| BuildError::new(build_reason::DEPENDENCY_BUILD, m);
+    for d in deps {
+        let field = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let name = field("name");
+        if name.is_empty() || name.contains(['/', '\\']) || name == ".." {
+            return Err(err(format!(
+                "{shown}/Chart.yaml: a dependency without a valid name"
+            )));
+        }
+        let charts = dest_root.join("charts");
+        let present = charts.join(name).join("Chart.yaml").is_file()
+            || std::fs::read_dir(&charts)
+                .ok()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let f = e.file_name().to_string_lossy().to_string();
+                    f.starts_with(&format!("{name}-")) && f.ends_with(".tgz")
+                });
+        if present {
+            continue;
+        }
+        let repo = field("repository");
+        let Some(rel) = repo.strip_prefix("file://") else {
+            return Err(err(format!(
+                "{shown}: dependency '{name}' from '{repo}' is not in charts/: fetching dependencies from chart repositories is not supported yet; vendor it (helm dependency build) or use a file:// path"
+            )));
+        };
+        // Relative to the chart, and never outside the source.
+        let chart_rel = chart_dir.strip_prefix(source_root).unwrap_or(Path::new(""));
+        let joined = chart_rel.join(rel);
+        let path = crate::paths::join_inside(source_root, &joined.to_string_lossy())
+            .map_err(|e| err(format!("{shown}: dependency '{name}' at '{repo}': {e}")))?;
+        if !path.join("Chart.yaml").is_file() {
+            return Err(err(format!(
+                "{shown}: dependency '{name}' at '{repo}': no chart found there"
+            )));
+        }
+        copy_chart(&path, &charts.join(name), helmignore(&path).as_ref()).map_err(|e| {
+            BuildError::io(
+                build_reason::DEPENDENCY_BUILD,
+                format!("{shown}: copying dependency '{name}'"),
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The single chart directory inside an unpacked chart archive.
@@ -472,6 +543,7 @@ mod tests {
             ],
             ignore_missing_values_files: true,
             version_metadata: Some("abcdef012345.2".into()),
+            local_dependencies: false,
         };
         let b = package_dir(
             &src.path().join("charts/app"),
@@ -527,6 +599,66 @@ mod tests {
             ..Default::default()
         };
         assert!(package_dir(&src.path().join("charts/app"), src.path(), "x", &escape).is_err());
+    }
+
+    #[test]
+    fn local_dependencies_are_vendored_or_named() {
+        let src = tempfile::tempdir().unwrap();
+        write(
+            src.path(),
+            &[
+                (
+                    "charts/app/Chart.yaml",
+                    "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: lib\n  version: 0.1.0\n  repository: file://../lib\n- name: vendored\n  version: 2.0.0\n  repository: https://charts.example\n",
+                ),
+                ("charts/app/charts/vendored/Chart.yaml", "apiVersion: v2\nname: vendored\nversion: 2.0.0\n"),
+                ("charts/lib/Chart.yaml", "apiVersion: v2\nname: lib\nversion: 0.1.0\n"),
+                ("charts/lib/templates/x.yaml", "kind: ConfigMap\n"),
+            ],
+        );
+        let opts = BuildOptions {
+            local_dependencies: true,
+            ..Default::default()
+        };
+        let b = package_dir(
+            &src.path().join("charts/app"),
+            src.path(),
+            "charts/app",
+            &opts,
+        )
+        .unwrap();
+        let out = unpack(&b.tgz);
+        assert!(out.path().join("app/charts/lib/templates/x.yaml").exists());
+        assert!(out.path().join("app/charts/vendored/Chart.yaml").exists());
+
+        std::fs::remove_dir_all(src.path().join("charts/app/charts/vendored")).unwrap();
+        let e = package_dir(
+            &src.path().join("charts/app"),
+            src.path(),
+            "charts/app",
+            &opts,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, build_reason::DEPENDENCY_BUILD);
+        assert!(
+            e.message.contains("'vendored'") && e.message.contains("https://charts.example"),
+            "{e}"
+        );
+        write(
+            src.path(),
+            &[(
+                "charts/app/Chart.yaml",
+                "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: lib\n  repository: file://../../../outside\n",
+            )],
+        );
+        let e = package_dir(
+            &src.path().join("charts/app"),
+            src.path(),
+            "charts/app",
+            &opts,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("escapes"), "{e}");
     }
 
     #[test]

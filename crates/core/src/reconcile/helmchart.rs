@@ -149,6 +149,7 @@ impl Failure {
             build_reason::CHART_PULL => "chart pull error",
             build_reason::VALUES_FILES => "values files error",
             build_reason::METADATA_PATCH => "chart metadata patch error",
+            build_reason::DEPENDENCY_BUILD => "dependency build error",
             _ => "chart package error",
         };
         Failure::new(
@@ -368,6 +369,7 @@ where
             });
         }
         opts.version_metadata = meta;
+        opts.local_dependencies = true;
         let store = self.store.clone();
         let path = chart.spec.chart.clone();
         let a = source_artifact.clone();
@@ -509,6 +511,7 @@ where
             ),
             ignore_missing_values_files: chart.spec.ignore_missing_values_files,
             version_metadata: None,
+            local_dependencies: false,
         };
         let result = match sref.kind.as_str() {
             "HelmRepository" => {
