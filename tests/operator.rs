@@ -1337,3 +1337,86 @@ async fn a_chart_from_git_is_packaged_per_revision_and_upgraded() {
         "an upgrade to release v2"
     );
 }
+
+/// Deleting a HelmRelease while the operator runs uninstalls the release and deletes the
+/// HelmChart it created, as helm-controller does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_release_deletes_its_helm_chart() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    push_chart(
+        &addr,
+        "charts/podinfo",
+        "1.0.0",
+        podinfo_chart("1.0.0"),
+        None,
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = local_cluster(tmp.path());
+    apply_yaml(
+        &backend,
+        &format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: apps}}\nspec: {{type: oci, interval: 5m, url: 'oci://{addr}/charts', insecure: true}}\n---\n\
+             apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: web, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, sourceRef: {{kind: HelmRepository, name: charts}}}}}}}}\n"
+        ),
+    )
+    .await;
+    let rt = Arc::new(runtime(&backend));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let (rt, cancel) = (rt.clone(), cancel.clone());
+        async move { rt.run(cancel).await }
+    });
+    let chart_ref = FluxKind::HelmChart.ref_to("apps", "apps-web");
+    let hr_ref = FluxKind::HelmRelease.ref_to("apps", "web");
+    let wait_for = |what: &'static str,
+                    backend: LocalBackend,
+                    cond: fn(Option<Status>, bool) -> bool,
+                    r: ObjectRef| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = backend.get(&r).await.unwrap();
+            let cm = backend
+                .get(&ObjectRef::new("", "ConfigMap", "apps", "web-podinfo"))
+                .await
+                .unwrap()
+                .is_some();
+            if cond(o.map(|o| Status::from_value(o.status())), cm) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for(
+        "the release to be installed",
+        backend.clone(),
+        |st, cm| st.is_some_and(|s| s.is_ready()) && cm,
+        hr_ref.clone(),
+    )
+    .await;
+    assert!(backend.get(&chart_ref).await.unwrap().is_some());
+    backend.delete(&hr_ref).await.unwrap();
+    wait_for(
+        "the HelmChart to be deleted",
+        backend.clone(),
+        |st, cm| st.is_none() && !cm,
+        chart_ref.clone(),
+    )
+    .await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let events = backend.events(None).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "HelmChartDeleted" && e.message.contains("apps/apps-web")),
+        "{events:#?}"
+    );
+}
