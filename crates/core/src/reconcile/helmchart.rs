@@ -7,7 +7,7 @@ use super::chartbuild::{self, build_reason, BuildOptions, Built};
 use super::git::read_credentials;
 use super::helmrelease::ChartSpecFn;
 use super::{invalid_spec, Outcome, Reconciler, Schedule, Verdict};
-use crate::api::source::{GitRepositorySpec, HelmChartSpec, HelmRepositorySpec};
+use crate::api::source::{HelmChartSpec, HelmRepositorySpec};
 use crate::api::{from_object, ApiError, FluxKind, HelmChart, Resource};
 use crate::event::{Event, Severity};
 use crate::object::{Object, ObjectRef};
@@ -253,7 +253,7 @@ where
             Some(m) => chartbuild::with_metadata(&resolved.revision, m),
             None => resolved.revision.clone(),
         };
-        if self.up_to_date(obj, chart, status, &version) {
+        if self.up_to_date(obj, status, &version) {
             return Ok(None);
         }
         let tmp = tempfile::tempdir().map_err(|e| {
@@ -330,8 +330,7 @@ where
                 ))
             }
         };
-        // Only the artifact matters; a spec that does not parse shows on the GitRepository.
-        let _: Option<Resource<GitRepositorySpec>> = from_object(&git_obj).ok();
+        // Only the artifact matters: a spec that does not parse shows on the GitRepository.
         let source_artifact = Status::from_value(git_obj.status())
             .artifact
             .filter(|a| self.store.contains(a));
@@ -404,7 +403,7 @@ where
         let shown = chart.spec.chart.clone();
         let version =
             chartbuild::local_version(&chart_dir, &shown, &opts).map_err(Failure::build)?;
-        if self.up_to_date(obj, chart, status, &version) {
+        if self.up_to_date(obj, status, &version) {
             return Ok(None);
         }
         let built = tokio::task::spawn_blocking(move || {
@@ -420,8 +419,7 @@ where
     }
 
     /// The stored artifact already holds this version of this chart for this generation.
-    fn up_to_date(&self, obj: &Object, chart: &HelmChart, status: &Status, version: &str) -> bool {
-        let _ = chart;
+    fn up_to_date(&self, obj: &Object, status: &Status, version: &str) -> bool {
         status.observed_generation == obj.generation()
             && status.extra.contains_key(OBSERVED_CHART_NAME)
             && status
@@ -559,11 +557,13 @@ where
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            return Outcome::unchanged(
-                obj,
-                status,
-                format!("pulled '{name}' chart with version '{version}'"),
-            );
+            // The message of the build that made the stored artifact still describes it.
+            let message = status
+                .condition(crate::status::READY)
+                .filter(|c| c.status == ConditionStatus::True && !c.message.is_empty())
+                .map(|c| c.message.clone())
+                .unwrap_or_else(|| format!("pulled '{name}' chart with version '{version}'"));
+            return Outcome::unchanged(obj, status, message);
         };
         let Build {
             built,
