@@ -33,6 +33,11 @@ pub const OBSERVED_CHART_NAME: &str = "observedChartName";
 pub const OBSERVED_SOURCE_ARTIFACT_REVISION: &str = "observedSourceArtifactRevision";
 pub const OBSERVED_VALUES_FILES: &str = "observedValuesFiles";
 
+/// Artifact metadata: the HelmChart generation the artifact was built for. The runtime records
+/// every generation it ran as observed, failed or not; this tells a HelmRelease that a chart
+/// whose latest spec failed to build is not ready (Flux leaves `observedGeneration` behind).
+pub const ARTIFACT_GENERATION: &str = "helmChartGeneration";
+
 /// Flux's default timeout of a HelmRepository.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A HelmChart without an interval (a hand-written one) is checked this often.
@@ -573,7 +578,9 @@ where
         let (tgz, version) = (built.tgz.clone(), built.version.clone());
         let owner = me.clone();
         let stored = tokio::task::spawn_blocking(move || {
-            let a = store.store_bytes(&owner, &tgz, &version)?;
+            let mut a = store.store_bytes(&owner, &tgz, &version)?;
+            a.metadata
+                .insert(ARTIFACT_GENERATION.into(), generation.to_string());
             let _ = store.gc(&owner, &a);
             Ok::<_, crate::storage::StorageError>(a)
         })
@@ -797,7 +804,12 @@ pub fn source_readiness(obj: &Object) -> Result<crate::status::Artifact, String>
         return Err(format!("{name} is not ready: {}", c.message));
     }
     if let Some(c) = ready.filter(|c| c.status == ConditionStatus::False) {
-        if st.artifact.is_none() {
+        let built_for = st
+            .artifact
+            .as_ref()
+            .and_then(|a| a.metadata.get(ARTIFACT_GENERATION))
+            .and_then(|g| g.parse::<i64>().ok());
+        if st.artifact.is_none() || built_for.is_some_and(|g| g != obj.generation()) {
             return Err(format!("{name} is not ready: {}", c.message));
         }
     }
@@ -1061,6 +1073,35 @@ mod tests {
             json!({"chart": "app", "suspend": true, "sourceRef": {"kind": "HelmRepository", "name": "charts"}}),
         );
         assert!(r.schedule(&suspended).unwrap().suspend);
+    }
+
+    #[test]
+    fn a_chart_whose_new_spec_failed_is_not_ready_but_a_transient_failure_is() {
+        let mk = |generation: i64, built_for: i64, ready: &str| {
+            obj(
+                json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
+                "metadata": {"name": "c", "namespace": "ns", "generation": generation},
+                "status": {"observedGeneration": generation,
+                    "artifact": {"path": "p", "url": "u", "revision": "1.0.0", "digest": "sha256:0",
+                        "lastUpdateTime": "t", "metadata": {ARTIFACT_GENERATION: built_for.to_string()}},
+                    "conditions": [{"type": "Ready", "status": ready, "reason": "AuthenticationFailed",
+                        "message": "401 Unauthorized"}]}}),
+            )
+        };
+        // The spec changed (generation 2) and its build failed: wait, and say why.
+        assert_eq!(
+            source_readiness(&mk(2, 1, "False")).unwrap_err(),
+            "HelmChart 'ns/c' is not ready: 401 Unauthorized"
+        );
+        // The same spec failed again after a success: the artifact it has still serves.
+        assert_eq!(
+            source_readiness(&mk(2, 2, "False")).unwrap().revision,
+            "1.0.0"
+        );
+        assert_eq!(
+            source_readiness(&mk(2, 2, "True")).unwrap().revision,
+            "1.0.0"
+        );
     }
 
     /// A manager that is never reached: these cases stop before any release action.
