@@ -56,8 +56,8 @@ pub use trueup_sources as sources;
 pub mod presets {
     use std::sync::Arc;
     use trueup_core::reconcile::{
-        GitRepositoryReconciler, HelmReleaseReconciler, KustomizationReconciler,
-        OciRepositoryReconciler, TerraformReconciler,
+        GitRepositoryReconciler, HelmChartReconciler, HelmReleaseReconciler,
+        KustomizationReconciler, OciRepositoryReconciler, TerraformReconciler,
     };
     use trueup_core::runtime::{Runtime, RuntimeBuilder};
     use trueup_core::storage::ArtifactStore;
@@ -81,11 +81,14 @@ pub mod presets {
                 trueup_appliers::KustomizeApplier::default(),
                 store.clone(),
             ))
-            .reconciler(HelmReleaseReconciler::new(
-                trueup_appliers::helmrelease::HelmReleaseApplier::new(),
+            .reconciler(HelmChartReconciler::new(
                 trueup_sources::HelmSource::new(),
                 store.clone(),
                 |repository, chart| trueup_sources::helm::HelmChartSource { repository, chart },
+            ))
+            .reconciler(HelmReleaseReconciler::new(
+                trueup_appliers::helmrelease::HelmReleaseApplier::new(),
+                store.clone(),
             ));
         match trueup_appliers::tofu::TofuRunner::detect() {
             Ok(runner) => builder.reconciler(TerraformReconciler::new(runner, store)),

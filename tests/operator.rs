@@ -966,3 +966,457 @@ async fn the_seed_helm_release_installs_on_the_local_backend() {
         .unwrap()
         .contains("s3cr3t-from-secret"));
 }
+
+/// A chart as `helm package` lays it out, rendering one ConfigMap from its values.
+fn podinfo_chart(version: &str) -> Vec<u8> {
+    package_chart(
+        "podinfo",
+        version,
+        &[
+            ("values.yaml", "replicas: 1\ncolor: blue\ntier: dev\n"),
+            ("values-prod.yaml", "color: green\ntier: prod\n"),
+            (
+                "templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-podinfo\n  namespace: {{ .Release.Namespace }}\ndata:\n  chart: {{ .Chart.Version | quote }}\n  replicas: {{ .Values.replicas | quote }}\n  color: {{ .Values.color | quote }}\n  tier: {{ .Values.tier | quote }}\n",
+            ),
+        ],
+    )
+}
+
+async fn get_status(backend: &LocalBackend, r: &ObjectRef) -> Status {
+    Status::from_value(
+        backend
+            .get(r)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{r} exists"))
+            .status(),
+    )
+}
+
+async fn configmap_data(backend: &LocalBackend, ns: &str, name: &str) -> serde_json::Value {
+    backend
+        .get(&ObjectRef::new("", "ConfigMap", ns, name))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("ConfigMap {ns}/{name} installed"))
+        .0["data"]
+        .clone()
+}
+
+/// Charts pushed to a real registry, installed (a) through a HelmRepository `type: oci` and the
+/// HelmChart the HelmRelease creates, with values files merged, and (b) through an
+/// OCIRepository selecting the chart layer and a HelmRelease `chartRef`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_releases_install_charts_from_a_real_registry() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    for v in ["1.0.0", "1.1.0+build.1", "2.0.0"] {
+        push_chart(&addr, "charts/podinfo", v, podinfo_chart(v), None).await;
+    }
+    let digest_100 = push_chart(
+        &addr,
+        "charts/podinfo",
+        "1.0.0",
+        podinfo_chart("1.0.0"),
+        None,
+    )
+    .await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = local_cluster(tmp.path());
+    let text = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: flux-system}}\nspec:\n  type: oci\n  interval: 5m\n  url: oci://{addr}/charts\n  insecure: true\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: web, namespace: apps}}\nspec:\n  interval: 10m\n  chart:\n    spec:\n      chart: podinfo\n      version: 1.x\n      sourceRef: {{kind: HelmRepository, name: charts, namespace: flux-system}}\n      valuesFiles: [values.yaml, values-prod.yaml]\n  values:\n    replicas: 3\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: podinfo-chart, namespace: flux-system}}\nspec:\n  interval: 5m\n  url: oci://{addr}/charts/podinfo\n  insecure: true\n  ref: {{tag: 1.0.0}}\n  layerSelector:\n    mediaType: application/vnd.cncf.helm.chart.content.v1.tar+gzip\n    operation: copy\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: api, namespace: apps}}\nspec:\n  interval: 10m\n  chartRef: {{kind: OCIRepository, name: podinfo-chart, namespace: flux-system}}\n"
+    );
+    apply_yaml(&backend, &text).await;
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+
+    // (a) The HelmChart helm-controller would create, owned by the release by its labels.
+    let chart_ref = FluxKind::HelmChart.ref_to("flux-system", "apps-web");
+    let chart = backend
+        .get(&chart_ref)
+        .await
+        .unwrap()
+        .expect("HelmChart created");
+    assert_eq!(chart.label("helm.toolkit.fluxcd.io/name"), Some("web"));
+    assert_eq!(
+        chart.label("helm.toolkit.fluxcd.io/namespace"),
+        Some("apps")
+    );
+    let cst = get_status(&backend, &chart_ref).await;
+    // 1.1.0+build.1 is the highest 1.x (stored under the tag 1.1.0_build.1); values files
+    // replace the build metadata with the HelmChart's generation, as in Flux.
+    assert_eq!(cst.artifact.as_ref().unwrap().revision, "1.1.0+1");
+    assert_eq!(cst.extra["observedChartName"], "podinfo");
+    let ready = cst.condition(READY).unwrap();
+    assert_eq!(ready.reason, "ChartPackageSucceeded");
+    assert!(
+        ready
+            .message
+            .contains("merged values files [values.yaml values-prod.yaml]"),
+        "{}",
+        ready.message
+    );
+    let data = configmap_data(&backend, "apps", "web-podinfo").await;
+    assert_eq!(data["chart"], "1.1.0+1");
+    assert_eq!(data["color"], "green", "values-prod.yaml over values.yaml");
+    assert_eq!(data["tier"], "prod");
+    assert_eq!(
+        data["replicas"], "3",
+        "the release's values over the chart's"
+    );
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "web")).await;
+    assert_eq!(hr.extra["helmChart"], "flux-system/apps-web");
+
+    // (b) chartRef to the OCIRepository: the chart layer copied, its version tagged with the
+    // manifest digest as helm-controller does.
+    let hex = digest_100.strip_prefix("sha256:").unwrap();
+    let data = configmap_data(&backend, "apps", "api-podinfo").await;
+    assert_eq!(data["chart"], format!("1.0.0+{}", &hex[..12]));
+    assert_eq!(data["color"], "blue");
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "api")).await;
+    assert_eq!(hr.last_applied_revision, format!("1.0.0+{}", &hex[..12]));
+    let record = backend
+        .get(&ObjectRef::new(
+            "",
+            "Secret",
+            "apps",
+            "sh.helm.release.v1.api.v1",
+        ))
+        .await
+        .unwrap()
+        .expect("Helm release record");
+    assert_eq!(record.label("status"), Some("deployed"));
+}
+
+/// A missing version, a bad reference and wrong registry credentials each leave a Ready=False
+/// condition that names the problem on the source and on the release; good credentials
+/// (`username`/`password` Secret keys) install; the password appears in no status or event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_chart_failures_are_named_and_secrets_stay_secret() {
+    const USER: &str = "chart-bot";
+    const PASSWORD: &str = "Regi5try-pa55word";
+    const WRONG: &str = "N0t-the-pa55word";
+    let Some(registry) = Registry::start_with_htpasswd(USER, PASSWORD) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    push_chart(
+        &addr,
+        "charts/podinfo",
+        "1.0.0",
+        podinfo_chart("1.0.0"),
+        Some((USER, PASSWORD)),
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = local_cluster(tmp.path());
+    let text = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: good-creds, namespace: flux-system}}\nstringData: {{username: {USER}, password: {PASSWORD}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: wrong-creds, namespace: flux-system}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\":{{\"{addr}\":{{\"username\":\"{USER}\",\"password\":\"{WRONG}\"}}}}}}'\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: good, namespace: flux-system}}\nspec: {{type: oci, interval: 5m, url: 'oci://{addr}/charts', insecure: true, secretRef: {{name: good-creds}}}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: wrong, namespace: flux-system}}\nspec: {{type: oci, interval: 5m, url: 'oci://{addr}/charts', insecure: true, secretRef: {{name: wrong-creds}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: ok, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, version: '1.0.0', sourceRef: {{kind: HelmRepository, name: good, namespace: flux-system}}}}}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: missing-tag, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, version: '9.9.9', sourceRef: {{kind: HelmRepository, name: good, namespace: flux-system}}}}}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: denied, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, sourceRef: {{kind: HelmRepository, name: wrong, namespace: flux-system}}}}}}}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {{name: bad-ref, namespace: flux-system}}\nspec: {{interval: 5m, url: 'oci://{addr}/charts/Pod Info', insecure: true, ref: {{tag: 1.0.0}}, secretRef: {{name: wrong-creds}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: bad-ref, namespace: apps}}\nspec: {{interval: 10m, chartRef: {{kind: OCIRepository, name: bad-ref, namespace: flux-system}}}}\n"
+    );
+    apply_yaml(&backend, &text).await;
+    runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+
+    let ok = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "ok")).await;
+    assert!(ok.is_ready(), "{:?}", ok.conditions);
+    assert_eq!(
+        configmap_data(&backend, "apps", "ok-podinfo").await["chart"],
+        "1.0.0"
+    );
+
+    let not_ready = |st: &Status| {
+        let c = st.condition(READY).cloned().expect("a Ready condition");
+        assert_eq!(
+            c.status,
+            trueup::core::status::ConditionStatus::False,
+            "{c:?}"
+        );
+        c
+    };
+    // The missing version: the HelmChart stalls naming it; the release waits on it.
+    let chart = get_status(
+        &backend,
+        &FluxKind::HelmChart.ref_to("flux-system", "apps-missing-tag"),
+    )
+    .await;
+    let c = not_ready(&chart);
+    assert_eq!(c.reason, "InvalidChartReference");
+    assert!(
+        c.message.contains("9.9.9") && c.message.contains("not found"),
+        "{}",
+        c.message
+    );
+    let hr = get_status(
+        &backend,
+        &FluxKind::HelmRelease.ref_to("apps", "missing-tag"),
+    )
+    .await;
+    let c = not_ready(&hr);
+    assert_eq!(c.reason, "SourceNotReady");
+    assert!(
+        c.message
+            .contains("HelmChart 'flux-system/apps-missing-tag' is not ready")
+            && c.message.contains("9.9.9"),
+        "{}",
+        c.message
+    );
+    // Wrong credentials: the registry's 401, named as an authentication failure.
+    let chart = get_status(
+        &backend,
+        &FluxKind::HelmChart.ref_to("flux-system", "apps-denied"),
+    )
+    .await;
+    let c = not_ready(&chart);
+    assert_eq!(c.reason, "AuthenticationFailed");
+    assert!(c.message.contains("401"), "{}", c.message);
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "denied")).await;
+    let c = not_ready(&hr);
+    assert!(
+        c.message.contains("401") && c.message.contains("apps-denied"),
+        "{}",
+        c.message
+    );
+    // A bad reference: the OCIRepository names the URL, the release waits on it.
+    let repo = get_status(
+        &backend,
+        &FluxKind::OciRepository.ref_to("flux-system", "bad-ref"),
+    )
+    .await;
+    let c = not_ready(&repo);
+    assert!(c.message.contains("Pod Info"), "{}", c.message);
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "bad-ref")).await;
+    let c = not_ready(&hr);
+    assert!(
+        c.message
+            .contains("OCIRepository 'flux-system/bad-ref' is not ready")
+            && c.message.contains("Pod Info"),
+        "{}",
+        c.message
+    );
+
+    // No password in any status, condition or event.
+    let mut everything = serde_json::to_string(&backend.events(None).unwrap()).unwrap();
+    for kind in [
+        FluxKind::HelmChart,
+        FluxKind::HelmRelease,
+        FluxKind::OciRepository,
+        FluxKind::HelmRepository,
+    ] {
+        for o in backend
+            .list(&trueup::core::traits::ListParams::kind(
+                kind.group(),
+                kind.kind(),
+            ))
+            .await
+            .unwrap()
+        {
+            everything.push_str(&serde_json::to_string(&o.status()).unwrap());
+        }
+    }
+    assert!(everything.contains("401"), "the failures are recorded");
+    for secret in [PASSWORD, WRONG] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked: {everything}"
+        );
+    }
+}
+
+/// A HelmChart packaged from a path in a GitRepository, with `reconcileStrategy: Revision` and
+/// values files relative to the repository (one missing and ignored), installed by a
+/// HelmRelease `chartRef`; a new commit gives a new chart version and an upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_from_git_is_packaged_per_revision_and_upgraded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let files = [
+        ("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n"),
+        ("charts/app/values.yaml", "color: blue\nsize: s\n"),
+        ("charts/app/.helmignore", "*.md\n"),
+        ("charts/app/NOTES.md", "not packaged\n"),
+        (
+            "charts/app/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-app\n  namespace: {{ .Release.Namespace }}\ndata:\n  chart: {{ .Chart.Version | quote }}\n  color: {{ .Values.color | quote }}\n  size: {{ .Values.size | quote }}\n",
+        ),
+        ("env/prod-values.yaml", "color: green\n"),
+    ];
+    for (p, c) in files {
+        let p = repo.work.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    let head = repo.commit("add the app chart");
+    let backend = local_cluster(tmp.path());
+    let text = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: file://{}\n  ref: {{branch: main}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {{name: app, namespace: flux-system}}\nspec:\n  interval: 5m\n  chart: ./charts/app\n  reconcileStrategy: Revision\n  sourceRef: {{kind: GitRepository, name: fleet}}\n  valuesFiles: [charts/app/values.yaml, env/prod-values.yaml, env/missing.yaml]\n  ignoreMissingValuesFiles: true\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: app, namespace: apps}}\nspec:\n  interval: 10m\n  chartRef: {{kind: HelmChart, name: app, namespace: flux-system}}\n",
+        repo.bare.display()
+    );
+    apply_yaml(&backend, &text).await;
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let chart_ref = FluxKind::HelmChart.ref_to("flux-system", "app");
+    let st = get_status(&backend, &chart_ref).await;
+    let want = format!("0.1.0+{}.1", &head[..12]);
+    assert_eq!(st.artifact.as_ref().unwrap().revision, want);
+    assert_eq!(
+        st.extra["observedSourceArtifactRevision"],
+        format!("main@sha1:{head}")
+    );
+    assert_eq!(
+        st.extra["observedValuesFiles"],
+        serde_json::json!(["charts/app/values.yaml", "env/prod-values.yaml"])
+    );
+    let data = configmap_data(&backend, "apps", "app-app").await;
+    assert_eq!(data["chart"], want.as_str());
+    assert_eq!(data["color"], "green");
+    assert_eq!(data["size"], "s");
+    let store = ArtifactStore::new(backend.state_dir().join("artifacts")).unwrap();
+    let unpacked = store.unpacked(st.artifact.as_ref().unwrap()).unwrap();
+    assert!(unpacked.join("app/templates/cm.yaml").exists());
+    assert!(
+        !unpacked.join("app/NOTES.md").exists(),
+        ".helmignore applies"
+    );
+
+    std::fs::write(
+        repo.work.join("env/prod-values.yaml"),
+        "color: red\nsize: l\n",
+    )
+    .unwrap();
+    let head2 = repo.commit("prod: red, large");
+    let snap = runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(snap.iter().all(|s| s.is_ready()), "{snap:#?}");
+    let want2 = format!("0.1.0+{}.1", &head2[..12]);
+    let data = configmap_data(&backend, "apps", "app-app").await;
+    assert_eq!(data["chart"], want2.as_str());
+    assert_eq!(
+        (data["color"].as_str(), data["size"].as_str()),
+        (Some("red"), Some("l"))
+    );
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "app")).await;
+    assert_eq!(hr.last_applied_revision, want2);
+    assert!(
+        backend
+            .get(&ObjectRef::new(
+                "",
+                "Secret",
+                "apps",
+                "sh.helm.release.v1.app.v2"
+            ))
+            .await
+            .unwrap()
+            .is_some(),
+        "an upgrade to release v2"
+    );
+}
+
+/// Deleting a HelmRelease while the operator runs uninstalls the release and deletes the
+/// HelmChart it created, as helm-controller does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_release_deletes_its_helm_chart() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    push_chart(
+        &addr,
+        "charts/podinfo",
+        "1.0.0",
+        podinfo_chart("1.0.0"),
+        None,
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = local_cluster(tmp.path());
+    apply_yaml(
+        &backend,
+        &format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: apps}}\nspec: {{type: oci, interval: 5m, url: 'oci://{addr}/charts', insecure: true}}\n---\n\
+             apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: web, namespace: apps}}\nspec: {{interval: 10m, chart: {{spec: {{chart: podinfo, sourceRef: {{kind: HelmRepository, name: charts}}}}}}}}\n"
+        ),
+    )
+    .await;
+    let rt = Arc::new(runtime(&backend));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let (rt, cancel) = (rt.clone(), cancel.clone());
+        async move { rt.run(cancel).await }
+    });
+    let chart_ref = FluxKind::HelmChart.ref_to("apps", "apps-web");
+    let hr_ref = FluxKind::HelmRelease.ref_to("apps", "web");
+    let wait_for = |what: &'static str,
+                    backend: LocalBackend,
+                    cond: fn(Option<Status>, bool) -> bool,
+                    r: ObjectRef| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = backend.get(&r).await.unwrap();
+            let cm = backend
+                .get(&ObjectRef::new("", "ConfigMap", "apps", "web-podinfo"))
+                .await
+                .unwrap()
+                .is_some();
+            if cond(o.map(|o| Status::from_value(o.status())), cm) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for(
+        "the release to be installed",
+        backend.clone(),
+        |st, cm| st.is_some_and(|s| s.is_ready()) && cm,
+        hr_ref.clone(),
+    )
+    .await;
+    assert!(backend.get(&chart_ref).await.unwrap().is_some());
+    backend.delete(&hr_ref).await.unwrap();
+    wait_for(
+        "the HelmChart to be deleted",
+        backend.clone(),
+        |st, cm| st.is_none() && !cm,
+        chart_ref.clone(),
+    )
+    .await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let events = backend.events(None).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "HelmChartDeleted" && e.message.contains("apps/apps-web")),
+        "{events:#?}"
+    );
+}

@@ -152,6 +152,15 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Option<Registry> {
+        Registry::start_with_auth(None)
+    }
+
+    /// A registry with htpasswd basic auth for `user`/`password`.
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Option<Registry> {
+        Registry::start_with_auth(Some((user, password)))
+    }
+
+    fn start_with_auth(auth: Option<(&str, &str)>) -> Option<Registry> {
         let bin = Path::new("/usr/bin/docker-registry");
         if !bin.exists() {
             assert!(
@@ -168,10 +177,19 @@ impl Registry {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             dir.path().join("storage").display()
         );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: trueup-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let child = Command::new(bin)
             .arg("serve")
@@ -274,4 +292,39 @@ impl HelmRepo {
         });
         HelmRepo { url }
     }
+}
+
+/// Pushes a packaged chart to `oci://<addr>/<repo>:<tag>` laid out as `helm push` does (Helm's
+/// config and chart layer media types); returns the manifest digest.
+pub async fn push_chart(
+    addr: &str,
+    repo: &str,
+    version: &str,
+    tgz: Vec<u8>,
+    auth: Option<(&str, &str)>,
+) -> String {
+    use trueup::sources::oci::{
+        manifest, BasicAuth, Blob, OciClient, OciClientOptions, Reference, RegistryAuths,
+    };
+    let client = OciClient::new(OciClientOptions {
+        insecure: true,
+        auths: auth
+            .map(|(u, p)| RegistryAuths::single(addr, BasicAuth::new(u, p)))
+            .unwrap_or_default(),
+        ..Default::default()
+    })
+    .unwrap();
+    let name = repo.rsplit('/').next().unwrap();
+    let config = format!(r#"{{"apiVersion":"v2","name":"{name}","version":"{version}"}}"#);
+    let r = Reference::parse(&format!("oci://{addr}/{repo}")).unwrap();
+    client
+        .push_manifest_with_blobs(
+            &r,
+            &version.replace('+', "_"),
+            Blob::new(manifest::HELM_CONFIG, config.into_bytes()),
+            vec![Blob::new(manifest::HELM_CHART, tgz)],
+            Default::default(),
+        )
+        .await
+        .unwrap()
 }

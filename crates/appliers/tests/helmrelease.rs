@@ -15,7 +15,9 @@ use trueup_core::event::Event;
 use trueup_core::memory::MemoryBackend;
 use trueup_core::object::{Object, ObjectRef};
 use trueup_core::reconcile::helmrelease::HelmReleaseStatus;
-use trueup_core::reconcile::{HelmReleaseReconciler, Outcome, Reconciler, Verdict};
+use trueup_core::reconcile::{
+    HelmChartReconciler, HelmReleaseReconciler, Outcome, Reconciler, Verdict,
+};
 use trueup_core::status::Status;
 use trueup_core::storage::ArtifactStore;
 use trueup_core::traits::{
@@ -174,16 +176,40 @@ fn obj(yaml: &str) -> Object {
     Object::from_value(serde_yaml::from_str(yaml).unwrap()).unwrap()
 }
 
-type Rec = HelmReleaseReconciler<HelmReleaseApplier, HelmSource>;
+/// The HelmRelease reconciler and the HelmChart reconciler that fetches the chart its
+/// `spec.chart` describes (the runtime runs both; these tests call them in turn).
+struct Rec {
+    chart: HelmChartReconciler<HelmSource>,
+    release: HelmReleaseReconciler<HelmReleaseApplier>,
+}
+
+impl Rec {
+    async fn finalize(&self, o: &Object, b: &dyn Backend) -> Vec<Event> {
+        self.release.finalize(o, b).await
+    }
+}
 
 fn reconciler(store: &Path) -> Rec {
-    HelmReleaseReconciler::new(
-        HelmReleaseApplier {
-            poll: std::time::Duration::from_millis(20),
-        },
-        HelmSource::new(),
-        ArtifactStore::new(store).unwrap(),
-        |repository, chart| HelmChartSource { repository, chart },
+    let store = ArtifactStore::new(store).unwrap();
+    Rec {
+        chart: HelmChartReconciler::new(HelmSource::new(), store.clone(), |repository, chart| {
+            HelmChartSource { repository, chart }
+        }),
+        release: HelmReleaseReconciler::new(
+            HelmReleaseApplier {
+                poll: std::time::Duration::from_millis(20),
+            },
+            store,
+        ),
+    }
+}
+
+fn chart_ref() -> ObjectRef {
+    ObjectRef::new(
+        "source.toolkit.fluxcd.io",
+        "HelmChart",
+        "flux-system",
+        "monitoring-kube-prometheus-stack",
     )
 }
 
@@ -248,12 +274,27 @@ fn hr_ref() -> ObjectRef {
 
 /// One reconcile, with the status written back as the runtime does.
 async fn run(rec: &Rec, b: &FlakyHealth) -> Outcome {
-    let o = b.get(&hr_ref()).await.unwrap().unwrap();
-    let out = rec.reconcile(&o, b).await;
-    b.update_status(&hr_ref(), &out.status.to_value())
-        .await
-        .unwrap();
-    out
+    // The release creates its HelmChart on its first run and waits for it; the chart
+    // reconciler then fetches the chart, and the release runs again.
+    let mut chart_ran = false;
+    loop {
+        if let Some(c) = b.get(&chart_ref()).await.unwrap() {
+            let mut out = rec.chart.reconcile(&c, b).await;
+            out.status.observed_generation = c.generation();
+            b.update_status(&chart_ref(), &out.status.to_value())
+                .await
+                .unwrap();
+            chart_ran = true;
+        }
+        let o = b.get(&hr_ref()).await.unwrap().unwrap();
+        let out = rec.release.reconcile(&o, b).await;
+        b.update_status(&hr_ref(), &out.status.to_value())
+            .await
+            .unwrap();
+        if out.verdict != Verdict::Waiting || chart_ran {
+            return out;
+        }
+    }
 }
 
 async fn configmap(b: &FlakyHealth, name: &str) -> Option<Object> {
@@ -549,15 +590,22 @@ async fn bad_values_and_bad_chart_are_clear_failures() {
         "{msg}"
     );
 
-    // A version range nothing matches: a source failure, not a panic.
+    // A version range nothing matches: the HelmChart stalls naming the range, and the
+    // release waits for it (helm-controller's SourceNotReady), not a panic.
     let b2 = setup(&repo, seed_release("")).await;
     let mut o = b2.get(&hr_ref()).await.unwrap().unwrap();
     o.0["spec"]["chart"]["spec"]["version"] = Value::String(">=60.0.0".into());
     b2.apply(&o, &ApplyOptions::default()).await.unwrap();
     let out = run(&rec, &b2).await;
+    assert_eq!(out.verdict, Verdict::Waiting, "{:?}", out.status);
+    let ready = cond(&out.status, "Ready");
+    assert_eq!(ready.reason, "SourceNotReady");
     assert!(
-        matches!(out.verdict, Verdict::Failed { .. }),
-        "{:?}",
-        out.status
+        ready
+            .message
+            .contains("HelmChart 'flux-system/monitoring-kube-prometheus-stack' is not ready")
+            && ready.message.contains(">=60.0.0"),
+        "{}",
+        ready.message
     );
 }

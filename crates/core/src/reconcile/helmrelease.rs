@@ -7,16 +7,14 @@
 //! plus a chart spec; core names no concrete source, so the caller passes a function building
 //! that source's spec from the pair.
 
-use super::git::read_credentials;
 use super::{dependency_refs, invalid_spec, object_data, Outcome, Reconciler, Schedule, Verdict};
 use crate::api::helm::{HelmReleaseSpec, ValuesReference};
 use crate::api::source::{HelmChartSpec, HelmRepositorySpec};
-use crate::api::{from_object, ApiError, FluxKind, HelmRelease, Resource};
+use crate::api::{from_object, ApiError, FluxKind, HelmRelease};
 use crate::event::{Event, Severity};
 use crate::object::{Object, ObjectRef};
 use crate::status::{reason, Artifact, Condition, ConditionStatus, Status};
 use crate::storage::ArtifactStore;
-use crate::traits::source::{Source, SourceErrorKind, SourceRequest};
 use crate::traits::Backend;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -189,29 +187,23 @@ pub trait ReleaseManager: Send + Sync {
 /// Builds the chart source's spec from the HelmRepository and the chart template.
 pub type ChartSpecFn<T> = fn(HelmRepositorySpec, HelmChartSpec) -> T;
 
-/// Reconciles HelmRelease objects.
-pub struct HelmReleaseReconciler<M, S: Source> {
+/// Reconciles HelmRelease objects. The chart comes from a HelmChart (the one `spec.chart`
+/// describes, created and owned by the release as helm-controller does, or the one
+/// `spec.chartRef` names) or from an OCIRepository holding the chart layer (`spec.chartRef`);
+/// their reconcilers fetch it, this one waits for their artifact.
+pub struct HelmReleaseReconciler<M> {
     manager: M,
-    source: S,
     store: ArtifactStore,
-    chart_spec: ChartSpecFn<S::Spec>,
 }
 
-impl<M, S: Source> HelmReleaseReconciler<M, S> {
-    pub fn new(
-        manager: M,
-        source: S,
-        store: ArtifactStore,
-        chart_spec: ChartSpecFn<S::Spec>,
-    ) -> Self {
-        HelmReleaseReconciler {
-            manager,
-            source,
-            store,
-            chart_spec,
-        }
+impl<M> HelmReleaseReconciler<M> {
+    pub fn new(manager: M, store: ArtifactStore) -> Self {
+        HelmReleaseReconciler { manager, store }
     }
 }
+
+/// Flux's reason while the chart source has no usable artifact yet.
+pub const SOURCE_NOT_READY: &str = "SourceNotReady";
 
 /// Flux's default release name: `[targetNamespace-]name`, shortened to Helm's 53 characters
 /// with a hash suffix so that two long names stay distinct (helm-controller's `ShortenName`).
@@ -489,128 +481,318 @@ fn exhausted(failures: i64, retries: i64) -> bool {
     retries >= 0 && failures > retries
 }
 
-impl<M, S> HelmReleaseReconciler<M, S>
+/// The object a HelmRelease takes its chart from: its own HelmChart for `spec.chart`, the
+/// `spec.chartRef` otherwise.
+fn chart_source_ref(hr: &HelmRelease) -> Option<ObjectRef> {
+    if let Some(tpl) = &hr.spec.chart {
+        return Some(super::helmchart::template_chart_ref(
+            hr.namespace(),
+            hr.name(),
+            tpl.spec.source_ref.namespace.as_deref(),
+        ));
+    }
+    let r = hr.spec.chart_ref.as_ref()?;
+    let kind = match r.kind.as_str() {
+        "OCIRepository" => FluxKind::OciRepository,
+        "HelmChart" => FluxKind::HelmChart,
+        _ => return None,
+    };
+    Some(
+        kind.ref_to(
+            r.namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(hr.namespace()),
+            &r.name,
+        ),
+    )
+}
+
+/// Deletes the HelmChart a HelmRelease created (`status.helmChart`), when it still carries the
+/// release's owner labels. Returns the event to record.
+async fn delete_owned_chart(obj: &Object, backend: &dyn Backend) -> Vec<Event> {
+    let st = Status::from_value(obj.status());
+    let hst = HelmReleaseStatus::from_status(&st);
+    let mut name = hst.helm_chart;
+    // Deleted before its chart was ever ready: the chart the template names.
+    if name.is_empty() {
+        if let Some(r) = from_object::<HelmRelease>(obj)
+            .ok()
+            .filter(|hr| hr.spec.chart.is_some())
+            .and_then(|hr| chart_source_ref(&hr))
+        {
+            name = format!("{}/{}", r.namespace, r.name);
+        }
+    }
+    delete_chart_by_status(&obj.object_ref(), &name, backend).await
+}
+
+async fn delete_chart_by_status(
+    me: &ObjectRef,
+    helm_chart: &str,
+    backend: &dyn Backend,
+) -> Vec<Event> {
+    use super::helmchart::{OWNER_NAMESPACE_LABEL, OWNER_NAME_LABEL};
+    let Some((ns, name)) = helm_chart.split_once('/') else {
+        return Vec::new();
+    };
+    let r = FluxKind::HelmChart.ref_to(ns, name);
+    let owned = match backend.get(&r).await {
+        Ok(Some(o)) => {
+            o.label(OWNER_NAME_LABEL) == Some(me.name.as_str())
+                && o.label(OWNER_NAMESPACE_LABEL) == Some(me.namespace.as_str())
+        }
+        _ => false,
+    };
+    if !owned {
+        return Vec::new();
+    }
+    match backend.delete(&r).await {
+        Ok(_) => vec![Event::new(
+            me.clone(),
+            Severity::Info,
+            "HelmChartDeleted",
+            format!("deleted HelmChart '{helm_chart}'"),
+        )],
+        Err(e) => vec![Event::new(
+            me.clone(),
+            Severity::Error,
+            "HelmChartDeleteFailed",
+            format!("failed to delete HelmChart '{helm_chart}': {e}"),
+        )],
+    }
+}
+
+/// Metadata key of a chart artifact built from an OCIRepository: that artifact's digest.
+const SOURCE_DIGEST: &str = "sourceDigest";
+
+impl<M> HelmReleaseReconciler<M>
 where
     M: ReleaseManager,
-    S: Source,
 {
-    /// Resolves the chart version and makes sure its archive is in the store.
+    /// Makes sure the chart's source exists and is ready, and returns the chart artifact
+    /// (revision = chart version). `SOURCE_NOT_READY` errors mean waiting, not failing.
     async fn chart_artifact(
         &self,
         hr: &HelmRelease,
         hst: &HelmReleaseStatus,
         backend: &dyn Backend,
-        timeout: Duration,
+        _timeout: Duration,
     ) -> Result<Artifact, (String, String, bool)> {
-        let Some(tpl) = hr.spec.chart.as_ref() else {
-            return Err((
-                reason::INVALID_SPEC.into(),
-                "spec.chart: required (spec.chartRef is not supported yet)".into(),
-                true,
-            ));
+        let invalid = |m: String| Err((reason::INVALID_SPEC.to_string(), m, true));
+        let not_ready = |m: String| (SOURCE_NOT_READY.to_string(), m, false);
+        let get_failed = |m: String| {
+            (
+                reason::ARTIFACT_FAILED.to_string(),
+                format!("could not get Source object: {m}"),
+                false,
+            )
         };
-        let sref = &tpl.spec.source_ref;
-        if sref.kind != "HelmRepository" {
-            return Err((
-                reason::INVALID_SPEC.into(),
-                format!(
-                    "spec.chart.spec.sourceRef.kind: unsupported kind '{}' (HelmRepository)",
-                    sref.kind
-                ),
-                true,
-            ));
-        }
-        let repo_ns = sref
-            .namespace
-            .clone()
-            .unwrap_or_else(|| hr.namespace().to_string());
-        let repo_ref = FluxKind::HelmRepository.ref_to(&repo_ns, &sref.name);
-        let repo_obj = match backend.get(&repo_ref).await {
-            Ok(Some(o)) => o,
-            Ok(None) => {
-                return Err((
-                    reason::ARTIFACT_FAILED.into(),
-                    format!("HelmRepository '{repo_ns}/{}' not found", sref.name),
-                    false,
-                ))
+        let me = hr.object_ref();
+        match (&hr.spec.chart, &hr.spec.chart_ref) {
+            (Some(_), Some(_)) | (None, None) => invalid(
+                "invalid Chart reference: set exactly one of spec.chart and spec.chartRef".into(),
+            ),
+            (Some(tpl), None) => {
+                let kind = tpl.spec.source_ref.kind.as_str();
+                if !matches!(kind, "HelmRepository" | "GitRepository" | "Bucket") {
+                    return invalid(format!(
+                        "spec.chart.spec.sourceRef.kind: unsupported kind '{kind}' (HelmRepository, GitRepository, Bucket)"
+                    ));
+                }
+                let desired = super::helmchart::chart_from_template(
+                    hr.namespace(),
+                    hr.name(),
+                    &hr.spec.interval.to_string(),
+                    tpl,
+                );
+                let cref = desired.object_ref();
+                let wanted = format!("{}/{}", cref.namespace, cref.name);
+                if !hst.helm_chart.is_empty() && hst.helm_chart != wanted {
+                    delete_chart_by_status(&me, &hst.helm_chart, backend).await;
+                }
+                let existing = backend
+                    .get(&cref)
+                    .await
+                    .map_err(|e| get_failed(e.to_string()))?;
+                let in_sync = existing.as_ref().is_some_and(|e| {
+                    e.spec() == desired.spec()
+                        && desired
+                            .labels()
+                            .into_iter()
+                            .flatten()
+                            .all(|(k, v)| e.labels().and_then(|l| l.get(k)) == Some(v))
+                        && desired
+                            .annotations()
+                            .into_iter()
+                            .flatten()
+                            .all(|(k, v)| e.annotations().and_then(|l| l.get(k)) == Some(v))
+                });
+                let chart_obj = match existing {
+                    Some(e) if in_sync => e,
+                    _ => {
+                        backend
+                            .apply(&desired, &crate::traits::ApplyOptions::default())
+                            .await
+                            .map_err(|e| {
+                                (
+                                    reason::ARTIFACT_FAILED.to_string(),
+                                    format!("failed to apply HelmChart '{wanted}': {e}"),
+                                    false,
+                                )
+                            })?;
+                        backend
+                            .get(&cref)
+                            .await
+                            .map_err(|e| get_failed(e.to_string()))?
+                            .ok_or_else(|| {
+                                not_ready(format!(
+                                    "HelmChart '{wanted}' is not ready: not created yet"
+                                ))
+                            })?
+                    }
+                };
+                let artifact = super::helmchart::source_readiness(&chart_obj).map_err(not_ready)?;
+                if !self.store.contains(&artifact) {
+                    return Err(not_ready(
+                        "Source not ready: artifact not found".to_string(),
+                    ));
+                }
+                Ok(artifact)
             }
-            Err(e) => return Err((reason::ARTIFACT_FAILED.into(), e.to_string(), false)),
-        };
-        let repo: Resource<HelmRepositorySpec> = from_object(&repo_obj)
-            .map_err(|e| (reason::ARTIFACT_FAILED.into(), e.to_string(), false))?;
-        let creds = read_credentials(backend, &repo_ns, repo.spec.secret_ref.as_ref())
-            .await
-            .map_err(|e| (reason::AUTHENTICATION_FAILED.into(), e, false))?;
-        let spec = (self.chart_spec)(repo.spec.clone(), tpl.spec.clone());
-        let chart_ref =
-            FluxKind::HelmChart.ref_to(&repo_ns, &format!("{}-{}", hr.namespace(), hr.name()));
-        let req = SourceRequest {
-            object: &chart_ref,
-            spec: &spec,
-            credentials: creds.as_ref(),
-            timeout,
-        };
-        let redact = |m: String| match &creds {
-            Some(c) => c.redact(&m),
-            None => m,
-        };
-        let src_err = |e: crate::traits::SourceError| {
-            let stalled = e.kind == SourceErrorKind::InvalidSpec;
-            let why = match e.kind {
-                SourceErrorKind::Auth => reason::AUTHENTICATION_FAILED,
-                _ => reason::ARTIFACT_FAILED,
-            };
-            (why.to_string(), redact(e.to_string()), stalled)
-        };
-        let rev = self.source.resolve(&req).await.map_err(src_err)?;
+            (None, Some(r)) => {
+                if !hst.helm_chart.is_empty() {
+                    delete_chart_by_status(&me, &hst.helm_chart, backend).await;
+                }
+                let Some(sref) = chart_source_ref(hr) else {
+                    return invalid(format!(
+                        "spec.chartRef.kind: unsupported kind '{}' (OCIRepository, HelmChart)",
+                        r.kind
+                    ));
+                };
+                let src = backend
+                    .get(&sref)
+                    .await
+                    .map_err(|e| get_failed(e.to_string()))?
+                    .ok_or_else(|| {
+                        get_failed(format!(
+                            "{} '{}/{}' not found",
+                            r.kind, sref.namespace, sref.name
+                        ))
+                    })?;
+                let artifact = super::helmchart::source_readiness(&src).map_err(not_ready)?;
+                if !self.store.contains(&artifact) {
+                    return Err(not_ready(
+                        "Source not ready: artifact not found".to_string(),
+                    ));
+                }
+                if sref.kind == "HelmChart" {
+                    return Ok(artifact);
+                }
+                self.oci_chart(hr, hst, &artifact).await
+            }
+        }
+    }
+
+    /// The chart inside an OCIRepository artifact (the chart layer copied, or extracted), its
+    /// version given the first 12 hex characters of the manifest digest as build metadata, as
+    /// helm-controller does so that a re-pushed tag is noticed.
+    async fn oci_chart(
+        &self,
+        hr: &HelmRelease,
+        hst: &HelmReleaseStatus,
+        source: &Artifact,
+    ) -> Result<Artifact, (String, String, bool)> {
         if let Some(a) = &hst.chart_artifact {
-            if a.revision == rev.revision && self.store.contains(a) {
+            if a.metadata.get(SOURCE_DIGEST) == Some(&source.digest) && self.store.contains(a) {
                 return Ok(a.clone());
             }
         }
-        let tmp = tempfile::tempdir()
-            .map_err(|e| (reason::ARTIFACT_FAILED.to_string(), e.to_string(), false))?;
-        let fetched = self
-            .source
-            .fetch(&req, &rev, tmp.path())
-            .await
-            .map_err(src_err)?;
-        // The fetch directory holds the chart archive; keep it as the artifact itself so that
-        // the store's unpacking yields the chart directory.
-        let tgz = std::fs::read_dir(tmp.path())
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "tgz"));
-        let Some(tgz) = tgz else {
-            return Err((
-                reason::ARTIFACT_FAILED.into(),
-                format!(
-                    "the source fetched no chart archive for '{}'",
-                    tpl.spec.chart
-                ),
-                false,
-            ));
-        };
-        let bytes = std::fs::read(&tgz)
-            .map_err(|e| (reason::ARTIFACT_FAILED.to_string(), e.to_string(), false))?;
-        let mut a = self
-            .store
-            .store_bytes(&hr.object_ref(), &bytes, &fetched.revision)
-            .map_err(|e| (reason::ARTIFACT_FAILED.to_string(), e.to_string(), false))?;
-        a.metadata = fetched.metadata;
-        Ok(a)
+        let store = self.store.clone();
+        let source = source.clone();
+        let owner = hr.object_ref();
+        let shown = format!("OCIRepository artifact '{}'", source.revision);
+        tokio::task::spawn_blocking(move || -> Result<Artifact, (String, String, bool)> {
+            use super::chartbuild::{from_archive, BuildOptions};
+            let fail = |m: String| {
+                (
+                    reason::ARTIFACT_FAILED.to_string(),
+                    format!("Could not load chart: {m}"),
+                    false,
+                )
+            };
+            let dir = store.unpacked(&source).map_err(|e| fail(e.to_string()))?;
+            let tgzs: Vec<_> = std::fs::read_dir(&dir)
+                .map_err(|e| fail(e.to_string()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "tgz"))
+                .collect();
+            let limits = store.limits();
+            let tgz = match tgzs.as_slice() {
+                [one] => std::fs::read(one).map_err(|e| fail(e.to_string()))?,
+                _ => {
+                    let root =
+                        super::chartbuild::chart_root(&dir, &shown).map_err(|e| fail(e.message))?;
+                    let parent = root.parent().unwrap_or(&dir).to_path_buf();
+                    let b = super::chartbuild::package_dir(
+                        &root,
+                        &parent,
+                        &shown,
+                        &BuildOptions::default(),
+                    )
+                    .map_err(|e| fail(e.message))?;
+                    b.tgz
+                }
+            };
+            let plain = from_archive(tgz, &shown, &BuildOptions::default(), &limits)
+                .map_err(|e| fail(e.message))?;
+            let (tag, digest) = match source.revision.rsplit_once('@') {
+                Some((t, d)) => (Some(t), d),
+                None => (None, source.revision.as_str()),
+            };
+            if let Some(t) = tag {
+                if t != plain.version && t.replace('_', "+") != plain.version {
+                    return Err((
+                        "ChartMutateError".into(),
+                        format!(
+                            "artifact revision {} does not match chart version {}",
+                            source.revision, plain.version
+                        ),
+                        false,
+                    ));
+                }
+            }
+            let hex = digest.rsplit_once(':').map_or(digest, |(_, h)| h);
+            if hex.len() < 12 {
+                return Err((
+                    "ChartMutateError".into(),
+                    format!("invalid artifact revision {}", source.revision),
+                    false,
+                ));
+            }
+            let opts = BuildOptions {
+                version_metadata: Some(hex[..12].to_string()),
+                ..Default::default()
+            };
+            let built = from_archive(plain.tgz, &shown, &opts, &limits)
+                .map_err(|e| ("ChartMutateError".to_string(), e.message, false))?;
+            let mut a = store
+                .store_bytes(&owner, &built.tgz, &built.version)
+                .map_err(|e| fail(e.to_string()))?;
+            a.metadata
+                .insert(SOURCE_DIGEST.into(), source.digest.clone());
+            Ok(a)
+        })
+        .await
+        .map_err(|e| (reason::ARTIFACT_FAILED.to_string(), e.to_string(), false))?
     }
 }
 
 #[async_trait]
-impl<M, S> Reconciler for HelmReleaseReconciler<M, S>
+impl<M> Reconciler for HelmReleaseReconciler<M>
 where
     M: ReleaseManager,
-    S: Source,
-    S::Spec: Send + Sync,
 {
     fn kind(&self) -> crate::object::GroupKind {
         FluxKind::HelmRelease.into()
@@ -619,13 +801,7 @@ where
     fn schedule(&self, obj: &Object) -> Result<Schedule, ApiError> {
         let hr: HelmRelease = from_object(obj)?;
         let interval = hr.spec.interval.duration().max(Duration::from_secs(1));
-        let watches = hr
-            .spec
-            .chart
-            .as_ref()
-            .and_then(|c| super::source_ref(hr.namespace(), &c.spec.source_ref))
-            .into_iter()
-            .collect();
+        let watches = chart_source_ref(&hr).into_iter().collect();
         Ok(Schedule {
             interval,
             retry_interval: interval,
@@ -664,6 +840,10 @@ where
 
         let artifact = match self.chart_artifact(&hr, &hst, backend, timeout).await {
             Ok(a) => a,
+            Err((why, msg, _)) if why == SOURCE_NOT_READY => {
+                hst.write_to(&mut status);
+                return Outcome::waiting(obj, status, &why, msg);
+            }
             Err((why, msg, stalled)) => {
                 hst.write_to(&mut status);
                 return Outcome::failed(obj, status, &why, msg, stalled);
@@ -677,6 +857,8 @@ where
                 .as_deref()
                 .unwrap_or(hr.namespace());
             hst.helm_chart = format!("{ns}/{}-{}", hr.namespace(), hr.name());
+        } else {
+            hst.helm_chart.clear();
         }
         hst.chart_artifact = Some(artifact.clone());
         let chart_version = artifact.revision.clone();
@@ -1010,12 +1192,12 @@ where
 
     async fn finalize(&self, obj: &Object, backend: &dyn Backend) -> Vec<Event> {
         let Ok(hr) = from_object::<HelmRelease>(obj) else {
-            return Vec::new();
+            return delete_owned_chart(obj, backend).await;
         };
         let target = release_target(&hr);
         let keep = hr.spec.uninstall.as_ref().is_some_and(|u| u.keep_history);
         let me = obj.object_ref();
-        match self.manager.uninstall(backend, &target, keep).await {
+        let mut out = match self.manager.uninstall(backend, &target, keep).await {
             Ok(removed) => {
                 let mut msg = format!(
                     "Helm uninstall succeeded for release {}/{}",
@@ -1037,7 +1219,10 @@ where
                 helm_reason::UNINSTALL_FAILED,
                 e.message,
             )],
-        }
+        };
+        // Then the HelmChart it created, as helm-controller does.
+        out.extend(delete_owned_chart(obj, backend).await);
+        out
     }
 }
 

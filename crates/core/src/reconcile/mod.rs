@@ -1,7 +1,9 @@
 //! Reconcilers: one per kind, each a function of (object, backend, its parts) -> status and
 //! events. The [`crate::runtime::Runtime`] owns timing; reconcilers only decide.
 
+pub mod chartbuild;
 pub mod git;
+pub mod helmchart;
 pub mod helmrelease;
 pub mod kustomization;
 pub mod oci;
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use git::GitRepositoryReconciler;
+pub use helmchart::HelmChartReconciler;
 pub use helmrelease::{HelmReleaseReconciler, ReleaseManager};
 pub use kustomization::KustomizationReconciler;
 pub use oci::OciRepositoryReconciler;

@@ -104,12 +104,17 @@ impl Entry {
     }
 }
 
-/// Readiness and revisions: when this changes, dependents and watchers run again.
+/// Readiness (with the reason of a failure, so that what waits on a source learns why it
+/// failed) and revisions: when this changes, dependents and watchers run again.
 fn signature(obj: &Object) -> String {
     let st = Status::from_value(obj.status());
+    let ready = st.is_ready_for(obj.generation());
+    let why = match st.condition(crate::status::READY) {
+        Some(c) if !ready => c.reason.as_str(),
+        _ => "",
+    };
     format!(
-        "{}|{}|{}|{}",
-        st.is_ready_for(obj.generation()),
+        "{ready}|{why}|{}|{}|{}",
         st.artifact
             .as_ref()
             .map(|a| a.digest.as_str())
@@ -283,8 +288,18 @@ impl Runtime {
         let mut finalizers: JoinSet<()> = JoinSet::new();
         loop {
             self.start_due(&mut tasks);
-            if until_settled && tasks.is_empty() && self.settled() {
-                break;
+            if until_settled && tasks.is_empty() {
+                // Objects a run has just written (a HelmRelease's HelmChart) are waiting in the
+                // watch already: take them in before deciding that everything has settled.
+                while let Some(Some(ev)) = futures::FutureExt::now_or_never(watch.next()) {
+                    match ev {
+                        crate::traits::WatchEvent::Applied(o) => self.observe(o),
+                        crate::traits::WatchEvent::Deleted(r) => self.forget(&r, &mut finalizers),
+                    }
+                }
+                if self.settled() {
+                    break;
+                }
             }
             // At the concurrency limit nothing can start before a run finishes: do not wake
             // for due objects then, or the loop would spin.

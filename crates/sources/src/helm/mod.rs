@@ -11,8 +11,13 @@
 //!   version means the latest stable one, as Helm does.
 //! - The archive is checked against the index's sha256 digest and written to
 //!   the fetch directory as `NAME-VERSION.tgz`; the revision is the version.
-//! - `username`/`password` credentials become HTTP basic auth, `ca.crt` is
+//! - `username`/`password` credentials become HTTP basic auth (sent to another
+//!   host than the repository's only with `passCredentials`), `ca.crt` is
 //!   trusted on top of the platform roots (rustls with ring).
+//! - A `type: oci` HelmRepository is a registry: no index; the chart's tags are
+//!   listed (all pages) and matched with Helm's `+` → `_` convention, or an exact
+//!   version is looked up by its tag; the chart layer is pulled with its digest
+//!   checked ([`crate::oci::OciClient::resolve_chart_version`]).
 //!
 //! The core [`Source`] trait hands a source only its own spec, while a
 //! HelmChart needs its HelmRepository's too, so [`HelmSource`]'s spec is
@@ -48,10 +53,52 @@ struct CachedIndex {
     entries: Arc<Vec<ChartVersion>>,
 }
 
-/// The Helm repository source. Cheap to clone; clones share the index cache.
+/// The Helm repository source. Cheap to clone; clones share the index cache and the OCI
+/// registries' token cache.
 #[derive(Clone, Default)]
 pub struct HelmSource {
     cache: Arc<Mutex<HashMap<(String, String), CachedIndex>>>,
+    tokens: crate::oci::TokenCache,
+}
+
+/// Whether a HelmRepository is an OCI registry (`type: oci`). An `oci://` URL without the type
+/// is a mistake Flux refuses too.
+fn is_oci(repo: &HelmRepositorySpec) -> Result<bool, SourceError> {
+    let oci_type = repo.repo_type.as_deref() == Some("oci");
+    let oci_url = repo.url.starts_with("oci://");
+    match (oci_type, oci_url) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        (true, false) => Err(err(
+            SourceErrorKind::InvalidSpec,
+            format!(
+                "invalid OCI registry URL: {}: want oci://<host>/<path>",
+                repo.url
+            ),
+        )),
+        (false, true) => Err(err(
+            SourceErrorKind::InvalidSpec,
+            format!(
+                "'{}' is an OCI registry URL: set spec.type: oci on the HelmRepository",
+                repo.url
+            ),
+        )),
+    }
+}
+
+/// The chart's repository in a registry: the HelmRepository URL joined with the chart name.
+fn oci_chart_url(spec: &HelmChartSource) -> Result<String, SourceError> {
+    let chart = spec.chart.chart.trim_matches('/');
+    if chart.is_empty() || chart.contains("..") || chart.contains(['@', ':']) {
+        return Err(err(
+            SourceErrorKind::InvalidSpec,
+            format!("invalid chart name '{}'", spec.chart.chart),
+        ));
+    }
+    Ok(format!(
+        "{}/{chart}",
+        spec.repository.url.trim_end_matches('/')
+    ))
 }
 
 fn err(kind: SourceErrorKind, msg: impl Into<String>) -> SourceError {
@@ -192,6 +239,93 @@ impl HelmSource {
         Self::default()
     }
 
+    /// The registry client for a `type: oci` HelmRepository: `secretRef` (a dockerconfigjson
+    /// Secret, or `username`/`password` keys), `certSecretRef`'s `ca.crt`, `insecure`.
+    fn oci_client(
+        &self,
+        repo: &HelmRepositorySpec,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<crate::oci::OciClient, SourceError> {
+        if let Some(p) = repo
+            .provider
+            .as_deref()
+            .filter(|p| !p.is_empty() && *p != "generic")
+        {
+            return Err(err(
+                SourceErrorKind::InvalidSpec,
+                format!("provider '{p}' is not supported yet: use 'generic' with a secretRef"),
+            ));
+        }
+        let auths = crate::oci::RegistryAuths::from_credentials(creds)?;
+        let opts = crate::oci::OciClientOptions {
+            insecure: repo.insecure,
+            ca_pem: creds.and_then(|c| c.0.get("ca.crt").cloned()),
+            timeout,
+            auths,
+            ..Default::default()
+        };
+        Ok(crate::oci::OciClient::new(opts)?.with_token_cache(self.tokens.clone()))
+    }
+
+    async fn oci_resolve(
+        &self,
+        req: &SourceRequest<'_, HelmChartSource>,
+    ) -> Result<FetchedRevision, SourceError> {
+        let client = self.oci_client(&req.spec.repository, req.credentials, req.timeout)?;
+        let url = oci_chart_url(req.spec)?;
+        let v = client
+            .resolve_chart_version(&url, req.spec.chart.version.as_deref())
+            .await?;
+        let mut metadata = std::collections::BTreeMap::new();
+        metadata.insert("chart".into(), req.spec.chart.chart.clone());
+        metadata.insert(crate::oci::META_DIGEST.into(), v.digest);
+        metadata.insert("oci.tag".into(), v.tag);
+        Ok(FetchedRevision {
+            revision: v.version,
+            metadata,
+        })
+    }
+
+    async fn oci_fetch(
+        &self,
+        req: &SourceRequest<'_, HelmChartSource>,
+        revision: &FetchedRevision,
+        dir: &Path,
+    ) -> Result<FetchedRevision, SourceError> {
+        let client = self.oci_client(&req.spec.repository, req.credentials, req.timeout)?;
+        let url = oci_chart_url(req.spec)?;
+        let known = (
+            revision.metadata.get(crate::oci::META_DIGEST),
+            revision.metadata.get("oci.tag"),
+        );
+        let version = match known {
+            (Some(d), Some(t)) => crate::oci::ChartVersion {
+                version: revision.revision.clone(),
+                tag: t.clone(),
+                digest: d.clone(),
+            },
+            _ => {
+                client
+                    .resolve_chart_version(&url, Some(&revision.revision))
+                    .await?
+            }
+        };
+        let chart = client.pull_chart(&url, version).await?;
+        let name = req.spec.chart.chart.rsplit('/').next().unwrap_or("chart");
+        let file = dir.join(format!("{name}-{}.tgz", chart.version.version));
+        std::fs::write(&file, &chart.tgz).map_err(|e| {
+            err(
+                SourceErrorKind::Other,
+                format!("writing {}: {e}", file.display()),
+            )
+        })?;
+        let mut out = revision.clone();
+        out.metadata
+            .insert(crate::oci::META_DIGEST.into(), chart.version.digest);
+        Ok(out)
+    }
+
     /// The entries of `chart` in the repository's index, through the ETag cache.
     fn entries(
         &self,
@@ -287,6 +421,14 @@ impl Source for HelmSource {
         &self,
         req: &SourceRequest<'_, HelmChartSource>,
     ) -> Result<FetchedRevision, SourceError> {
+        if is_oci(&req.spec.repository)? {
+            return self.oci_resolve(req).await.map_err(|mut e| {
+                if let Some(c) = req.credentials {
+                    e.message = c.redact(&e.message);
+                }
+                e
+            });
+        }
         let this = self.clone();
         let spec = req.spec.clone();
         let creds = req.credentials.cloned();
@@ -305,6 +447,14 @@ impl Source for HelmSource {
         revision: &FetchedRevision,
         dir: &Path,
     ) -> Result<FetchedRevision, SourceError> {
+        if is_oci(&req.spec.repository)? {
+            return self.oci_fetch(req, revision, dir).await.map_err(|mut e| {
+                if let Some(c) = req.credentials {
+                    e.message = c.redact(&e.message);
+                }
+                e
+            });
+        }
         let this = self.clone();
         let mut spec = req.spec.clone();
         // Fetch exactly the resolved version.
@@ -318,7 +468,18 @@ impl Source for HelmSource {
                 return Err(err(SourceErrorKind::Other, format!("chart {} {} has no URL in the index", v.name, v.version)));
             };
             let url = chart_url(&spec.repository.url, url);
-            let resp = http.get(&url).send().map_err(|e| request_error(&url, e))?;
+            // Credentials go to the repository's own host only, unless passCredentials says
+            // they may follow the index to another one (as Helm and Flux do).
+            let same_host = |a: &str, b: &str| {
+                let host = |u: &str| u.split_once("://").map(|(_, r)| r.split('/').next().unwrap_or("").to_ascii_lowercase());
+                host(a) == host(b)
+            };
+            let rb = if spec.repository.pass_credentials || same_host(&url, &spec.repository.url) {
+                http.get(&url)
+            } else {
+                http.client.get(&url)
+            };
+            let resp = rb.send().map_err(|e| request_error(&url, e))?;
             if !resp.status().is_success() {
                 return Err(status_error(&url, resp.status()));
             }

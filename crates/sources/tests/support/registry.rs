@@ -54,11 +54,41 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry; `basic_auth` adds htpasswd auth for [`USER`]/[`PASSWORD`].
     pub fn start(basic_auth: bool) -> Option<Registry> {
+        Registry::start_with(basic_auth, None)
+    }
+
+    /// Starts a registry with `auth: token`: it trusts JWTs signed by the key of `cert_pem`
+    /// (its `rootcertbundle`) for `service`, issued by `issuer`, and sends clients to `realm`.
+    pub fn start_token(
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        cert_pem: &Path,
+    ) -> Option<Registry> {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            cert_pem.display()
+        );
+        Registry::start_with(false, Some(auth))
+    }
+
+    /// Starts a registry serving HTTPS with `cert`/`key` (no auth).
+    pub fn start_tls(cert: &Path, key: &Path) -> Option<Registry> {
+        // Nested under `http:`, which the config ends with.
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        Registry::start_with(false, Some(tls))
+    }
+
+    fn start_with(basic_auth: bool, token_auth: Option<String>) -> Option<Registry> {
         let bin = registry_bin()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).expect("mkdir");
-        let mut auth = String::new();
+        let mut auth = token_auth.unwrap_or_default();
         if basic_auth {
             let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
             let htpasswd = dir.path().join("htpasswd");
@@ -104,7 +134,11 @@ impl Registry {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.1 401") {
+                // A TLS listener answers plain HTTP with a 400.
+                if buf.starts_with("HTTP/1.1 200")
+                    || buf.starts_with("HTTP/1.1 401")
+                    || buf.starts_with("HTTP/1.0 400")
+                {
                     return;
                 }
             }
@@ -446,4 +480,325 @@ fn forward(
     up.read_to_end(&mut resp)?;
     conn.write_all(&resp)?;
     Ok(())
+}
+
+/// The `openssl` CLI, or `None` after printing SKIP (a failure with `TRUEUP_REQUIRE_ORACLES=1`).
+pub fn openssl_bin() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("openssl"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("TRUEUP_REQUIRE_ORACLES").as_deref() == Ok("1") {
+            panic!("openssl is missing (apt-get install openssl) and TRUEUP_REQUIRE_ORACLES=1");
+        }
+        eprintln!("SKIP: openssl not found (apt-get install openssl)");
+    }
+    found
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A token service for the registry's `auth: token`, as Docker's distribution documents it: a
+/// signing key and self-signed certificate made with `openssl` (the certificate is the
+/// registry's `rootcertbundle`), `GET /token?service=..&scope=..` answered for
+/// [`USER`]/[`PASSWORD`] by basic auth with an RS256 JWT carrying the certificate in its `x5c`
+/// header and the requested repository actions as `access` claims; anything else is a 401.
+pub struct TokenServer {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub cert_pem: PathBuf,
+    /// Token requests seen: (scope, granted).
+    pub requests: Arc<Mutex<Vec<(String, bool)>>>,
+    stop: Arc<AtomicBool>,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    pub fn start(openssl: &Path) -> TokenServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        let out = Command::new(openssl)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=trueup-token-issuer",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // x5c holds the DER certificate in standard base64: the PEM body.
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        let x5c: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap().to_string();
+        let service = "trueup-registry".to_string();
+        let issuer = "trueup-token-issuer".to_string();
+        let requests: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, requests2) = (stop.clone(), requests.clone());
+        let (service2, issuer2, key2, openssl2) = (
+            service.clone(),
+            issuer.clone(),
+            key.clone(),
+            openssl.to_path_buf(),
+        );
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = serve_token(
+                    &mut conn, &openssl2, &key2, &x5c, &service2, &issuer2, &requests2,
+                );
+            }
+        });
+        TokenServer {
+            realm: format!("http://{addr}/token"),
+            service,
+            issuer,
+            cert_pem: cert,
+            requests,
+            stop,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve_token(
+    conn: &mut TcpStream,
+    openssl: &Path,
+    key: &Path,
+    x5c: &str,
+    service: &str,
+    issuer: &str,
+    requests: &Mutex<Vec<(String, bool)>>,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let mut authorization = None;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut scopes = Vec::new();
+    let mut asked_service = String::new();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "scope" => scopes.push(url_decode(v)),
+            "service" => asked_service = url_decode(v),
+            _ => {}
+        }
+    }
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    );
+    let granted = path == "/token"
+        && asked_service == service
+        && authorization.as_deref() == Some(want.as_str());
+    requests.lock().unwrap().push((scopes.join(" "), granted));
+    if !granted {
+        respond(
+            conn,
+            "401 Unauthorized",
+            &[("Content-Type", "application/json".into())],
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        );
+        return Ok(());
+    }
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let mut p = s.splitn(3, ':');
+            let (t, name, actions) = (p.next()?, p.next()?, p.next()?);
+            Some(serde_json::json!({"type": t, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": issuer, "sub": USER, "aud": service,
+        "exp": now + 300, "nbf": now - 60, "iat": now - 60,
+        "jti": format!("{now}-{}", requests.lock().unwrap().len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let mut child = Command::new(openssl)
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "openssl dgst: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = format!("{signing_input}.{}", b64url(&out.stdout));
+    let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 300});
+    respond(
+        conn,
+        "200 OK",
+        &[("Content-Type", "application/json".into())],
+        body.to_string().as_bytes(),
+    );
+    Ok(())
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with `openssl` in `dir`:
+/// returns (ca.crt, server.crt, server.key).
+pub fn tls_certificates(openssl: &Path, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new(openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=trueup-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
 }
