@@ -137,7 +137,11 @@ impl LeaseRecord {
                 .unwrap_or("")
                 .to_string()
         };
-        let i = |k: &str| spec.and_then(|s| s.get(k)).and_then(Value::as_i64).unwrap_or(0);
+        let i = |k: &str| {
+            spec.and_then(|s| s.get(k))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
         LeaseRecord {
             holder_identity: s("holderIdentity"),
             lease_duration_seconds: i("leaseDurationSeconds"),
@@ -301,13 +305,12 @@ impl LeaderElector {
                 "metadata": {"name": name, "namespace": self.config.namespace},
                 "spec": record.to_spec(),
             });
-            let obj: DynamicObject = serde_json::from_value(body).map_err(|e| {
-                LeaderError::Invalid {
+            let obj: DynamicObject =
+                serde_json::from_value(body).map_err(|e| LeaderError::Invalid {
                     namespace: self.config.namespace.clone(),
                     name: name.clone(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             return match self.api.create(&PostParams::default(), &obj).await {
                 Ok(_) => {
                     self.observe(record);
@@ -338,11 +341,7 @@ impl LeaderElector {
             self.record(me, old.acquire_time.clone(), old.lease_transitions)
         } else {
             // Taken over (expired or released): a new term.
-            self.record(
-                me,
-                micro_time(SystemTime::now()),
-                old.lease_transitions + 1,
-            )
+            self.record(me, micro_time(SystemTime::now()), old.lease_transitions + 1)
         };
         let mut body = lease;
         body.data["spec"] = record.to_spec();
