@@ -751,6 +751,7 @@ fn sharded_operators_leave_other_shards_alone() {
             ("main/cm.yaml", &config_map(apps, "main", "", "main")),
             ("one/namespace.yaml", &namespace(apps)),
             ("one/cm.yaml", &config_map(apps, "one", "", "one")),
+            ("one-b/cm.yaml", &config_map(apps, "one-b", "", "one-b")),
         ],
     );
     let main_labels = "e2e.trueup.dev/test: shard";
@@ -758,12 +759,13 @@ fn sharded_operators_leave_other_shards_alone() {
     kubectl_apply(
         kc,
         &format!(
-            "{}---\n{}---\n{}---\n{}---\n{}",
+            "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
             namespace(flux),
             git_repository(flux, "fleet-main", &repo.url(), main_labels),
             kustomization(flux, "main", "fleet-main", "./main", main_labels, ""),
             git_repository(flux, "fleet-one", &repo.url(), shard1_labels),
             kustomization(flux, "one", "fleet-one", "./one", shard1_labels, ""),
+            kustomization(flux, "one-b", "fleet-one", "./one-b", shard1_labels, ""),
         ),
     );
     let main = Operator::start(
@@ -772,7 +774,7 @@ fn sharded_operators_leave_other_shards_alone() {
         "main-shard",
         &[
             "--watch-label-selector",
-            "e2e.trueup.dev/test=shard,sharding.fluxcd.io/key notin (shard1)",
+            "e2e.trueup.dev/test=shard,sharding.fluxcd.io/key notin (shard1, shard2)",
         ],
     );
     wait_for(
@@ -805,6 +807,50 @@ fn sharded_operators_leave_other_shards_alone() {
         is_ready(kc, KS, flux, "one").then_some(())
     });
     assert_eq!(data_v(kc, apps, "one").as_deref(), Some("one"));
+    wait_for(
+        "shard1's second Kustomization Ready",
+        60,
+        &[&shard1],
+        || is_ready(kc, KS, flux, "one-b").then_some(()),
+    );
+
+    // An object moved to another shard is handed over, not deleted: shard1 stops watching it
+    // and must not prune what it applied. The Kustomization watch delivers events in order, so
+    // once shard1 handled a later request on `one-b` it has seen `one` leave.
+    kubectl(
+        kc,
+        &[
+            "label",
+            "--overwrite",
+            KS,
+            "one",
+            "-n",
+            flux,
+            "sharding.fluxcd.io/key=shard2",
+        ],
+    );
+    requested_at(kc, KS, flux, "one-b", "after-move");
+    wait_for("shard1 handles a later request", 60, &[&shard1], || {
+        (handled(kc, KS, flux, "one-b") == "after-move").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        data_v(kc, apps, "one").as_deref(),
+        Some("one"),
+        "{}",
+        shard1.log()
+    );
+    requested_at(kc, KS, flux, "one", "nobody");
+    requested_at(kc, KS, flux, "one-b", "after-move-2");
+    wait_for("shard1 handles another request", 60, &[&shard1], || {
+        (handled(kc, KS, flux, "one-b") == "after-move-2").then_some(())
+    });
+    assert_eq!(
+        handled(kc, KS, flux, "one"),
+        "",
+        "no operator reconciles shard2"
+    );
+
     // Each operator reported on its own objects only.
     assert!(
         !main.log().contains("Kustomization/t-shard-flux/one"),
