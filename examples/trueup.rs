@@ -315,8 +315,7 @@ async fn run(cli: Cli) -> Result<bool> {
                 if !fleet.is_empty() || receiver_addr.is_some() {
                     bail!("--fleet and --receiver-addr work with the local backend (--dir) only");
                 }
-                return kube_operator(cluster, bootstrap, &branch, &path, once, concurrency)
-                    .await;
+                return kube_operator(cluster, bootstrap, &branch, &path, once, concurrency).await;
             }
             let backend = open_backend(&dir, true)?;
             let _lock = backend
@@ -379,8 +378,7 @@ async fn kube_operator(
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => println!("SIGTERM: shutting down"),
@@ -410,7 +408,10 @@ async fn kube_operator(
         );
         match elector.acquire(&shutdown).await? {
             Some(l) => {
-                println!("leader election: acquired Lease {}/{}", c.namespace, c.lease_name);
+                println!(
+                    "leader election: acquired Lease {}/{}",
+                    c.namespace, c.lease_name
+                );
                 Some(l)
             }
             None => return Ok(true),
@@ -425,7 +426,9 @@ async fn kube_operator(
     let (_tmp, storage) = match &args.storage_path {
         Some(p) => (None, p.clone()),
         None => {
-            let t = tempfile::Builder::new().prefix("trueup-artifacts").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("trueup-artifacts")
+                .tempdir()?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
@@ -473,10 +476,7 @@ async fn kube_operator(
             }
         })
     };
-    let lost = leadership
-        .as_ref()
-        .map(|l| l.lost())
-        .unwrap_or_default();
+    let lost = leadership.as_ref().map(|l| l.lost()).unwrap_or_default();
     let outcome = tokio::select! {
         r = runtime.run(shutdown.clone()) => r.map(|()| true),
         // Dropping the runtime's future aborts the reconciles in flight: another replica leads.
