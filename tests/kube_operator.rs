@@ -11,7 +11,6 @@
 #[allow(dead_code)]
 mod support;
 
-#[allow(dead_code)]
 #[path = "../crates/kube-backend/tests/support/apiserver.rs"]
 mod apiserver;
 

@@ -109,7 +109,7 @@ pub enum LeaderError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("Lease {namespace}/{name} is not a valid Lease: {message}")]
     Invalid {
@@ -256,7 +256,7 @@ impl LeaderElector {
             action,
             namespace: self.config.namespace.clone(),
             name: self.config.lease_name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
