@@ -317,6 +317,9 @@ async fn run(cli: Cli) -> Result<bool> {
                 }
                 return kube_operator(cluster, bootstrap, &branch, &path, once, concurrency).await;
             }
+            if cluster.leader_elect || !cluster.watch_label_selector.is_empty() {
+                bail!("--leader-elect and --watch-label-selector need a cluster: add --kubeconfig PATH or --in-cluster");
+            }
             let backend = open_backend(&dir, true)?;
             let _lock = backend
                 .acquire_exclusive()

@@ -574,6 +574,29 @@ fn operator_on_a_cluster_applies_prunes_recreates_and_corrects_drift() {
         "secret values are not logged"
     );
 
+    // A spec change (a new generation) is reconciled at once, interval or not.
+    let generation = |o: &Value| o["metadata"]["generation"].as_i64().unwrap_or(0);
+    let before = get(kc, KS, flux, "vars").unwrap();
+    kubectl(
+        kc,
+        &[
+            "patch",
+            KS,
+            "vars",
+            "-n",
+            flux,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"postBuild":{"substitute":{"unused":"1"}}}}"#,
+        ],
+    );
+    let after = get(kc, KS, flux, "vars").unwrap();
+    assert_eq!(generation(&after), generation(&before) + 1);
+    wait_for("the new generation reconciled", 60, &logs, || {
+        let o = get(kc, KS, flux, "vars")?;
+        (o["status"]["observedGeneration"] == generation(&after)).then_some(())
+    });
+
     // A commit deletes two manifests and changes an immutable field of the forced Job; a
     // `requestedAt` annotation makes the source fetch it now.
     let first_job_uid = get(kc, "job", apps, "migrate").unwrap()["metadata"]["uid"].clone();
