@@ -755,6 +755,105 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
         (handled(kc, KS, flux, "apps") == "c-leads").then_some(())
     });
     assert_eq!(data_v(kc, apps, "hello").as_deref(), Some("one"));
+
+    // The Lease taken from under the leader: it stops reconciling and exits 1.
+    let mut c = c;
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "leases.coordination.k8s.io",
+            lease,
+            "-n",
+            flux,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"intruder"}}"#,
+        ],
+    );
+    assert_eq!(c.wait_exit(60), Some(1), "{}", c.log());
+    assert!(c.printed("leader election lost"), "{}", c.log());
+}
+
+#[test]
+fn sigterm_lets_the_reconcile_in_flight_finish() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-gs-apps", "t-gs-flux");
+    let work_job = format!("apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: work\n  namespace: {apps}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: w\n        image: busybox:1.36\n");
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("apps/namespace.yaml", &namespace(apps)),
+            ("apps/job.yaml", &work_job),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: graceful";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}",
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            // `wait`: the reconcile lasts until the Job completes (nothing runs it here).
+            kustomization(
+                flux,
+                "apps",
+                "fleet",
+                "./apps",
+                label,
+                "  wait: true\n  timeout: 5m\n"
+            ),
+        ),
+    );
+    let grace = "3m";
+    let mut op = Operator::start(
+        kc,
+        tmp.path(),
+        "graceful",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=graceful",
+            "--graceful-shutdown-timeout",
+            grace,
+        ],
+    );
+    wait_for("the Job applied", 120, &[&op], || {
+        get(kc, "job", apps, "work")
+    });
+    assert!(!is_ready(kc, KS, flux, "apps"), "still waiting for the Job");
+    op.signal("TERM");
+    wait_for("the operator saw SIGTERM", 30, &[&op], || {
+        op.printed("SIGTERM").then_some(())
+    });
+    // The Job completes after the signal: only the reconcile already in flight can see it and
+    // record the Kustomization Ready.
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "job",
+            "work",
+            "-n",
+            apps,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"succeeded":1,"conditions":[{"type":"Complete","status":"True"}]}}"#,
+        ],
+    );
+    assert_eq!(op.wait_exit(120), Some(0), "{}", op.log());
+    let ks = get(kc, KS, flux, "apps").unwrap();
+    let head = git(&repo.work, &["rev-parse", "HEAD"]);
+    assert_eq!(ready(&ks).unwrap()["status"], "True", "{ks}");
+    assert_eq!(
+        ks["status"]["lastAppliedRevision"],
+        format!("main@sha1:{head}")
+    );
 }
 
 #[test]
