@@ -854,6 +854,14 @@ fn sigterm_lets_the_reconcile_in_flight_finish() {
         ks["status"]["lastAppliedRevision"],
         format!("main@sha1:{head}")
     );
+    assert!(
+        ks["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == "trueup" && m["fieldsV1"]["f:status"].is_object()),
+        "status written by trueup: {ks}"
+    );
 }
 
 #[test]

@@ -67,6 +67,8 @@ const RECREATE_WAIT: Duration = Duration::from_secs(60);
 /// How long `apply` waits for the kind of an object to be served when a CRD defining it exists
 /// but is not established yet (it was applied a moment ago, often in the same batch).
 const CRD_WAIT: Duration = Duration::from_secs(30);
+/// The field manager of status writes.
+const STATUS_MANAGER: &str = "trueup";
 /// Attempts of a status write that loses a race with another writer.
 const STATUS_ATTEMPTS: usize = 5;
 
@@ -821,7 +823,12 @@ impl Backend for KubeBackend {
                 m.insert("status".into(), status.clone());
             }
             let d = from_value(v, &r)?;
-            let pp = PostParams::default();
+            // The status fields are owned by trueup in managedFields, as Flux's controllers own
+            // theirs (instead of "unknown").
+            let pp = PostParams {
+                field_manager: Some(STATUS_MANAGER.into()),
+                ..PostParams::default()
+            };
             let written = if res.has_status {
                 api.replace_status(&r.name, &pp, &d).await
             } else {
