@@ -725,6 +725,7 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
         b.printed("acquired Lease").then_some(())
     });
     assert!(stopped.elapsed() < Duration::from_secs(15));
+    eprintln!("released Lease taken after {:?}", stopped.elapsed());
     assert_eq!(lease_holder(kc, flux, lease), Some((id_b.clone(), 1)));
     // b reconciles now: a requested reconcile is handled.
     requested_at(kc, KS, flux, "apps", "b-leads");
@@ -749,6 +750,7 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
         "taken only after expiry: {:?}",
         killed.elapsed()
     );
+    eprintln!("expired Lease (20s) taken {:?} after SIGKILL", killed.elapsed());
     assert_eq!(lease_holder(kc, flux, lease), Some((id_c, 2)));
     requested_at(kc, KS, flux, "apps", "c-leads");
     wait_for("replica c handles a requested reconcile", 60, &[&c], || {
