@@ -3,6 +3,8 @@
 //! ```text
 //! trueup demo                      # a full reconcile of the bundled fleet, no cluster needed
 //! trueup operator --dir ./cluster --fleet clusters/production [--once]
+//! trueup operator --kubeconfig ~/.kube/config [--leader-elect] [--watch-label-selector SEL]
+//! trueup operator --in-cluster --leader-elect    # in a pod, with its service account
 //! trueup get --dir ./cluster
 //! trueup events --dir ./cluster
 //! trueup build DIR                 # what `kubectl kustomize DIR` prints
@@ -40,11 +42,14 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Run the operator on the local backend.
+    /// Run the operator: on the local backend (--dir), or on a Kubernetes cluster
+    /// (--kubeconfig or --in-cluster).
     Operator {
         /// The local cluster directory.
         #[arg(long, default_value = "./cluster")]
         dir: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// A folder of Flux objects to load (like clusters/production); may repeat.
         #[arg(long)]
         fleet: Vec<PathBuf>,
@@ -116,6 +121,60 @@ enum Command {
         #[arg(long)]
         flux: bool,
     },
+}
+
+/// Operator mode on a Kubernetes cluster.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Reconcile the cluster of this kubeconfig instead of a local directory.
+    #[arg(long, conflicts_with = "in_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, requires = "kubeconfig")]
+    context: Option<String>,
+    /// Reconcile the cluster this process runs in, with the pod's service account.
+    #[arg(long)]
+    in_cluster: bool,
+    /// Only one replica reconciles: the holder of a coordination.k8s.io/v1 Lease.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = trueup::kube::leader::DEFAULT_LEASE_NAME)]
+    leader_election_id: String,
+    /// The Lease's namespace (default: $RUNTIME_NAMESPACE, the pod's namespace, or flux-system).
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    /// How long the others wait after the last renewal they saw before taking over.
+    #[arg(long, default_value = "35s", value_parser = go_duration)]
+    leader_election_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops.
+    #[arg(long, default_value = "30s", value_parser = go_duration)]
+    leader_election_renew_deadline: Duration,
+    /// Time between tries to acquire or renew.
+    #[arg(long, default_value = "5s", value_parser = go_duration)]
+    leader_election_retry_period: Duration,
+    /// Only the Flux objects this label selector selects (sharding, as Flux's controllers do:
+    /// 'sharding.fluxcd.io/key notin (shard1)' or 'sharding.fluxcd.io/key=shard1').
+    #[arg(long, default_value = "")]
+    watch_label_selector: String,
+    /// Where artifacts are kept (default: a temporary directory removed on exit).
+    #[arg(long)]
+    storage_path: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long reconciles in flight may take to finish.
+    #[arg(long, default_value = "30s", value_parser = go_duration)]
+    graceful_shutdown_timeout: Duration,
+}
+
+impl ClusterArgs {
+    fn enabled(&self) -> bool {
+        self.kubeconfig.is_some() || self.in_cluster
+    }
+}
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    trueup::core::api::GoDuration::parse(s)
+        .map(|d| d.duration())
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -243,6 +302,7 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Operator {
             dir,
+            cluster,
             fleet,
             bootstrap,
             branch,
@@ -251,6 +311,15 @@ async fn run(cli: Cli) -> Result<bool> {
             concurrency,
             receiver_addr,
         } => {
+            if cluster.enabled() {
+                if !fleet.is_empty() || receiver_addr.is_some() {
+                    bail!("--fleet and --receiver-addr work with the local backend (--dir) only");
+                }
+                return kube_operator(cluster, bootstrap, &branch, &path, once, concurrency).await;
+            }
+            if cluster.leader_elect || !cluster.watch_label_selector.is_empty() {
+                bail!("--leader-elect and --watch-label-selector need a cluster: add --kubeconfig PATH or --in-cluster");
+            }
             let backend = open_backend(&dir, true)?;
             let _lock = backend
                 .acquire_exclusive()
@@ -287,6 +356,147 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Demo { dir } => demo(dir).await,
     }
+}
+
+/// The operator on a Kubernetes cluster: the same reconcilers, on the Kubernetes backend.
+async fn kube_operator(
+    args: ClusterArgs,
+    bootstrap: Option<String>,
+    branch: &str,
+    path: &str,
+    once: bool,
+    concurrency: usize,
+) -> Result<bool> {
+    use trueup::kube::{KubeBackend, LabelSelector, LeaderElectionConfig, LeaderElector};
+    let selector: LabelSelector = args.watch_label_selector.parse()?;
+    let backend = match &args.kubeconfig {
+        Some(kc) => KubeBackend::from_kubeconfig_context(kc, args.context.as_deref()).await?,
+        None => KubeBackend::in_cluster()?,
+    };
+    let flux_kinds = FluxKind::ALL.map(|k| (k.group().to_string(), k.kind().to_string()));
+    let backend = Arc::new(backend.with_watch_selector(selector.clone(), flux_kinds));
+
+    // SIGTERM (Kubernetes stopping the pod) and SIGINT: stop taking new work, let reconciles in
+    // flight finish, release the Lease, exit 0.
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => println!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => println!("SIGINT: shutting down"),
+            }
+            shutdown.cancel();
+        });
+    }
+
+    let leadership = if args.leader_elect {
+        let config = LeaderElectionConfig {
+            lease_name: args.leader_election_id.clone(),
+            namespace: args
+                .leader_election_namespace
+                .clone()
+                .unwrap_or_else(trueup::kube::leader::default_namespace),
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+            ..LeaderElectionConfig::default()
+        };
+        let elector = Arc::new(LeaderElector::new(backend.client().clone(), config)?);
+        let c = elector.config();
+        println!(
+            "leader election: waiting for Lease {}/{} as {}",
+            c.namespace, c.lease_name, c.identity
+        );
+        match elector.acquire(&shutdown).await? {
+            Some(l) => {
+                println!(
+                    "leader election: acquired Lease {}/{}",
+                    c.namespace, c.lease_name
+                );
+                Some(l)
+            }
+            None => return Ok(true),
+        }
+    } else {
+        None
+    };
+
+    if let Some(url) = bootstrap {
+        bootstrap_objects(backend.as_ref(), &url, branch, path, "1m").await?;
+    }
+    let (_tmp, storage) = match &args.storage_path {
+        Some(p) => (None, p.clone()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("trueup-artifacts")
+                .tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let store = ArtifactStore::new(&storage)
+        .with_context(|| format!("opening the artifact storage {}", storage.display()))?;
+    let options = RuntimeOptions {
+        concurrency,
+        shutdown_grace: args.graceful_shutdown_timeout,
+        ..RuntimeOptions::default()
+    };
+    let dyn_backend: Arc<dyn Backend> = backend.clone();
+    let runtime = Arc::new(
+        trueup::presets::gitops(dyn_backend.clone(), store)
+            .notifier(ConsoleNotifier)
+            .notifier(trueup::notifiers::AlertRouter::new(dyn_backend))
+            .options(options)
+            .build(),
+    );
+    if once {
+        let snap = runtime.run_until_settled(shutdown.clone()).await?;
+        print!("{}", status_table(&fleet_objects(backend.as_ref()).await?));
+        if let Some(l) = leadership {
+            l.release().await?;
+        }
+        return Ok(snap.iter().all(|s| s.suspended || s.is_ready()));
+    }
+    println!(
+        "trueup operator on {}{}",
+        backend.describe(),
+        if selector.is_empty() {
+            String::new()
+        } else {
+            format!(" (objects selected by '{selector}')")
+        }
+    );
+    let triggers = {
+        let (backend, runtime, cancel) = (backend.clone(), runtime.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                trueup::kube::triggers::retrigger_on_config_changes(&backend, &runtime, cancel)
+                    .await
+            {
+                eprintln!("watching labelled Secrets and ConfigMaps: {e}");
+            }
+        })
+    };
+    let lost = leadership.as_ref().map(|l| l.lost()).unwrap_or_default();
+    let outcome = tokio::select! {
+        r = runtime.run(shutdown.clone()) => r.map(|()| true),
+        // Dropping the runtime's future aborts the reconciles in flight: another replica leads.
+        _ = lost.cancelled() => Ok(false),
+    };
+    triggers.abort();
+    if lost.is_cancelled() {
+        eprintln!("error: leader election lost: stopped reconciling");
+        return Ok(false);
+    }
+    if let Some(l) = leadership {
+        if l.release().await? {
+            println!("leader election: released the Lease");
+        }
+    }
+    println!("stopped");
+    Ok(outcome?)
 }
 
 fn open_backend(dir: &Path, durable: bool) -> Result<LocalBackend> {

@@ -35,6 +35,12 @@
 
 pub mod crd;
 pub mod health;
+pub mod leader;
+pub mod selector;
+pub mod triggers;
+
+pub use leader::{LeaderElectionConfig, LeaderElector, Leadership};
+pub use selector::LabelSelector;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -79,6 +85,8 @@ const RECREATE_WAIT: Duration = Duration::from_secs(60);
 /// How long `apply` waits for the kind of an object to be served when a CRD defining it exists
 /// but is not established yet (it was applied a moment ago, often in the same batch).
 const CRD_WAIT: Duration = Duration::from_secs(30);
+/// The field manager of status writes.
+const STATUS_MANAGER: &str = "trueup";
 /// Attempts of a status write that loses a race with another writer.
 const STATUS_ATTEMPTS: usize = 5;
 
@@ -87,7 +95,21 @@ pub struct KubeBackend {
     client: Client,
     cluster_url: String,
     discovery: Mutex<DiscoveryCache>,
+    shard: Option<Shard>,
 }
+
+/// The objects of some kinds this backend lists and watches: those a label selector selects
+/// (Flux's `--watch-label-selector`). The selector goes to the API server with every list and
+/// watch of those kinds; gets by name are not filtered.
+#[derive(Clone, Debug)]
+struct Shard {
+    kinds: std::collections::HashSet<(String, String)>,
+    selector: LabelSelector,
+}
+
+/// The label that asks for changes of a Secret or ConfigMap to reconcile the objects that
+/// reference it at once (with the value `Enabled`), as Flux does.
+pub const WATCH_LABEL: &str = "reconcile.fluxcd.io/watch";
 
 fn other(context: String, source: impl std::error::Error + Send + Sync + 'static) -> BackendError {
     BackendError::Other {
@@ -264,7 +286,43 @@ impl KubeBackend {
             client,
             cluster_url: cluster_url.into(),
             discovery: Mutex::new(DiscoveryCache::default()),
+            shard: None,
         }
+    }
+
+    /// Lists and watches only the objects of `kinds` (group, kind) that `selector` selects,
+    /// like Flux controllers started with `--watch-label-selector`. An empty selector selects
+    /// everything.
+    pub fn with_watch_selector(
+        mut self,
+        selector: LabelSelector,
+        kinds: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        self.shard = (!selector.is_empty()).then(|| Shard {
+            kinds: kinds.into_iter().collect(),
+            selector,
+        });
+        self
+    }
+
+    /// The label selector for a list or watch of one kind: the caller's equality labels and,
+    /// for sharded kinds, the shard's selector.
+    fn selector_for(
+        &self,
+        group: &str,
+        kind: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Option<String> {
+        let mut parts = Vec::new();
+        if !labels.is_empty() {
+            parts.push(label_selector(labels));
+        }
+        if let Some(shard) = &self.shard {
+            if shard.kinds.contains(&(group.to_string(), kind.to_string())) {
+                parts.push(shard.selector.to_string());
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join(","))
     }
 
     /// A backend from a kube client configuration.
@@ -278,12 +336,38 @@ impl KubeBackend {
 
     /// A backend from a kubeconfig file (its current context).
     pub async fn from_kubeconfig(path: &Path) -> Result<Self, BackendError> {
-        let context = format!("reading kubeconfig {}", path.display());
+        Self::from_kubeconfig_context(path, None).await
+    }
+
+    /// A backend from a kubeconfig file and one of its contexts (default: the current one).
+    pub async fn from_kubeconfig_context(
+        path: &Path,
+        context_name: Option<&str>,
+    ) -> Result<Self, BackendError> {
+        let context = match context_name {
+            Some(c) => format!("reading kubeconfig {} (context {c})", path.display()),
+            None => format!("reading kubeconfig {}", path.display()),
+        };
         let kc =
             kube::config::Kubeconfig::read_from(path).map_err(|e| other(context.clone(), e))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        let options = kube::config::KubeConfigOptions {
+            context: context_name.map(str::to_string),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &options)
             .await
             .map_err(|e| other(context, e))?;
+        Self::from_config(config)
+    }
+
+    /// A backend from the service account of the pod it runs in.
+    pub fn in_cluster() -> Result<Self, BackendError> {
+        let config = kube::Config::incluster().map_err(|e| {
+            other(
+                "reading the in-cluster configuration (service account token, KUBERNETES_SERVICE_HOST)".into(),
+                e,
+            )
+        })?;
         Self::from_config(config)
     }
 
@@ -539,6 +623,74 @@ impl KubeBackend {
     }
 }
 
+impl KubeBackend {
+    /// Changes to the objects of one kind (those the shard selector and `labels` select),
+    /// from now on.
+    async fn watch_kind(
+        &self,
+        group: &str,
+        kind: &str,
+        labels: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<WatchStream, BackendError> {
+        let r = ObjectRef::new(group, kind, "", "*");
+        let res = self.resolve(&r, None).await?;
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &res.ar);
+        let selector = self.selector_for(
+            &res.ar.group,
+            &res.ar.kind,
+            labels.unwrap_or(&Default::default()),
+        );
+        // "From now on": what exists now is remembered (name -> resourceVersion) and the
+        // watcher's initial listing only reports differences from it. The same diff on
+        // every re-list after a reconnect reports changes and deletions missed meanwhile.
+        let mut known: HashMap<ObjectRef, String> = HashMap::new();
+        let mut lp = kube::api::ListParams::default().limit(500);
+        let mut wc = watcher::Config::default();
+        if let Some(sel) = &selector {
+            lp = lp.labels(sel);
+            wc = wc.labels(sel);
+        }
+        loop {
+            let page = api
+                .list(&lp)
+                .await
+                .map_err(|e| kube_err(&r, "watch (list)", e))?;
+            for d in &page.items {
+                known.insert(
+                    object_ref_of(d, &res.ar),
+                    d.metadata.resource_version.clone().unwrap_or_default(),
+                );
+            }
+            match page.metadata.continue_ {
+                Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+                _ => break,
+            }
+        }
+        let ar = res.ar.clone();
+        let state = WatchState {
+            known,
+            relisting: None,
+        };
+        Ok(watcher(api, wc)
+            .default_backoff()
+            .scan(state, move |st, ev| {
+                futures::future::ready(Some(st.step(ev, &ar)))
+            })
+            .flat_map(futures::stream::iter)
+            .boxed())
+    }
+
+    /// Changes, from now on, to the Secrets and ConfigMaps labelled
+    /// `reconcile.fluxcd.io/watch: Enabled` (see [`triggers`]).
+    pub async fn watch_labelled_configs(&self) -> Result<WatchStream, BackendError> {
+        let labels: std::collections::BTreeMap<String, String> =
+            [(WATCH_LABEL.to_string(), "Enabled".to_string())].into();
+        let secrets = self.watch_kind("", "Secret", Some(&labels)).await?;
+        let config_maps = self.watch_kind("", "ConfigMap", Some(&labels)).await?;
+        Ok(futures::stream::select(secrets, config_maps).boxed())
+    }
+}
+
 #[async_trait]
 impl Backend for KubeBackend {
     async fn apply(
@@ -654,8 +806,8 @@ impl Backend for KubeBackend {
         };
         // Pages keep a list of a large kind from arriving as one huge response.
         let mut lp = kube::api::ListParams::default().limit(500);
-        if !params.labels.is_empty() {
-            lp = lp.labels(&label_selector(&params.labels));
+        if let Some(sel) = self.selector_for(&res.ar.group, &res.ar.kind, &params.labels) {
+            lp = lp.labels(&sel);
         }
         let mut out = Vec::new();
         loop {
@@ -700,7 +852,12 @@ impl Backend for KubeBackend {
                 m.insert("status".into(), status.clone());
             }
             let d = from_value(v, &r)?;
-            let pp = PostParams::default();
+            // The status fields are owned by trueup in managedFields, as Flux's controllers own
+            // theirs (instead of "unknown").
+            let pp = PostParams {
+                field_manager: Some(STATUS_MANAGER.into()),
+                ..PostParams::default()
+            };
             let written = if res.has_status {
                 api.replace_status(&r.name, &pp, &d).await
             } else {
@@ -824,43 +981,7 @@ impl Backend for KubeBackend {
     async fn watch(&self, kinds: &[(String, String)]) -> Result<WatchStream, BackendError> {
         let mut streams = Vec::new();
         for (group, kind) in kinds {
-            let r = ObjectRef::new(group, kind, "", "*");
-            let res = self.resolve(&r, None).await?;
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &res.ar);
-            // "From now on": what exists now is remembered (name -> resourceVersion) and the
-            // watcher's initial listing only reports differences from it. The same diff on
-            // every re-list after a reconnect reports changes and deletions missed meanwhile.
-            let mut known: HashMap<ObjectRef, String> = HashMap::new();
-            let mut lp = kube::api::ListParams::default().limit(500);
-            loop {
-                let page = api
-                    .list(&lp)
-                    .await
-                    .map_err(|e| kube_err(&r, "watch (list)", e))?;
-                for d in &page.items {
-                    known.insert(
-                        object_ref_of(d, &res.ar),
-                        d.metadata.resource_version.clone().unwrap_or_default(),
-                    );
-                }
-                match page.metadata.continue_ {
-                    Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
-                    _ => break,
-                }
-            }
-            let ar = res.ar.clone();
-            let state = WatchState {
-                known,
-                relisting: None,
-            };
-            let s = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .scan(state, move |st, ev| {
-                    futures::future::ready(Some(st.step(ev, &ar)))
-                })
-                .flat_map(futures::stream::iter)
-                .boxed();
-            streams.push(s);
+            streams.push(self.watch_kind(group, kind, None).await?);
         }
         Ok(futures::stream::select_all(streams).boxed())
     }

@@ -1,11 +1,10 @@
 //! The Kubernetes backend against a REAL kube-apiserver (v1.20.2 built by
 //! `scripts/kube-apiserver/setup.sh`), read back with the real `kubectl`.
 //!
-//! The server: `TRUEUP_KUBECONFIG` when set (nothing is started or stopped), else the first test
-//! starts one with `scripts/kube-apiserver/start.sh` (no controller-manager, so the statuses the
-//! tests write stay as written) and a guard process stops exactly that run when this test binary
-//! exits, whichever way it exits. Without the built binaries the tests print SKIP and pass,
-//! unless `TRUEUP_REQUIRE_ORACLES=1` (CI), where they fail.
+//! The server comes from `tests/support/apiserver.rs`: `TRUEUP_KUBECONFIG` when set, else one
+//! started by `scripts/kube-apiserver/start.sh` (no controller-manager, so the statuses the tests
+//! write stay as written) and stopped when this test binary exits. Without the built binaries the
+//! tests print SKIP and pass, unless `TRUEUP_REQUIRE_ORACLES=1` (CI), where they fail.
 //!
 //! Every test works in its own namespace, so the tests run in parallel on one server. With
 //! `TRUEUP_KUBECONFIG` pointing at a server that runs controllers, the Deployment health test
@@ -13,9 +12,9 @@
 //! (`TRUEUP_KUBE_CONTROLLER_MANAGER=0 scripts/kube-apiserver/start.sh`).
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use trueup_core::event::{Event, Severity};
 use trueup_core::object::{Object, ObjectRef};
@@ -24,96 +23,9 @@ use trueup_core::traits::backend::{
 };
 use trueup_kube::KubeBackend;
 
-struct Server {
-    kubeconfig: PathBuf,
-}
+mod support;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-fn require_oracles() -> bool {
-    std::env::var("TRUEUP_REQUIRE_ORACLES").is_ok_and(|v| v == "1")
-}
-
-fn skip_or_fail(why: &str) -> Option<Server> {
-    if require_oracles() {
-        panic!("TRUEUP_REQUIRE_ORACLES=1 but {why}");
-    }
-    eprintln!("SKIP: {why} (run scripts/kube-apiserver/setup.sh)");
-    None
-}
-
-// The stop guard is never waited on: it must outlive this process to stop the server after it.
-#[allow(clippy::zombie_processes)]
-fn start_server() -> Option<Server> {
-    if let Some(kc) = std::env::var_os("TRUEUP_KUBECONFIG") {
-        return Some(Server {
-            kubeconfig: PathBuf::from(kc),
-        });
-    }
-    let cache = std::env::var_os("TRUEUP_KUBE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/trueup-tools/kube-v1.20")
-        });
-    if !cache.join("bin/kube-apiserver").exists() {
-        return skip_or_fail(&format!(
-            "no kube-apiserver in {}",
-            cache.join("bin").display()
-        ));
-    }
-    if Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_err()
-    {
-        return skip_or_fail("kubectl is not installed");
-    }
-    let scripts = repo_root().join("scripts/kube-apiserver");
-    let out = Command::new(scripts.join("start.sh"))
-        .env("TRUEUP_KUBE_CONTROLLER_MANAGER", "0")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running start.sh");
-    assert!(out.status.success(), "start.sh failed: {:?}", out.status);
-    let run = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    assert!(!run.is_empty(), "start.sh printed no run directory");
-    // The guard outlives nothing but this process: when the test binary exits (pass, fail or
-    // abort) it stops exactly the PIDs that this run started.
-    let guard = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; exec '{stop}' '{run}' --clean",
-        pid = std::process::id(),
-        stop = scripts.join("stop.sh").display(),
-    );
-    Command::new("setsid")
-        .args(["bash", "-c", &guard])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning the stop guard");
-    Some(Server {
-        kubeconfig: PathBuf::from(run).join("kubeconfig"),
-    })
-}
-
-fn server() -> Option<&'static Server> {
-    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
-    static START: Mutex<()> = Mutex::new(());
-    let _g = START.lock().unwrap_or_else(|p| p.into_inner());
-    SERVER.get_or_init(start_server).as_ref()
-}
+use support::apiserver::{repo_root, server};
 
 async fn backend() -> Option<(KubeBackend, &'static Path)> {
     let s = server()?;
@@ -901,7 +813,6 @@ async fn apply_when_served(b: &KubeBackend, o: &Object) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_reconciles_git_into_the_cluster_and_prunes() {
-    use std::sync::Arc;
     use trueup_core::reconcile::{GitRepositoryReconciler, KustomizationReconciler};
     use trueup_core::runtime::{CancellationToken, Runtime};
     use trueup_core::storage::ArtifactStore;
@@ -1085,6 +996,7 @@ async fn runtime_reconciles_git_into_the_cluster_and_prunes() {
         "the runtime recorded Kubernetes events: {events}"
     );
 }
+
 
 /// Runs kubectl with `stdin`, returning (success, stdout, stderr).
 fn kubectl_stdin(kc: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
@@ -1728,4 +1640,290 @@ async fn every_field_trueup_accepts_is_kept_by_the_server_in_every_version() {
             );
         }
     }
+}
+
+
+// ---------- leader election ----------
+
+use trueup_core::runtime::CancellationToken;
+use trueup_kube::leader::{Attempt, LeaderElectionConfig, LeaderElector, LeaseRecord};
+
+fn elector(b: &KubeBackend, ns: &str, lease: &str, id: &str) -> Arc<LeaderElector> {
+    Arc::new(
+        LeaderElector::new(
+            b.client().clone(),
+            LeaderElectionConfig {
+                lease_name: lease.into(),
+                namespace: ns.into(),
+                identity: id.into(),
+                lease_duration: Duration::from_secs(4),
+                renew_deadline: Duration::from_secs(3),
+                retry_period: Duration::from_millis(500),
+            },
+        )
+        .expect("valid settings"),
+    )
+}
+
+fn lease_spec(kc: &Path, ns: &str, name: &str) -> Value {
+    kubectl(kc, &["get", "leases.coordination.k8s.io", name, "-n", ns])["spec"].clone()
+}
+
+async fn acquire_within(e: &Arc<LeaderElector>, secs: u64) -> trueup_kube::Leadership {
+    tokio::time::timeout(
+        Duration::from_secs(secs),
+        e.acquire(&CancellationToken::new()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{} did not lead within {secs}s", e.config().identity))
+    .expect("acquire")
+    .expect("not cancelled")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_candidates_race_and_exactly_one_leads() {
+    let Some((b, _)) = backend().await else {
+        return;
+    };
+    namespace(&b, "t-lease-race").await;
+    for round in 0..8 {
+        let lease = format!("race-{round}");
+        let candidates: Vec<_> = (0..3)
+            .map(|i| elector(&b, "t-lease-race", &lease, &format!("c{i}")))
+            .collect();
+        let tries =
+            futures::future::join_all(candidates.iter().map(|c| c.try_acquire_or_renew())).await;
+        let leaders: Vec<usize> = tries
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t, Ok(Attempt::Leading)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(leaders.len(), 1, "round {round}: {tries:?}");
+        let winner = format!("c{}", leaders[0]);
+        let stored = candidates[0].current().await.unwrap().unwrap();
+        assert_eq!(stored.holder_identity, winner);
+        // Everyone else now sees the winner holding a Lease that has not expired.
+        for (i, c) in candidates.iter().enumerate() {
+            if i != leaders[0] {
+                assert_eq!(
+                    c.try_acquire_or_renew().await.unwrap(),
+                    Attempt::HeldBy(winner.clone())
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewal_release_expiry_and_loss() {
+    let Some((b, kc)) = backend().await else {
+        return;
+    };
+    let ns = "t-lease";
+    namespace(&b, ns).await;
+    let a = elector(&b, ns, "trueup", "replica-a");
+    let bb = elector(&b, ns, "trueup", "replica-b");
+
+    // a creates the Lease and leads; while it renews, b never gets it.
+    let la = acquire_within(&a, 20).await;
+    let spec = lease_spec(kc, ns, "trueup");
+    assert_eq!(spec["holderIdentity"], "replica-a");
+    assert_eq!(spec["leaseDurationSeconds"], 4);
+    assert_eq!(spec["leaseTransitions"], 0);
+    let first_renew = spec["renewTime"].as_str().unwrap().to_string();
+    assert!(spec["acquireTime"].as_str().unwrap().ends_with('Z'));
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < watch_until {
+        assert_eq!(
+            bb.try_acquire_or_renew().await.unwrap(),
+            Attempt::HeldBy("replica-a".into()),
+            "the Lease is renewed, so it never expires for b"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let spec = lease_spec(kc, ns, "trueup");
+    assert_ne!(spec["renewTime"], first_renew, "a renewed the Lease");
+    assert!(!la.lost().is_cancelled());
+
+    // A released Lease has no holder and is taken by the next single try, without waiting
+    // for it to expire.
+    assert!(la.release().await.unwrap(), "released");
+    let spec = lease_spec(kc, ns, "trueup");
+    assert!(
+        spec.get("holderIdentity").is_none_or(Value::is_null),
+        "{spec}"
+    );
+    assert_eq!(bb.try_acquire_or_renew().await.unwrap(), Attempt::Leading);
+    let spec = lease_spec(kc, ns, "trueup");
+    assert_eq!(spec["holderIdentity"], "replica-b");
+    assert_eq!(spec["leaseTransitions"], 1);
+
+    // b stops renewing without releasing (a crash): a takes over only once the Lease expired.
+    let lb = acquire_within(&bb, 5).await;
+    assert_eq!(
+        a.try_acquire_or_renew().await.unwrap(),
+        Attempt::HeldBy("replica-b".into())
+    );
+    let crashed = tokio::time::Instant::now();
+    drop(lb);
+    let la = acquire_within(&a, 60).await;
+    assert!(
+        crashed.elapsed() >= Duration::from_secs(2),
+        "taken after expiry, not at once: {:?}",
+        crashed.elapsed()
+    );
+    let rec: LeaseRecord = a.current().await.unwrap().unwrap();
+    assert_eq!(rec.holder_identity, "replica-a");
+    assert_eq!(rec.lease_transitions, 2);
+
+    // Another writer takes the Lease: the leader notices on its next renewal and stops.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args([
+            "patch",
+            "leases.coordination.k8s.io",
+            "trueup",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"intruder"}}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::timeout(Duration::from_secs(30), la.lost().cancelled())
+        .await
+        .expect("the leader noticed it lost the Lease");
+    // A lost Lease is not released: the intruder keeps it.
+    assert!(!la.release().await.unwrap());
+    assert_eq!(lease_spec(kc, ns, "trueup")["holderIdentity"], "intruder");
+}
+
+#[test]
+fn lease_settings_are_checked() {
+    let cfg = LeaderElectionConfig {
+        lease_duration: Duration::from_secs(10),
+        renew_deadline: Duration::from_secs(15),
+        ..Default::default()
+    };
+    // No server needed to reject bad settings; a client for an unreachable address will do.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let e = LeaderElector::new(client.clone(), cfg)
+            .err()
+            .expect("rejected");
+        assert!(
+            e.to_string().contains("greater than the renew deadline"),
+            "{e}"
+        );
+        let d = LeaderElectionConfig::default();
+        assert_eq!(
+            (d.lease_duration, d.renew_deadline, d.retry_period),
+            (
+                Duration::from_secs(35),
+                Duration::from_secs(30),
+                Duration::from_secs(5)
+            ),
+            "Flux's defaults"
+        );
+        assert_eq!(d.lease_name, "trueup-leader-election");
+        assert!(LeaderElector::new(client, d).is_ok());
+    });
+}
+
+// ---------- sharding ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_label_selector_limits_list_and_watch() {
+    let Some((plain, kc)) = backend().await else {
+        return;
+    };
+    let ns = "t-shard";
+    namespace(&plain, ns).await;
+    let selector: trueup_kube::LabelSelector =
+        "sharding.fluxcd.io/key notin (shard1)".parse().unwrap();
+    let b = KubeBackend::from_kubeconfig(kc)
+        .await
+        .unwrap()
+        .with_watch_selector(selector, [(String::new(), "ConfigMap".to_string())]);
+    let cm = |name: &str, shard: Option<&str>| {
+        let mut o = config_map(ns, name, json!({}));
+        if let Some(s) = shard {
+            o.metadata_mut()
+                .insert("labels".into(), json!({ "sharding.fluxcd.io/key": s }));
+        }
+        o
+    };
+    plain.apply(&cm("main", None), &opts()).await.unwrap();
+    plain
+        .apply(&cm("two", Some("shard2")), &opts())
+        .await
+        .unwrap();
+    plain
+        .apply(&cm("one", Some("shard1")), &opts())
+        .await
+        .unwrap();
+    let names = |v: Vec<Object>| {
+        let mut n: Vec<String> = v.iter().map(|o| o.name().to_string()).collect();
+        n.sort();
+        n
+    };
+    let mut lp = ListParams::kind("", "ConfigMap");
+    lp.namespace = Some(ns.into());
+    assert_eq!(names(b.list(&lp).await.unwrap()), ["main", "two"]);
+    assert_eq!(
+        names(plain.list(&lp).await.unwrap()),
+        ["main", "one", "two"]
+    );
+    // Gets by name are not sharded (a source in another shard can still be read).
+    assert!(b
+        .get(&ObjectRef::new("", "ConfigMap", ns, "one"))
+        .await
+        .unwrap()
+        .is_some());
+
+    use futures::StreamExt;
+    let mut w = b
+        .watch(&[(String::new(), "ConfigMap".into())])
+        .await
+        .unwrap();
+    async fn next(w: &mut trueup_core::traits::backend::WatchStream) -> WatchEvent {
+        tokio::time::timeout(Duration::from_secs(20), w.next())
+            .await
+            .expect("a watch event")
+            .expect("stream open")
+    }
+    // Changes in shard1 are not seen; the next event is the one in this shard.
+    let mut one = cm("one", Some("shard1"));
+    one.0.insert("data".into(), json!({"x": "2"}));
+    plain.apply(&one, &opts()).await.unwrap();
+    let mut two = cm("two", Some("shard2"));
+    two.0.insert("data".into(), json!({"x": "2"}));
+    plain.apply(&two, &opts()).await.unwrap();
+    match next(&mut w).await {
+        WatchEvent::Applied(o) => assert_eq!(o.name(), "two"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Moving an object to shard1 takes it out of this shard's view.
+    plain
+        .apply(&cm("main", Some("shard1")), &opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut w).await,
+        WatchEvent::Deleted(ObjectRef::new("", "ConfigMap", ns, "main"))
+    );
+    assert_eq!(names(b.list(&lp).await.unwrap()), ["two"]);
 }

@@ -221,6 +221,28 @@ impl Runtime {
         self.wake.notify_one();
     }
 
+    /// Asks for every object that `pred` selects to be reconciled now (a Secret or ConfigMap
+    /// they reference changed); returns the objects selected.
+    pub fn request_reconcile_matching(&self, pred: impl Fn(&Object) -> bool) -> Vec<ObjectRef> {
+        let mut st = self.state.lock().expect("runtime state");
+        let now = Instant::now();
+        let mut selected = Vec::new();
+        for (r, e) in st.entries.iter_mut() {
+            if pred(&e.object) {
+                if e.running {
+                    e.rerun = true;
+                } else {
+                    e.due = Some(now);
+                }
+                selected.push(r.clone());
+            }
+        }
+        drop(st);
+        self.wake.notify_one();
+        selected.sort();
+        selected
+    }
+
     /// What the runtime knows of every object, sorted by kind and name.
     pub fn snapshot(&self) -> Vec<ObjectSummary> {
         let st = self.state.lock().expect("runtime state");
@@ -429,7 +451,21 @@ impl Runtime {
         if let Some(rec) = self.reconcilers.get(&e.kind).cloned() {
             let backend = self.backend.clone();
             let notifiers = self.notifiers.clone();
+            let r = r.clone();
             finalizers.spawn(async move {
+                // A watch also reports an object that is still there but no longer selected
+                // (a label selector that shards objects between operators): that object was
+                // handed over, not deleted, and its applied objects must stay.
+                if let Ok(Some(still)) = backend.get(&r).await {
+                    let deleting = still
+                        .metadata()
+                        .and_then(|m| m.get("deletionTimestamp"))
+                        .is_some_and(|t| !t.is_null());
+                    if !deleting {
+                        tracing::info!(object = %r, "no longer watched; left alone");
+                        return;
+                    }
+                }
                 let events = rec.finalize(&e.object, backend.as_ref()).await;
                 publish(backend.as_ref(), &notifiers, &events).await;
             });

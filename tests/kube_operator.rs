@@ -1,0 +1,1017 @@
+//! End to end on a REAL kube-apiserver (v1.20.2, RBAC, see `scripts/kube-apiserver/`): the
+//! example `trueup` binary runs as an operator with `--kubeconfig`, the Flux objects are
+//! applied with the real `kubectl apply`, the repository is served by `git daemon`, and what
+//! the operator did is read back with `kubectl`.
+//!
+//! The server is the one of `crates/kube-backend/tests/support/apiserver.rs` (one per test
+//! process; `TRUEUP_KUBECONFIG` to use another). Each test labels its Flux objects with its own
+//! `e2e.trueup.dev/test` value and starts its operators with that `--watch-label-selector`, so
+//! the tests share the server without reconciling each other's objects.
+
+#[allow(dead_code)]
+mod support;
+
+#[path = "../crates/kube-backend/tests/support/apiserver.rs"]
+mod apiserver;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use support::{git, trueup_bin, GitDaemon};
+use trueup::core::api::FluxKind;
+
+fn kubectl_raw(kc: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(kc).args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs kubectl and panics with its stderr when it fails.
+fn kubectl(kc: &Path, args: &[&str]) -> String {
+    let out = kubectl_raw(kc, args, None);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `kubectl apply -f -` of a YAML text.
+fn kubectl_apply(kc: &Path, yaml: &str) {
+    let out = kubectl_raw(kc, &["apply", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The object as JSON, or None when it does not exist.
+fn get(kc: &Path, kind: &str, ns: &str, name: &str) -> Option<Value> {
+    let out = kubectl_raw(
+        kc,
+        &[
+            "get",
+            kind,
+            name,
+            "-n",
+            ns,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+        None,
+    );
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("NotFound"), "kubectl get {kind} {name}: {err}");
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("kubectl json"))
+}
+
+/// Polls until `f` returns Some, or panics naming what was awaited (with the operators' logs).
+fn wait_for<T>(what: &str, secs: u64, logs: &[&Operator], mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = logs.iter().map(|o| o.log()).collect();
+            panic!(
+                "timed out after {secs}s waiting for {what}\n{}",
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn ready(obj: &Value) -> Option<&Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+}
+
+fn is_ready(kc: &Path, kind: &str, ns: &str, name: &str) -> bool {
+    get(kc, kind, ns, name)
+        .and_then(|o| ready(&o).map(|c| c["status"] == "True"))
+        .unwrap_or(false)
+}
+
+const KS: &str = "kustomizations.kustomize.toolkit.fluxcd.io";
+const GR: &str = "gitrepositories.source.toolkit.fluxcd.io";
+
+fn plural(kind: &str) -> String {
+    let k = kind.to_lowercase();
+    match k.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{k}s"),
+    }
+}
+
+/// Minimal CRDs for every Flux kind (any fields, a status subresource), installed once per
+/// process with `kubectl apply` and waited on until established.
+fn install_crds(kc: &Path) {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if *done {
+        return;
+    }
+    let mut text = String::new();
+    let mut names = Vec::new();
+    for k in FluxKind::ALL {
+        let plural = plural(k.kind());
+        let versions: String = k
+            .versions()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                format!(
+                    "  - name: {v}\n    served: true\n    storage: {}\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n    subresources:\n      status: {{}}\n",
+                    i == 0
+                )
+            })
+            .collect();
+        text.push_str(&format!(
+            "---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.{g}\nspec:\n  group: {g}\n  names:\n    kind: {kind}\n    listKind: {kind}List\n    plural: {plural}\n    singular: {singular}\n  scope: Namespaced\n  versions:\n{versions}",
+            g = k.group(),
+            kind = k.kind(),
+            singular = k.kind().to_lowercase(),
+        ));
+        names.push(format!("crd/{plural}.{}", k.group()));
+    }
+    kubectl_apply(kc, &text);
+    let mut args = vec!["wait", "--for", "condition=established", "--timeout=60s"];
+    args.extend(names.iter().map(String::as_str));
+    kubectl(kc, &args);
+    *done = true;
+}
+
+/// A running `trueup operator`; its output goes to a file; SIGKILLed on drop.
+struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(kc: &Path, dir: &Path, name: &str, args: &[&str]) -> Operator {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let storage = dir.join(format!("{name}-artifacts"));
+        let child = Command::new(trueup_bin())
+            .arg("operator")
+            .arg("--kubeconfig")
+            .arg(kc)
+            .arg("--storage-path")
+            .arg(&storage)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("the trueup example binary starts");
+        Operator {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "--- {} ---\n{}",
+            self.log.display(),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits for the process to exit (generous deadline) and returns its exit code.
+    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator did not exit within {secs}s\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn printed(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(text)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A Git repository served by `git daemon`: a work tree to commit from and a bare copy.
+struct Repo {
+    work: PathBuf,
+    daemon: GitDaemon,
+}
+
+impl Repo {
+    fn new(root: &Path, files: &[(&str, &str)]) -> Repo {
+        let work = root.join("work");
+        for (p, text) in files {
+            let p = work.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        git(&work, &["init", "-q"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "initial"]);
+        let base = root.join("repos");
+        std::fs::create_dir_all(&base).unwrap();
+        git(
+            &base,
+            &["clone", "-q", "--bare", work.to_str().unwrap(), "fleet.git"],
+        );
+        git(
+            &work,
+            &[
+                "remote",
+                "add",
+                "origin",
+                base.join("fleet.git").to_str().unwrap(),
+            ],
+        );
+        let daemon = GitDaemon::start(&base);
+        Repo { work, daemon }
+    }
+
+    fn url(&self) -> String {
+        self.daemon.url("fleet.git")
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        std::fs::write(self.work.join(path), text).unwrap();
+    }
+
+    fn remove(&self, path: &str) {
+        std::fs::remove_file(self.work.join(path)).unwrap();
+    }
+
+    fn commit(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(&self.work, &["push", "-q", "origin", "main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+fn namespace(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+}
+
+fn git_repository(ns: &str, name: &str, url: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  interval: 10m\n  url: {url}\n  ref:\n    branch: main\n"
+    )
+}
+
+fn kustomization(
+    ns: &str,
+    name: &str,
+    source: &str,
+    path: &str,
+    labels: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  interval: 10m\n  retryInterval: 2s\n  path: {path}\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: {source}\n{extra}"
+    )
+}
+
+fn config_map(ns: &str, name: &str, annotations: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\ndata:\n  v: \"{value}\"\n"
+    )
+}
+
+fn data_v(kc: &Path, ns: &str, name: &str) -> Option<String> {
+    get(kc, "configmap", ns, name).map(|o| o["data"]["v"].as_str().unwrap_or("").to_string())
+}
+
+fn requested_at(kc: &Path, kind: &str, ns: &str, name: &str, value: &str) {
+    kubectl(
+        kc,
+        &[
+            "annotate",
+            "--overwrite",
+            kind,
+            name,
+            "-n",
+            ns,
+            &format!("reconcile.fluxcd.io/requestedAt={value}"),
+        ],
+    );
+}
+
+fn handled(kc: &Path, kind: &str, ns: &str, name: &str) -> String {
+    get(kc, kind, ns, name)
+        .map(|o| {
+            o["status"]["lastHandledReconcileAt"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn job(ns: &str, image: &str) -> String {
+    format!("apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  namespace: {ns}\n  annotations:\n    kustomize.toolkit.fluxcd.io/force: Enabled\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: {image}\n")
+}
+
+#[test]
+fn operator_on_a_cluster_applies_prunes_recreates_and_corrects_drift() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-op-apps", "t-op-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("apps/namespace.yaml", &namespace(apps)),
+            (
+                "apps/settings.yaml",
+                &config_map(apps, "settings", "", "from-git"),
+            ),
+            (
+                "apps/extra.yaml",
+                &config_map(apps, "extra", "", "from-git"),
+            ),
+            (
+                "apps/keep.yaml",
+                &config_map(
+                    apps,
+                    "keep",
+                    "kustomize.toolkit.fluxcd.io/prune: disabled",
+                    "from-git",
+                ),
+            ),
+            (
+                "apps/once.yaml",
+                &config_map(
+                    apps,
+                    "once",
+                    "kustomize.toolkit.fluxcd.io/ssa: IfNotPresent",
+                    "from-git",
+                ),
+            ),
+            (
+                "apps/ignored.yaml",
+                &config_map(
+                    apps,
+                    "ignored",
+                    "kustomize.toolkit.fluxcd.io/ssa: Ignore",
+                    "from-git",
+                ),
+            ),
+            ("apps/job.yaml", &job(apps, "busybox:1.36")),
+            (
+                "vars/greeting.yaml",
+                &config_map(apps, "greeting", "", "${greeting}"),
+            ),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: apply";
+    // The live object an `ssa: Ignore` manifest must leave alone.
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}",
+            namespace(apps),
+            config_map(apps, "ignored", "", "live")
+        ),
+    );
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: vars\n  namespace: {flux}\n  labels:\n    reconcile.fluxcd.io/watch: Enabled\nstringData:\n  greeting: hello\n",
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            // Drift is corrected at the interval: a short one here.
+            kustomization(flux, "apps", "fleet", "./apps", label, "  timeout: 2m\n")
+                .replace("interval: 10m", "interval: 5s"),
+            // Only the watched Secret can make this one run again soon.
+            kustomization(
+                flux,
+                "vars",
+                "fleet",
+                "./vars",
+                label,
+                "  postBuild:\n    substituteFrom:\n    - kind: Secret\n      name: vars\n"
+            )
+            .replace("interval: 10m", "interval: 1h"),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "apply",
+        &["--watch-label-selector", "e2e.trueup.dev/test=apply"],
+    );
+    let logs = [&op];
+    wait_for("Kustomization apps Ready", 180, &logs, || {
+        is_ready(kc, KS, flux, "apps").then_some(())
+    });
+    wait_for("Kustomization vars Ready", 60, &logs, || {
+        is_ready(kc, KS, flux, "vars").then_some(())
+    });
+    let head = git(&repo.work, &["rev-parse", "HEAD"]);
+    let gr = get(kc, GR, flux, "fleet").unwrap();
+    assert_eq!(
+        gr["status"]["artifact"]["revision"],
+        format!("main@sha1:{head}")
+    );
+
+    // Applied by server-side apply with trueup's field manager.
+    let settings = get(kc, "configmap", apps, "settings").expect("settings applied");
+    assert_eq!(settings["data"]["v"], "from-git");
+    assert!(
+        settings["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == "trueup" && m["operation"] == "Apply"),
+        "{settings}"
+    );
+    let ks = get(kc, KS, flux, "apps").unwrap();
+    let ids: Vec<&str> = ks["status"]["inventory"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"t-op-apps_settings__ConfigMap"), "{ids:?}");
+    assert!(ids.contains(&"t-op-apps_migrate_batch_Job"), "{ids:?}");
+    assert_eq!(
+        data_v(kc, apps, "ignored").as_deref(),
+        Some("live"),
+        "ssa: Ignore"
+    );
+    assert_eq!(
+        data_v(kc, apps, "greeting").as_deref(),
+        Some("hello"),
+        "substituted"
+    );
+    let events = kubectl(kc, &["get", "events", "-n", flux, "-o", "json"]);
+    assert!(
+        events.contains("\"component\": \"trueup\""),
+        "events recorded"
+    );
+
+    // Drift: edits made with kubectl are undone at the next interval, except on objects marked
+    // `ssa: IfNotPresent`, which are only created.
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "configmap",
+            "settings",
+            "-n",
+            apps,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"v":"edited"}}"#,
+        ],
+    );
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "configmap",
+            "once",
+            "-n",
+            apps,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"v":"edited"}}"#,
+        ],
+    );
+    assert_eq!(data_v(kc, apps, "settings").as_deref(), Some("edited"));
+    wait_for("drift corrected", 60, &logs, || {
+        (data_v(kc, apps, "settings").as_deref() == Some("from-git")).then_some(())
+    });
+    assert_eq!(
+        data_v(kc, apps, "once").as_deref(),
+        Some("edited"),
+        "ssa: IfNotPresent"
+    );
+
+    // A change of the watched Secret reconciles the Kustomization that substitutes from it at
+    // once (its interval is an hour).
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "secret",
+            "vars",
+            "-n",
+            flux,
+            "--type=merge",
+            "-p",
+            r#"{"stringData":{"greeting":"bonjour"}}"#,
+        ],
+    );
+    wait_for("the watched Secret's new value applied", 60, &logs, || {
+        (data_v(kc, apps, "greeting").as_deref() == Some("bonjour")).then_some(())
+    });
+    assert!(
+        !op.log().contains("bonjour"),
+        "secret values are not logged"
+    );
+
+    // A spec change (a new generation) is reconciled at once, interval or not.
+    let generation = |o: &Value| o["metadata"]["generation"].as_i64().unwrap_or(0);
+    let before = get(kc, KS, flux, "vars").unwrap();
+    kubectl(
+        kc,
+        &[
+            "patch",
+            KS,
+            "vars",
+            "-n",
+            flux,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"postBuild":{"substitute":{"unused":"1"}}}}"#,
+        ],
+    );
+    let after = get(kc, KS, flux, "vars").unwrap();
+    assert_eq!(generation(&after), generation(&before) + 1);
+    wait_for("the new generation reconciled", 60, &logs, || {
+        let o = get(kc, KS, flux, "vars")?;
+        (o["status"]["observedGeneration"] == generation(&after)).then_some(())
+    });
+
+    // A commit deletes two manifests and changes an immutable field of the forced Job; a
+    // `requestedAt` annotation makes the source fetch it now.
+    let first_job_uid = get(kc, "job", apps, "migrate").unwrap()["metadata"]["uid"].clone();
+    repo.remove("apps/extra.yaml");
+    repo.remove("apps/keep.yaml");
+    repo.write("apps/job.yaml", &job(apps, "busybox:1.37"));
+    let head = repo.commit("drop extra and keep, new job image");
+    requested_at(kc, GR, flux, "fleet", "2026-01-01T00:00:00.1Z");
+    wait_for("the new revision applied", 120, &logs, || {
+        let ks = get(kc, KS, flux, "apps")?;
+        (ks["status"]["lastAppliedRevision"] == format!("main@sha1:{head}")).then_some(())
+    });
+    assert_eq!(handled(kc, GR, flux, "fleet"), "2026-01-01T00:00:00.1Z");
+    assert_eq!(data_v(kc, apps, "extra"), None, "pruned");
+    assert_eq!(
+        data_v(kc, apps, "keep").as_deref(),
+        Some("from-git"),
+        "prune: disabled"
+    );
+    let job = get(kc, "job", apps, "migrate").expect("job recreated");
+    assert_ne!(
+        job["metadata"]["uid"], first_job_uid,
+        "recreated, not patched"
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.37"
+    );
+
+    // SIGTERM: a clean stop.
+    let mut op = op;
+    op.signal("TERM");
+    assert_eq!(op.wait_exit(60), Some(0), "{}", op.log());
+    assert!(op.printed("stopped"), "{}", op.log());
+}
+
+/// The holder of the Lease, as stored.
+fn lease_holder(kc: &Path, ns: &str, name: &str) -> Option<(String, i64)> {
+    let l = get(kc, "leases.coordination.k8s.io", ns, name)?;
+    Some((
+        l["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        l["spec"]["leaseTransitions"].as_i64().unwrap_or(0),
+    ))
+}
+
+/// The identity an operator announced ("... waiting for Lease ns/name as ID").
+fn identity(op: &Operator) -> String {
+    let log = std::fs::read_to_string(&op.log).unwrap_or_default();
+    log.lines()
+        .find_map(|l| l.split_once(" as ").map(|(_, id)| id.trim().to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-le-apps", "t-le-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("apps/namespace.yaml", &namespace(apps)),
+            ("apps/hello.yaml", &config_map(apps, "hello", "", "one")),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: leader";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}",
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(flux, "apps", "fleet", "./apps", label, ""),
+        ),
+    );
+    // A lease long enough that a takeover before it expires can only come from a release.
+    let args = [
+        "--watch-label-selector",
+        "e2e.trueup.dev/test=leader",
+        "--leader-elect",
+        "--leader-election-namespace",
+        flux,
+        "--leader-election-lease-duration",
+        "20s",
+        "--leader-election-renew-deadline",
+        "15s",
+        "--leader-election-retry-period",
+        "1s",
+    ];
+    let lease = "trueup-leader-election";
+    let mut a = Operator::start(kc, tmp.path(), "replica-a", &args);
+    wait_for("replica a leads", 60, &[&a], || {
+        a.printed("acquired Lease").then_some(())
+    });
+    let id_a = identity(&a);
+    assert_eq!(lease_holder(kc, flux, lease), Some((id_a.clone(), 0)));
+    wait_for("apps Ready under replica a", 120, &[&a], || {
+        is_ready(kc, KS, flux, "apps").then_some(())
+    });
+
+    let mut b = Operator::start(kc, tmp.path(), "replica-b", &args);
+    wait_for("replica b waits on the Lease", 60, &[&b], || {
+        b.printed("waiting for Lease").then_some(())
+    });
+    let id_b = identity(&b);
+    assert_ne!(id_a, id_b);
+    // b waits while a renews: a full lease duration and more passes without a takeover.
+    std::thread::sleep(Duration::from_secs(22));
+    assert!(!b.printed("acquired Lease"), "{}", b.log());
+    assert_eq!(lease_holder(kc, flux, lease), Some((id_a.clone(), 0)));
+
+    // SIGTERM: a finishes, releases the Lease and exits 0; b takes it well before the 20s
+    // lease could have expired.
+    a.signal("TERM");
+    assert_eq!(a.wait_exit(60), Some(0), "{}", a.log());
+    assert!(a.printed("released the Lease"), "{}", a.log());
+    let stopped = Instant::now();
+    wait_for("replica b takes the released Lease", 15, &[&b], || {
+        b.printed("acquired Lease").then_some(())
+    });
+    assert!(stopped.elapsed() < Duration::from_secs(15));
+    eprintln!("released Lease taken after {:?}", stopped.elapsed());
+    assert_eq!(lease_holder(kc, flux, lease), Some((id_b.clone(), 1)));
+    // b reconciles now: a requested reconcile is handled.
+    requested_at(kc, KS, flux, "apps", "b-leads");
+    wait_for("replica b handles a requested reconcile", 60, &[&b], || {
+        (handled(kc, KS, flux, "apps") == "b-leads").then_some(())
+    });
+
+    // SIGKILL: nothing is released; c takes over only after the Lease expired.
+    let c = Operator::start(kc, tmp.path(), "replica-c", &args);
+    wait_for("replica c waits on the Lease", 60, &[&c], || {
+        c.printed("waiting for Lease").then_some(())
+    });
+    let id_c = identity(&c);
+    b.signal("KILL");
+    let killed = Instant::now();
+    b.wait_exit(30);
+    wait_for("replica c takes the expired Lease", 90, &[&c], || {
+        c.printed("acquired Lease").then_some(())
+    });
+    assert!(
+        killed.elapsed() >= Duration::from_secs(15),
+        "taken only after expiry: {:?}",
+        killed.elapsed()
+    );
+    eprintln!("expired Lease (20s) taken {:?} after SIGKILL", killed.elapsed());
+    assert_eq!(lease_holder(kc, flux, lease), Some((id_c, 2)));
+    requested_at(kc, KS, flux, "apps", "c-leads");
+    wait_for("replica c handles a requested reconcile", 60, &[&c], || {
+        (handled(kc, KS, flux, "apps") == "c-leads").then_some(())
+    });
+    assert_eq!(data_v(kc, apps, "hello").as_deref(), Some("one"));
+
+    // The Lease taken from under the leader: it stops reconciling and exits 1.
+    let mut c = c;
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "leases.coordination.k8s.io",
+            lease,
+            "-n",
+            flux,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"intruder"}}"#,
+        ],
+    );
+    assert_eq!(c.wait_exit(60), Some(1), "{}", c.log());
+    assert!(c.printed("leader election lost"), "{}", c.log());
+}
+
+#[test]
+fn sigterm_lets_the_reconcile_in_flight_finish() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-gs-apps", "t-gs-flux");
+    let work_job = format!("apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: work\n  namespace: {apps}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: w\n        image: busybox:1.36\n");
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("apps/namespace.yaml", &namespace(apps)),
+            ("apps/job.yaml", &work_job),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: graceful";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}",
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            // `wait`: the reconcile lasts until the Job completes (nothing runs it here).
+            kustomization(
+                flux,
+                "apps",
+                "fleet",
+                "./apps",
+                label,
+                "  wait: true\n  timeout: 5m\n"
+            ),
+        ),
+    );
+    let grace = "3m";
+    let mut op = Operator::start(
+        kc,
+        tmp.path(),
+        "graceful",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=graceful",
+            "--graceful-shutdown-timeout",
+            grace,
+        ],
+    );
+    wait_for("the Job applied", 120, &[&op], || {
+        get(kc, "job", apps, "work")
+    });
+    assert!(!is_ready(kc, KS, flux, "apps"), "still waiting for the Job");
+    op.signal("TERM");
+    wait_for("the operator saw SIGTERM", 30, &[&op], || {
+        op.printed("SIGTERM").then_some(())
+    });
+    // The Job completes after the signal: only the reconcile already in flight can see it and
+    // record the Kustomization Ready.
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "job",
+            "work",
+            "-n",
+            apps,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"succeeded":1,"conditions":[{"type":"Complete","status":"True"}]}}"#,
+        ],
+    );
+    assert_eq!(op.wait_exit(120), Some(0), "{}", op.log());
+    let ks = get(kc, KS, flux, "apps").unwrap();
+    let head = git(&repo.work, &["rev-parse", "HEAD"]);
+    assert_eq!(ready(&ks).unwrap()["status"], "True", "{ks}");
+    assert_eq!(
+        ks["status"]["lastAppliedRevision"],
+        format!("main@sha1:{head}")
+    );
+    assert!(
+        ks["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == "trueup" && m["fieldsV1"]["f:status"].is_object()),
+        "status written by trueup: {ks}"
+    );
+}
+
+#[test]
+fn sharded_operators_leave_other_shards_alone() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-shard-apps", "t-shard-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("main/namespace.yaml", &namespace(apps)),
+            ("main/cm.yaml", &config_map(apps, "main", "", "main")),
+            ("one/namespace.yaml", &namespace(apps)),
+            ("one/cm.yaml", &config_map(apps, "one", "", "one")),
+            ("one-b/cm.yaml", &config_map(apps, "one-b", "", "one-b")),
+        ],
+    );
+    let main_labels = "e2e.trueup.dev/test: shard";
+    let shard1_labels = "e2e.trueup.dev/test: shard, sharding.fluxcd.io/key: shard1";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
+            namespace(flux),
+            git_repository(flux, "fleet-main", &repo.url(), main_labels),
+            kustomization(flux, "main", "fleet-main", "./main", main_labels, ""),
+            git_repository(flux, "fleet-one", &repo.url(), shard1_labels),
+            kustomization(flux, "one", "fleet-one", "./one", shard1_labels, ""),
+            kustomization(flux, "one-b", "fleet-one", "./one-b", shard1_labels, ""),
+        ),
+    );
+    let main = Operator::start(
+        kc,
+        tmp.path(),
+        "main-shard",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=shard,sharding.fluxcd.io/key notin (shard1, shard2)",
+        ],
+    );
+    wait_for(
+        "the main shard's Kustomization Ready",
+        120,
+        &[&main],
+        || is_ready(kc, KS, flux, "main").then_some(()),
+    );
+    assert_eq!(data_v(kc, apps, "main").as_deref(), Some("main"));
+    // The main shard's operator never touched shard1's objects.
+    let one = get(kc, KS, flux, "one").unwrap();
+    assert!(
+        one.get("status")
+            .is_none_or(|s| s.get("conditions").is_none()),
+        "{one}"
+    );
+    assert!(get(kc, GR, flux, "fleet-one").unwrap()["status"]["artifact"].is_null());
+    assert_eq!(data_v(kc, apps, "one"), None);
+
+    let shard1 = Operator::start(
+        kc,
+        tmp.path(),
+        "shard1",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=shard,sharding.fluxcd.io/key=shard1",
+        ],
+    );
+    wait_for("shard1's Kustomization Ready", 120, &[&shard1], || {
+        is_ready(kc, KS, flux, "one").then_some(())
+    });
+    assert_eq!(data_v(kc, apps, "one").as_deref(), Some("one"));
+    wait_for(
+        "shard1's second Kustomization Ready",
+        60,
+        &[&shard1],
+        || is_ready(kc, KS, flux, "one-b").then_some(()),
+    );
+
+    // An object moved to another shard is handed over, not deleted: shard1 stops watching it
+    // and must not prune what it applied. The Kustomization watch delivers events in order, so
+    // once shard1 handled a later request on `one-b` it has seen `one` leave.
+    kubectl(
+        kc,
+        &[
+            "label",
+            "--overwrite",
+            KS,
+            "one",
+            "-n",
+            flux,
+            "sharding.fluxcd.io/key=shard2",
+        ],
+    );
+    requested_at(kc, KS, flux, "one-b", "after-move");
+    wait_for("shard1 handles a later request", 60, &[&shard1], || {
+        (handled(kc, KS, flux, "one-b") == "after-move").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        data_v(kc, apps, "one").as_deref(),
+        Some("one"),
+        "{}",
+        shard1.log()
+    );
+    requested_at(kc, KS, flux, "one", "nobody");
+    requested_at(kc, KS, flux, "one-b", "after-move-2");
+    wait_for("shard1 handles another request", 60, &[&shard1], || {
+        (handled(kc, KS, flux, "one-b") == "after-move-2").then_some(())
+    });
+    assert_eq!(
+        handled(kc, KS, flux, "one"),
+        "",
+        "no operator reconciles shard2"
+    );
+
+    // Each operator reported on its own objects only.
+    assert!(
+        !main.log().contains("Kustomization/t-shard-flux/one"),
+        "{}",
+        main.log()
+    );
+    assert!(
+        !shard1.log().contains("Kustomization/t-shard-flux/main"),
+        "{}",
+        shard1.log()
+    );
+}
+
+#[test]
+fn a_bad_watch_label_selector_is_named() {
+    let out = Command::new(trueup_bin())
+        .args([
+            "operator",
+            "--kubeconfig",
+            "/nonexistent",
+            "--watch-label-selector",
+            "sharding.fluxcd.io/key notin ()",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid label selector 'sharding.fluxcd.io/key notin ()'")
+            && err.contains("at least one value"),
+        "{err}"
+    );
+}
