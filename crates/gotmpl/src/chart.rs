@@ -24,6 +24,13 @@ pub struct ChartOptions {
     pub kube_version: String,
     /// Extra `.Capabilities.APIVersions` on top of Helm's built-in list.
     pub api_versions: Vec<String>,
+    /// `.Release.IsInstall` (`helm template`: true).
+    pub is_install: bool,
+    /// `.Release.IsUpgrade` (`helm template`: false; an upgrade renders with
+    /// `is_install: false, is_upgrade: true` and the new revision).
+    pub is_upgrade: bool,
+    /// `.Release.Revision` (`helm template`: 1).
+    pub revision: i64,
 }
 
 impl Default for ChartOptions {
@@ -33,6 +40,9 @@ impl Default for ChartOptions {
             namespace: "default".into(),
             kube_version: "v1.37.0".into(),
             api_versions: Vec::new(),
+            is_install: true,
+            is_upgrade: false,
+            revision: 1,
         }
     }
 }
@@ -705,9 +715,9 @@ pub(crate) fn render_prepared(
     let mut release = BTreeMap::new();
     release.insert("Name".into(), Value::str(&opts.release_name));
     release.insert("Namespace".into(), Value::str(&opts.namespace));
-    release.insert("IsInstall".into(), Value::Bool(true));
-    release.insert("IsUpgrade".into(), Value::Bool(false));
-    release.insert("Revision".into(), Value::Int(1));
+    release.insert("IsInstall".into(), Value::Bool(opts.is_install));
+    release.insert("IsUpgrade".into(), Value::Bool(opts.is_upgrade));
+    release.insert("Revision".into(), Value::Int(opts.revision));
     release.insert("Service".into(), Value::str("Helm"));
     let release = Value::map(release);
     let mut out = Vec::new();

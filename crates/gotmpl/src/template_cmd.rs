@@ -107,6 +107,7 @@ pub fn template(opts: &TemplateOptions) -> Result<String, Error> {
             .unwrap_or_else(|| "default".into()),
         kube_version,
         api_versions: opts.api_versions.clone(),
+        ..ChartOptions::default()
     };
     validate_release_name(&copts.release_name)?;
     let run = || -> Result<String, Error> {
