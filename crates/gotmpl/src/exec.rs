@@ -665,16 +665,7 @@ impl<'e> State<'e> {
                     let v = self.eval_arg(dot, a)?;
                     if let Err(m) = funcs::check_arg(kind_at(i), &v) {
                         self.at(a.pos(), Ctx::Arg(a));
-                        // A literal nil has no type at all.
-                        let m = if let Arg::Nil(_) = a {
-                            m.split(';')
-                                .take(2)
-                                .collect::<Vec<_>>()
-                                .join(";")
-                                .replace("wrong type for value", "invalid value")
-                        } else {
-                            m
-                        };
+                        let m = literal_arg_error(kind_at(i), a).unwrap_or(m);
                         return Err(self.error(m));
                     }
                     args.push(v);
@@ -727,5 +718,30 @@ fn print_value(out: &mut String, v: &Value) {
     match v {
         Value::Nil => out.push_str("<no value>"),
         other => gofmt::write_value(out, other, 'v', false),
+    }
+}
+
+/// Go's error for a constant (or `nil`) passed to a typed parameter it cannot
+/// convert to: constants are checked against the parameter's kind before
+/// any call, with the node's text in the message.
+fn literal_arg_error(kind: u8, a: &Arg) -> Option<String> {
+    let ty = match kind {
+        b's' => "string",
+        b'i' => "int",
+        b'b' => "bool",
+        b'm' => "map[string]interface {}",
+        b't' => "time.Time",
+        _ => return None,
+    };
+    match a {
+        Arg::Nil(_) if kind == b'm' => None,
+        Arg::Nil(_) => Some(format!("cannot assign nil to {ty}")),
+        Arg::Bool(..) | Arg::Number { .. } | Arg::String { .. } => Some(match kind {
+            b's' => format!("expected string; found {a}"),
+            b'i' => format!("expected integer; found {a}"),
+            b'b' => format!("expected bool; found {a}"),
+            _ => format!("can't handle {a} for arg of type {ty}"),
+        }),
+        _ => None,
     }
 }

@@ -80,7 +80,7 @@ pub(crate) fn signature(name: &str) -> Option<&'static str> {
         "wrapWith" => "iss",
         "lookup" => "ssss",
         "chunk" => "ia",
-        _ => return None,
+        _ => return crate::sprig_extra::signature(name),
     })
 }
 
@@ -91,6 +91,7 @@ pub(crate) fn check_arg(kind: u8, v: &Value) -> Result<(), String> {
         b's' => (matches!(v, Value::String(_)), "string"),
         b'b' => (matches!(v, Value::Bool(_)), "bool"),
         b'm' => (matches!(v, Value::Map(_)), "map[string]interface {}"),
+        b't' => (crate::gotime::as_time(v).is_some(), "time.Time"),
         _ => (true, ""),
     };
     if ok {
@@ -1878,14 +1879,6 @@ fn f_fail_unsupported(_a: &[Value]) -> R {
     call_err("not supported by this renderer")
 }
 
-fn f_now(_a: &[Value]) -> R {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    Ok(Value::Float(secs))
-}
-
 fn f_env(a: &[Value]) -> R {
     arity("env", a, 1, Some(1))?;
     Ok(Value::string(
@@ -2104,7 +2097,6 @@ fn table() -> &'static HashMap<&'static str, Func> {
             ("semverCompare", f_semver_compare),
             ("semver", f_semver),
             // misc
-            ("now", f_now),
             ("env", f_env),
             ("expandenv", f_env),
             ("htpasswd", f_htpasswd),

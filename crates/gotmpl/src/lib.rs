@@ -32,6 +32,7 @@ mod encoding;
 mod exec;
 pub mod funcs;
 pub mod gofmt;
+mod gotime;
 mod lex;
 pub mod parse;
 mod semver;

@@ -80,6 +80,9 @@ fn upgrade_render_sets_is_upgrade_and_revision() {
         .output()
         .expect("run helm");
     assert!(h.status.success(), "{}", String::from_utf8_lossy(&h.stderr));
-    let one = render(&ChartOptions { revision: 1, ..opts });
+    let one = render(&ChartOptions {
+        revision: 1,
+        ..opts
+    });
     assert_eq!(String::from_utf8_lossy(&h.stdout), one);
 }
