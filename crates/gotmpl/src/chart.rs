@@ -275,13 +275,18 @@ pub(crate) fn prepare_chart(mut chart: Chart, user: &Value) -> Result<(Chart, Va
 }
 
 /// Helm's coalesce: `user` wins over `defaults`, maps merge recursively and a
-/// user `null` removes the key.
+/// user `null` removes the chart's key.
 fn coalesce(user: &Value, defaults: &Value) -> Value {
     match (user, defaults) {
         (Value::Map(u), Value::Map(d)) => {
-            let mut out = d.borrow().clone();
+            let defaults = d.borrow();
+            let mut out = defaults.clone();
+            // Defaults that are null are dropped.
+            out.retain(|_, v| !v.is_nil());
             for (k, uv) in u.borrow().iter() {
-                if uv.is_nil() {
+                // A user null removes a key the chart has; a null for a key
+                // the chart does not have stays (and prints as null).
+                if uv.is_nil() && defaults.contains_key(k) {
                     out.remove(k);
                     continue;
                 }
@@ -291,8 +296,6 @@ fn coalesce(user: &Value, defaults: &Value) -> Value {
                 };
                 out.insert(k.clone(), merged);
             }
-            // Defaults that are null are dropped too.
-            out.retain(|_, v| !v.is_nil());
             Value::map(out)
         }
         (u, _) => u.deep_copy(),

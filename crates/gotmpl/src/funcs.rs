@@ -562,7 +562,7 @@ fn error_map(msg: String) -> Value {
 fn f_from_yaml(a: &[Value]) -> R {
     arity("fromYaml", a, 1, Some(1))?;
     let s = s_arg(&a[0])?;
-    Ok(match yaml::from_yaml_str(&s) {
+    Ok(match yaml::from_yaml_str_go(&s) {
         Ok(Value::Map(m)) => Value::Map(m),
         Ok(Value::Nil) => Value::empty_map(),
         Ok(_) => error_map(
@@ -575,7 +575,7 @@ fn f_from_yaml(a: &[Value]) -> R {
 fn f_from_yaml_array(a: &[Value]) -> R {
     arity("fromYamlArray", a, 1, Some(1))?;
     let s = s_arg(&a[0])?;
-    Ok(match yaml::from_yaml_str(&s) {
+    Ok(match yaml::from_yaml_str_go(&s) {
         Ok(Value::List(l)) => Value::List(l),
         Ok(Value::Nil) => Value::list(Vec::new()),
         Ok(_) => Value::list(vec![Value::str(

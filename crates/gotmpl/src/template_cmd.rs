@@ -62,7 +62,7 @@ pub fn user_values(opts: &TemplateOptions) -> Result<Value, Error> {
         })?;
         let v = yaml::from_yaml_str_go(&text).map_err(|e| {
             Error::Other(format!(
-                "failed to parse {}: error converting YAML to JSON: {e}",
+                "failed to parse {}: cannot unmarshal yaml document: error converting YAML to JSON: {e}",
                 f.display()
             ))
         })?;

@@ -104,7 +104,19 @@ impl Emitter {
 
     fn mapping(&mut self, m: &BTreeMap<String, Value>, indent: usize, ctx: Ctx) {
         let mut first = true;
-        for (k, v) in m {
+        let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+        if entries.windows(2).any(|w| !key_less(w[0].0, w[1].0)) {
+            entries.sort_by(|a, b| {
+                if key_less(a.0, b.0) {
+                    std::cmp::Ordering::Less
+                } else if key_less(b.0, a.0) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+        }
+        for (k, v) in entries {
             match (ctx, first) {
                 (Ctx::Top, true) => {}
                 (Ctx::SeqItem, true) => {}
@@ -452,6 +464,61 @@ fn double_escape(c: char) -> String {
     }
 }
 
+/// go-yaml v2's order of mapping keys: letters compare as characters, a
+/// non-letter sorts before a letter, and runs of digits compare as numbers
+/// (`a2` before `a10`).
+fn key_less(a: &str, b: &str) -> bool {
+    let (ar, br): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    for i in 0..ar.len().min(br.len()) {
+        if ar[i] == br[i] {
+            continue;
+        }
+        let (al, bl) = (ar[i].is_alphabetic(), br[i].is_alphabetic());
+        if al && bl {
+            return ar[i] < br[i];
+        }
+        if al || bl {
+            return bl;
+        }
+        let (mut an, mut bn) = (0i64, 0i64);
+        if ar[i] == '0' || br[i] == '0' {
+            // Inside a number that already has a non-zero digit, zeros count.
+            for j in (0..i).rev() {
+                if !ar[j].is_ascii_digit() {
+                    break;
+                }
+                if ar[j] != '0' {
+                    an = 1;
+                    bn = 1;
+                    break;
+                }
+            }
+        }
+        let mut ai = i;
+        while ai < ar.len() && ar[ai].is_ascii_digit() {
+            an = an
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(ar[ai] as u8 - b'0'));
+            ai += 1;
+        }
+        let mut bi = i;
+        while bi < br.len() && br[bi].is_ascii_digit() {
+            bn = bn
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(br[bi] as u8 - b'0'));
+            bi += 1;
+        }
+        if an != bn {
+            return an < bn;
+        }
+        if ai != bi {
+            return ai < bi;
+        }
+        return ar[i] < br[i];
+    }
+    ar.len() < br.len()
+}
+
 /// How go-yaml v2 resolves a plain scalar: true if it would not read back
 /// as a string (so it must be quoted). YAML 1.1 rules: yes/no/on/off,
 /// octal `012`, `0x`/`0o`/`0b`, underscores, timestamps, `.inf`.
@@ -476,7 +543,7 @@ pub fn resolves_non_string(s: &str) -> bool {
     if is_yaml_float(&plain) {
         return true;
     }
-    is_timestamp(s)
+    is_go_timestamp(s)
 }
 
 /// Go's strconv.ParseInt/ParseUint with base 0 (accepts sign, 0x, 0o, 0b, 0 octal).
@@ -541,35 +608,6 @@ fn is_yaml_float(s: &str) -> bool {
 }
 
 /// go-yaml v2 timestamps: `YYYY-M-D` optionally followed by a time.
-fn is_timestamp(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() < 8 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
-        return false;
-    }
-    let rest = &s[5..];
-    let mut parts = rest.splitn(3, '-');
-    let (Some(m), Some(d)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let d_end = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
-    let (dd, tail) = d.split_at(d_end);
-    let ok_num = |x: &str| !x.is_empty() && x.len() <= 2 && x.bytes().all(|c| c.is_ascii_digit());
-    if !ok_num(m) || !ok_num(dd) || parts.next().is_some() {
-        return false;
-    }
-    if tail.is_empty() {
-        return true;
-    }
-    // A time part: [Tt ]H:M:S...
-    let t = tail.trim_start_matches([' ', '\t']);
-    let t = t.strip_prefix(['T', 't']).unwrap_or(t);
-    let hms: Vec<&str> = t.splitn(3, ':').collect();
-    hms.len() == 3
-        && ok_num(hms[0])
-        && ok_num(hms[1])
-        && hms[2].len() >= 2
-        && hms[2].as_bytes()[..2].iter().all(u8::is_ascii_digit)
-}
 
 /// `^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`
 fn is_base60_float(s: &str) -> bool {
@@ -683,14 +721,26 @@ pub fn from_serde_yaml(v: &serde_yaml::Value) -> Value {
 /// merge keys are applied, tags are ignored, and errors read like
 /// go-yaml's (`yaml: line N: message`).
 pub fn from_yaml_str_go(s: &str) -> Result<Value, String> {
-    use serde::Deserialize;
     let mut docs = serde_yaml::Deserializer::from_str(s);
     let Some(doc) = docs.next() else {
         return Ok(Value::Nil);
     };
-    match GoYaml::deserialize(doc) {
-        Ok(v) => Ok(v.0),
-        Err(e) => Err(go_yaml_error(&e)),
+    match serde::de::DeserializeSeed::deserialize(GoYaml(s), doc) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let text = e.to_string();
+            match text
+                .find(UNSUPPORTED)
+                .or_else(|| text.find(UNSUPPORTED_KEY))
+            {
+                Some(i) => Err(text[i..]
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()),
+                None => Err(go_yaml_error(&e)),
+            }
+        }
     }
 }
 
@@ -728,17 +778,105 @@ fn go_yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-struct GoYaml(Value);
+/// Deserializes one go-yaml value; `src` is the document text, so a
+/// borrowed scalar can be told plain (resolved with YAML 1.1 rules) from
+/// quoted (always a string).
+#[derive(Clone, Copy)]
+struct GoYaml<'s>(&'s str);
 
-impl<'de> serde::Deserialize<'de> for GoYaml {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(GoYamlVisitor).map(GoYaml)
+impl<'de, 's> serde::de::DeserializeSeed<'de> for GoYaml<'s> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct GoYamlVisitor;
+/// go-yaml v2's resolution of a plain scalar that YAML 1.2 (yaml_serde)
+/// left a string: `yes/no/on/off/y/n` and case variants are booleans,
+/// `0755` is octal, `1_000` drops its underscores, `0b101` is binary. The
+/// numbers end up float64, as sigs.k8s.io/yaml's JSON step makes them.
+pub fn resolve_yaml11(s: &str) -> Option<Value> {
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(Value::Bool(true)),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let first = *s.as_bytes().first()?;
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+') {
+        return None;
+    }
+    if is_go_timestamp(s) {
+        return None;
+    }
+    let plain: String = s.chars().filter(|c| *c != '_').collect();
+    if let Some(v) = go_int_value(&plain) {
+        return Some(Value::Float(v));
+    }
+    if is_yaml_float(&plain) {
+        return plain.parse::<f64>().ok().map(Value::Float);
+    }
+    None
+}
 
-impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
+/// The value of Go's `strconv.ParseInt`/`ParseUint` with base 0, then
+/// go-yaml's own `0b`/`-0b` binary forms.
+fn go_int_value(s: &str) -> Option<f64> {
+    if !go_parse_int(s) {
+        return None;
+    }
+    let (neg, body) = match s.as_bytes()[0] {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (digits, radix) = if let Some(h) = lower.strip_prefix("0x") {
+        (h.to_string(), 16)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (o.to_string(), 8)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (b.to_string(), 2)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (lower[1..].to_string(), 8)
+    } else {
+        (lower, 10)
+    };
+    let v = u128::from_str_radix(&digits, radix).ok()? as f64;
+    Some(if neg { -v } else { v })
+}
+
+/// go-yaml v2's `parseTimestamp`: `YYYY-` then one of its four layouts.
+fn is_go_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 5 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
+        return false;
+    }
+    [
+        "2006-1-2T15:4:5.999999999Z07:00",
+        "2006-1-2t15:4:5.999999999Z07:00",
+        "2006-1-2 15:4:5.999999999",
+        "2006-1-2",
+    ]
+    .iter()
+    .any(|l| crate::gotime::Time::parse(l, s, crate::gotime::Loc::Utc).is_ok())
+}
+
+fn is_plain(src: &str, v: &str) -> bool {
+    let (base, p) = (src.as_ptr() as usize, v.as_ptr() as usize);
+    if p < base || p + v.len() > base + src.len() {
+        return false;
+    }
+    let at = p - base;
+    if at > 0 && matches!(src.as_bytes()[at - 1], b'\'' | b'"') {
+        return false;
+    }
+    // `!!str yes` is a string whatever it reads like.
+    let before = src[..at].trim_end_matches([' ', '\t']);
+    let tag = before.rsplit([' ', '\t', '\n']).next().unwrap_or_default();
+    !(tag == "!!str" || tag == "!<tag:yaml.org,2002:str>")
+}
+
+impl<'de, 's> serde::de::Visitor<'de> for GoYaml<'s> {
     type Value = Value;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any YAML value")
@@ -752,8 +890,27 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
         Ok(Value::Float(v as f64))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        // JSON has no infinities or NaN: sigs.k8s.io/yaml fails on them.
+        if !v.is_finite() {
+            let shown = if v.is_nan() {
+                "NaN"
+            } else if v > 0.0 {
+                "+Inf"
+            } else {
+                "-Inf"
+            };
+            return Err(E::custom(format!("{UNSUPPORTED}{shown}")));
+        }
         Ok(Value::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value, E> {
+        if is_plain(self.0, v) {
+            if let Some(r) = resolve_yaml11(v) {
+                return Ok(r);
+            }
+        }
+        Ok(Value::str(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::str(v))
@@ -768,11 +925,11 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
         Ok(Value::Nil)
     }
     fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(GoYamlVisitor)
+        d.deserialize_any(self)
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
         let mut v = Vec::new();
-        while let Some(GoYaml(x)) = a.next_element()? {
+        while let Some(x) = a.next_element_seed(self)? {
             v.push(x);
         }
         Ok(Value::list(v))
@@ -780,8 +937,14 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
         let mut m = BTreeMap::new();
         let mut merges = Vec::new();
-        while let Some(GoYaml(k)) = a.next_key()? {
-            let GoYaml(v) = a.next_value()?;
+        while let Some(k) = a.next_key_seed(self)? {
+            let v = a.next_value_seed(self)?;
+            if k.is_nil() {
+                return Err(serde::de::Error::custom(format!(
+                    "{UNSUPPORTED_KEY}%!s(<nil>), key: <nil>, value: {}",
+                    gofmt::sprint_value(&v)
+                )));
+            }
             let key = match &k {
                 Value::String(s) => s.to_string(),
                 Value::Nil => "null".into(),
@@ -814,6 +977,30 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
         use serde::de::VariantAccess;
         // A tagged node (`!!binary ...`, `!custom ...`): keep its value.
         let (_tag, variant): (serde::de::IgnoredAny, _) = a.variant()?;
-        variant.newtype_variant::<GoYaml>().map(|g| g.0)
+        variant.newtype_variant_seed(self)
+    }
+}
+
+/// Prefix of the error for values JSON cannot hold (`.inf`, `.nan`).
+const UNSUPPORTED: &str = "json: unsupported value: ";
+/// Prefix of the error for a null map key.
+const UNSUPPORTED_KEY: &str = "unsupported map key of type: ";
+
+#[cfg(test)]
+mod yaml11_tests {
+    use crate::gofmt::sprint_value;
+
+    #[test]
+    fn plain_scalars_resolve_as_yaml_1_1_quoted_and_str_tagged_do_not() {
+        let v =
+            super::from_yaml_str_go("a: yes\nb: 'yes'\nc: !!str yes\nd: 0755\ne: 1_000\n").unwrap();
+        assert_eq!(sprint_value(&v), "map[a:true b:yes c:yes d:493 e:1000]");
+    }
+
+    #[test]
+    fn keys_sort_like_go_yaml() {
+        assert!(super::key_less("a2", "a10"));
+        assert!(super::key_less("a_", "aZ"));
+        assert!(!super::key_less("b", "a"));
     }
 }
