@@ -802,7 +802,7 @@ fn head_of(doc: &str, path: &str) -> Result<(String, bool), Error> {
         }
         Value::Nil => Ok((String::new(), false)),
         other => Err(Error::Other(format!(
-            "YAML parse error on {path}: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type releaseutil.SimpleHead",
+            "YAML parse error on {path}: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type util.SimpleHead",
             match other {
                 Value::List(_) => "array",
                 Value::String(_) => "string",

@@ -731,10 +731,12 @@ fn literal_arg_error(kind: u8, a: &Arg) -> Option<String> {
         b'b' => "bool",
         b'm' => "map[string]interface {}",
         b't' => "time.Time",
+        b'l' => "[]interface {}",
+        b'c' => "sprig.certificate",
         _ => return None,
     };
     match a {
-        Arg::Nil(_) if kind == b'm' => None,
+        Arg::Nil(_) if kind == b'm' || kind == b'l' => None,
         Arg::Nil(_) => Some(format!("cannot assign nil to {ty}")),
         Arg::Bool(..) | Arg::Number { .. } | Arg::String { .. } => Some(match kind {
             b's' => format!("expected string; found {a}"),

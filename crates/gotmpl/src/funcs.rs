@@ -92,6 +92,11 @@ pub(crate) fn check_arg(kind: u8, v: &Value) -> Result<(), String> {
         b'b' => (matches!(v, Value::Bool(_)), "bool"),
         b'm' => (matches!(v, Value::Map(_)), "map[string]interface {}"),
         b't' => (crate::gotime::as_time(v).is_some(), "time.Time"),
+        b'l' => (matches!(v, Value::List(_) | Value::Nil), "[]interface {}"),
+        b'c' => (
+            crate::crypto::as_certificate(v).is_some(),
+            "sprig.certificate",
+        ),
         _ => (true, ""),
     };
     if ok {
@@ -1254,18 +1259,17 @@ fn rand_from(a: &[Value], name: &str, alphabet: &[u8]) -> R {
     arity(name, a, 1, Some(1))?;
     let n = i_arg(&a[0])?.max(0) as usize;
     let mut out = String::with_capacity(n);
-    for _ in 0..n {
-        out.push(
-            alphabet[(crate::encoding::random_u64() % alphabet.len() as u64) as usize] as char,
-        );
+    // A cryptographic source: charts make passwords with these.
+    let random = crate::crypto::random_bytes(n * 4);
+    for c in random.chunks(4) {
+        let r = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        out.push(alphabet[(r as usize) % alphabet.len()] as char);
     }
     Ok(Value::string(out))
 }
 fn f_uuidv4(_a: &[Value]) -> R {
     let mut b = [0u8; 16];
-    for chunk in b.chunks_mut(8) {
-        chunk.copy_from_slice(&crate::encoding::random_u64().to_le_bytes());
-    }
+    b.copy_from_slice(&crate::crypto::random_bytes(16));
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
@@ -1875,32 +1879,6 @@ fn f_semver(a: &[Value]) -> R {
 
 // ---- Sprig: misc ------------------------------------------------------------------
 
-fn f_fail_unsupported(_a: &[Value]) -> R {
-    call_err("not supported by this renderer")
-}
-
-fn f_env(a: &[Value]) -> R {
-    arity("env", a, 1, Some(1))?;
-    Ok(Value::string(
-        std::env::var(&*s_arg(&a[0])?).unwrap_or_default(),
-    ))
-}
-
-fn f_htpasswd(a: &[Value]) -> R {
-    arity("htpasswd", a, 2, Some(2))?;
-    let (user, pass) = (s_arg(&a[0])?, s_arg(&a[1])?);
-    if user.contains(':') {
-        return Ok(Value::string(format!("invalid username: {user}")));
-    }
-    // Sprig uses bcrypt; SHA1 ({SHA}) is also accepted by htpasswd readers,
-    // but outputs differ from Helm's (they are random anyway: salted).
-    let digest = crate::encoding::sha1(pass.as_bytes());
-    Ok(Value::string(format!(
-        "{user}:{{SHA}}{}",
-        crate::encoding::b64_encode(&digest)
-    )))
-}
-
 fn table() -> &'static HashMap<&'static str, Func> {
     static T: OnceLock<HashMap<&'static str, Func>> = OnceLock::new();
     T.get_or_init(|| {
@@ -2097,10 +2075,6 @@ fn table() -> &'static HashMap<&'static str, Func> {
             ("semverCompare", f_semver_compare),
             ("semver", f_semver),
             // misc
-            ("env", f_env),
-            ("expandenv", f_env),
-            ("htpasswd", f_htpasswd),
-            ("getHostByName", f_fail_unsupported),
         ];
         let mut m: HashMap<&'static str, Func> =
             plain.iter().map(|(n, f)| (*n, Func::Plain(*f))).collect();

@@ -27,6 +27,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod crypto;
 mod decimal;
 mod encoding;
 mod exec;
