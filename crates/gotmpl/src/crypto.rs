@@ -787,7 +787,7 @@ pub(crate) fn f_build_custom_cert(a: &[Value]) -> R {
 
 /// Go's base64.StdEncoding: padding required, no stray characters.
 fn b64_decode_strict(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 4 != 0
+    if !s.len().is_multiple_of(4)
         || !s
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=')

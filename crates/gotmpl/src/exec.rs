@@ -9,7 +9,6 @@ use crate::Error;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// Go's maxExecDepth: deeper `template` nesting is an error, not a stack overflow.
 const MAX_EXEC_DEPTH: usize = 10_000;
@@ -17,11 +16,11 @@ const MAX_EXEC_DEPTH: usize = 10_000;
 const MAX_INCLUDE_NESTING: usize = 1000;
 
 /// The set of named templates visible during one execution.
-pub(crate) type TreeMap = HashMap<String, Arc<Tree>>;
+pub(crate) type TreeMap = HashMap<String, Rc<Tree>>;
 
 /// Cache of templates parsed by `tpl`, keyed by text (every `tpl` template
 /// is named "gotpl", as in Helm v4).
-pub(crate) type TplCache = RefCell<HashMap<String, Rc<Vec<Arc<Tree>>>>>;
+pub(crate) type TplCache = RefCell<HashMap<String, Rc<Vec<Rc<Tree>>>>>;
 
 enum Flow {
     Break,
@@ -39,8 +38,8 @@ impl From<Error> for Flow {
 pub struct State<'e> {
     pub(crate) trees: &'e TreeMap,
     /// Templates defined by `tpl` strings, visible only inside that `tpl` call.
-    pub(crate) overlay: Vec<Rc<Vec<Arc<Tree>>>>,
-    pub(crate) tree: &'e Arc<Tree>,
+    pub(crate) overlay: Vec<Rc<Vec<Rc<Tree>>>>,
+    pub(crate) tree: &'e Rc<Tree>,
     vars: Vec<(&'e str, Value)>,
     depth: usize,
     pub(crate) includes: Rc<RefCell<HashMap<String, usize>>>,
@@ -76,7 +75,7 @@ impl Ctx<'_> {
 impl<'e> State<'e> {
     pub(crate) fn new(
         trees: &'e TreeMap,
-        tree: &'e Arc<Tree>,
+        tree: &'e Rc<Tree>,
         dot: &Value,
         tpl_cache: &'e TplCache,
     ) -> Self {
@@ -104,7 +103,7 @@ impl<'e> State<'e> {
     }
 
     /// Looks a template up by name (tpl overlays first).
-    pub(crate) fn lookup(&self, name: &str) -> Option<Arc<Tree>> {
+    pub(crate) fn lookup(&self, name: &str) -> Option<Rc<Tree>> {
         for layer in self.overlay.iter().rev() {
             if let Some(t) = layer.iter().rev().find(|t| t.name == name) {
                 return Some(t.clone());
@@ -220,9 +219,8 @@ impl<'e> State<'e> {
                     tpl_cache: self.tpl_cache,
                     at: (0, Ctx::None),
                 };
-                match sub.walk_list(&new_dot, &tree.root, out) {
-                    Err(Flow::Err(e)) => return Err(Flow::Err(e)),
-                    _ => {}
+                if let Err(Flow::Err(e)) = sub.walk_list(&new_dot, &tree.root, out) {
+                    return Err(Flow::Err(e));
                 }
             }
         }
@@ -527,11 +525,6 @@ impl<'e> State<'e> {
         }
         self.at(node.pos(), Ctx::Arg(node));
         self.eval_field(&idents[n - 1], &args, final_, recv, from_dot && n == 1)
-            .map_err(|e| e)
-            .and_then(|v| {
-                let _ = &cmd;
-                Ok(v)
-            })
     }
 
     fn eval_field(

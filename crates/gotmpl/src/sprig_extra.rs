@@ -610,7 +610,7 @@ fn f_b32dec(a: &[Value]) -> R {
             acc &= (1 << bits) - 1;
         }
     }
-    if text.len() % 8 != 0 {
+    if !text.len().is_multiple_of(8) {
         return Ok(Value::string(format!(
             "illegal base32 data at input byte {}",
             text.len() / 8 * 8

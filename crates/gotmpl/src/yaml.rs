@@ -341,29 +341,18 @@ fn analyze(s: &str) -> Analysis {
                 | '%' | '@' | '`' => {
                     block_indicators = true;
                 }
-                '?' | ':' => {
-                    if followed_by_ws {
-                        block_indicators = true;
-                    }
-                }
-                '-' => {
-                    if followed_by_ws {
-                        block_indicators = true;
-                    }
+                '?' | ':' | '-' if followed_by_ws => {
+                    block_indicators = true;
                 }
                 _ => {}
             }
         } else {
             match c {
-                ':' => {
-                    if followed_by_ws {
-                        block_indicators = true;
-                    }
+                ':' if followed_by_ws => {
+                    block_indicators = true;
                 }
-                '#' => {
-                    if preceded_by_ws {
-                        block_indicators = true;
-                    }
+                '#' if preceded_by_ws => {
+                    block_indicators = true;
                 }
                 _ => {}
             }
@@ -606,8 +595,6 @@ fn is_yaml_float(s: &str) -> bool {
     }
     i == b.len()
 }
-
-/// go-yaml v2 timestamps: `YYYY-M-D` optionally followed by a time.
 
 /// `^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`
 fn is_base60_float(s: &str) -> bool {

@@ -169,10 +169,10 @@ fn shape(dir: &Path, crt: &str) -> String {
     text.lines()
         .filter(|l| {
             let t = l.trim();
-            !(t.starts_with("Not Before") || t.starts_with("Not After"))
-                && !(t.len() > 2
-                    && t.as_bytes()[2] == b':'
-                    && t.chars().all(|c| c.is_ascii_hexdigit() || c == ':'))
+            let hex_dump = t.len() > 2
+                && t.as_bytes()[2] == b':'
+                && t.chars().all(|c| c.is_ascii_hexdigit() || c == ':');
+            !(t.starts_with("Not Before") || t.starts_with("Not After") || hex_dump)
         })
         .collect::<Vec<_>>()
         .join("\n")
