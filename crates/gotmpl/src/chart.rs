@@ -778,37 +778,16 @@ fn split_manifests(content: &str) -> Vec<String> {
 /// Kind and hook flag of a manifest, or Helm's error for text that is not
 /// YAML (`YAML parse error on FILE: error converting YAML to JSON: ...`).
 fn head_of(doc: &str, path: &str) -> Result<(String, bool), Error> {
-    let parsed = yaml::from_yaml_str_go(doc).map_err(|e| {
+    let head = yaml::manifest_head(doc).map_err(|e| {
         Error::Other(format!(
             "YAML parse error on {path}: error converting YAML to JSON: {e}"
         ))
     })?;
-    match parsed {
-        Value::Map(m) => {
-            let m = m.borrow();
-            let kind = m
-                .get("kind")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string();
-            let hook = match m.get("metadata") {
-                Some(Value::Map(md)) => match md.borrow().get("annotations") {
-                    Some(Value::Map(a)) => a.borrow().contains_key("helm.sh/hook"),
-                    _ => false,
-                },
-                _ => false,
-            };
-            Ok((kind, hook))
-        }
-        Value::Nil => Ok((String::new(), false)),
-        other => Err(Error::Other(format!(
-            "YAML parse error on {path}: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type util.SimpleHead",
-            match other {
-                Value::List(_) => "array",
-                Value::String(_) => "string",
-                Value::Bool(_) => "bool",
-                _ => "number",
-            }
+    match head {
+        yaml::Head::Map { kind, hook } => Ok((kind, hook)),
+        yaml::Head::Nil => Ok((String::new(), false)),
+        yaml::Head::Other(what) => Err(Error::Other(format!(
+            "YAML parse error on {path}: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {what} into Go value of type util.SimpleHead"
         ))),
     }
 }

@@ -591,7 +591,7 @@ impl<'e> State<'e> {
         ctx: Ctx<'e>,
         final_: Option<Value>,
     ) -> Result<Value, Error> {
-        let Some(func) = funcs::lookup(name) else {
+        let Some((func, sig)) = funcs::lookup_with_signature(name) else {
             self.at(cmd_pos, ctx);
             return Err(self.error(format!("{name:?} is not a defined function")));
         };
@@ -618,7 +618,6 @@ impl<'e> State<'e> {
                 Ok(last)
             }
             Func::Plain(_) | Func::Ctx(_) => {
-                let sig = funcs::signature(name).map(str::as_bytes);
                 if let Some(sig) = sig {
                     let variadic = sig.last() == Some(&b'*');
                     let fixed = if variadic { sig.len() - 1 } else { sig.len() };

@@ -40,10 +40,37 @@ fn call_err<T>(m: impl Into<String>) -> Result<T, FnError> {
     Err(FnError::Call(m.into()))
 }
 
-/// Looks a function up by name.
-pub(crate) fn lookup(name: &str) -> Option<Func> {
+/// A function and its parameter signature (see [`signature`]), looked up
+/// once per call.
+pub(crate) fn lookup_with_signature(name: &str) -> Option<(Func, Option<&'static [u8]>)> {
     table().get(name).copied()
 }
+
+/// FNV-1a: function names are short and trusted, SipHash's cost is not
+/// needed for them.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnTable =
+    HashMap<&'static str, (Func, Option<&'static [u8]>), std::hash::BuildHasherDefault<Fnv>>;
 
 /// Go parameter types of the functions with typed parameters: `i` int,
 /// `s` string, `b` bool, `m` map, `a` anything; a trailing `*` repeats the
@@ -1879,8 +1906,8 @@ fn f_semver(a: &[Value]) -> R {
 
 // ---- Sprig: misc ------------------------------------------------------------------
 
-fn table() -> &'static HashMap<&'static str, Func> {
-    static T: OnceLock<HashMap<&'static str, Func>> = OnceLock::new();
+fn table() -> &'static FnTable {
+    static T: OnceLock<FnTable> = OnceLock::new();
     T.get_or_init(|| {
         let plain: &[(&str, PlainFn)] = &[
             // Go builtins ("slice" is Sprig's, which overrides Go's in Helm).
@@ -2076,14 +2103,19 @@ fn table() -> &'static HashMap<&'static str, Func> {
             ("semver", f_semver),
             // misc
         ];
-        let mut m: HashMap<&'static str, Func> =
-            plain.iter().map(|(n, f)| (*n, Func::Plain(*f))).collect();
-        m.insert("and", Func::And);
-        m.insert("or", Func::Or);
-        m.insert("include", Func::Ctx(f_include));
-        m.insert("tpl", Func::Ctx(f_tpl));
+        let mut m: FnTable = FnTable::default();
+        let mut add = |n: &'static str, f: Func| {
+            m.insert(n, (f, signature(n).map(str::as_bytes)));
+        };
+        for (n, f) in plain {
+            add(n, Func::Plain(*f));
+        }
+        add("and", Func::And);
+        add("or", Func::Or);
+        add("include", Func::Ctx(f_include));
+        add("tpl", Func::Ctx(f_tpl));
         for (n, f) in crate::sprig_extra::functions() {
-            m.insert(n, Func::Plain(f));
+            add(n, Func::Plain(f));
         }
         m
     })

@@ -968,6 +968,234 @@ impl<'de, 's> serde::de::Visitor<'de> for GoYaml<'s> {
     }
 }
 
+/// What Helm reads of a rendered manifest (`SimpleHead`): the top-level
+/// shape, `kind`, and whether `metadata.annotations` has `helm.sh/hook`.
+pub(crate) enum Head {
+    Map {
+        kind: String,
+        hook: bool,
+    },
+    Nil,
+    /// A non-map document: `array`, `string`, `bool` or `number`.
+    Other(&'static str),
+}
+
+/// Reads a manifest's [`Head`] with the checks of the full parse (syntax,
+/// JSON-incompatible values, null keys) but without building the document.
+pub(crate) fn manifest_head(s: &str) -> Result<Head, String> {
+    let mut docs = serde_yaml::Deserializer::from_str(s);
+    let Some(doc) = docs.next() else {
+        return Ok(Head::Nil);
+    };
+    let seed = HeadSeed {
+        src: s,
+        level: Level::Top,
+    };
+    match serde::de::DeserializeSeed::deserialize(seed, doc) {
+        Ok(HeadOut::Head(h)) => Ok(h),
+        // Merge keys or other rare shapes: the full parse decides.
+        Ok(_) => match from_yaml_str_go(s)? {
+            Value::Map(m) => {
+                let m = m.borrow();
+                let kind = m.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
+                let hook = match m.get("metadata") {
+                    Some(Value::Map(md)) => match md.borrow().get("annotations") {
+                        Some(Value::Map(a)) => a.borrow().contains_key("helm.sh/hook"),
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                Ok(Head::Map {
+                    kind: kind.to_string(),
+                    hook,
+                })
+            }
+            Value::Nil => Ok(Head::Nil),
+            Value::List(_) => Ok(Head::Other("array")),
+            Value::String(_) => Ok(Head::Other("string")),
+            Value::Bool(_) => Ok(Head::Other("bool")),
+            _ => Ok(Head::Other("number")),
+        },
+        Err(e) => {
+            let text = e.to_string();
+            match text
+                .find(UNSUPPORTED)
+                .or_else(|| text.find(UNSUPPORTED_KEY))
+            {
+                Some(i) => Err(text[i..]
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()),
+                None => Err(go_yaml_error(&e)),
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Top,
+    Metadata,
+    Annotations,
+    /// Anything else: validated, not kept.
+    Skip,
+}
+
+#[derive(Clone, Copy)]
+struct HeadSeed<'s> {
+    src: &'s str,
+    level: Level,
+}
+
+enum HeadOut {
+    Head(Head),
+    /// `metadata` / `annotations` results.
+    Found(bool),
+    Scalar(Option<String>),
+    Null,
+    /// A `<<` merge key: fall back to the full parse.
+    Merge,
+    Ignored,
+}
+
+impl<'de, 's> serde::de::DeserializeSeed<'de> for HeadSeed<'s> {
+    type Value = HeadOut;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<HeadOut, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'s> HeadSeed<'s> {
+    fn scalar<E>(self, top: &'static str, v: Option<String>) -> Result<HeadOut, E> {
+        Ok(if self.level == Level::Top {
+            if top.is_empty() {
+                HeadOut::Head(Head::Nil)
+            } else {
+                HeadOut::Head(Head::Other(top))
+            }
+        } else {
+            HeadOut::Scalar(v)
+        })
+    }
+}
+
+impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s> {
+    type Value = HeadOut;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, _v: bool) -> Result<HeadOut, E> {
+        self.scalar("bool", None)
+    }
+    fn visit_i64<E>(self, _v: i64) -> Result<HeadOut, E> {
+        self.scalar("number", None)
+    }
+    fn visit_u64<E>(self, _v: u64) -> Result<HeadOut, E> {
+        self.scalar("number", None)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<HeadOut, E> {
+        GoYaml(self.src).visit_f64::<E>(v)?;
+        self.scalar("number", None)
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<HeadOut, E> {
+        match GoYaml(self.src).visit_borrowed_str::<E>(v)? {
+            Value::String(s) => self.scalar("string", Some(s.to_string())),
+            Value::Bool(_) => self.scalar("bool", None),
+            _ => self.scalar("number", None),
+        }
+    }
+    fn visit_str<E>(self, v: &str) -> Result<HeadOut, E> {
+        self.scalar("string", Some(v.to_string()))
+    }
+    fn visit_unit<E>(self) -> Result<HeadOut, E> {
+        if self.level == Level::Top {
+            return Ok(HeadOut::Head(Head::Nil));
+        }
+        Ok(HeadOut::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<HeadOut, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<HeadOut, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<HeadOut, A::Error> {
+        let skip = HeadSeed {
+            src: self.src,
+            level: Level::Skip,
+        };
+        let mut merge = false;
+        while let Some(e) = a.next_element_seed(skip)? {
+            merge |= matches!(e, HeadOut::Merge);
+        }
+        if merge {
+            return Ok(HeadOut::Merge);
+        }
+        if self.level == Level::Top {
+            return Ok(HeadOut::Head(Head::Other("array")));
+        }
+        Ok(HeadOut::Ignored)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<HeadOut, A::Error> {
+        let key_seed = HeadSeed {
+            src: self.src,
+            level: Level::Skip,
+        };
+        let (mut kind, mut hook, mut merge) = (String::new(), false, false);
+        while let Some(k) = a.next_key_seed(key_seed)? {
+            let key = match k {
+                HeadOut::Scalar(Some(s)) => s,
+                HeadOut::Null => {
+                    // A null key: the full parse reports it.
+                    merge = true;
+                    a.next_value_seed(key_seed)?;
+                    continue;
+                }
+                _ => String::new(),
+            };
+            let next = match (self.level, key.as_str()) {
+                (Level::Top, "metadata") => Level::Metadata,
+                (Level::Metadata, "annotations") => Level::Annotations,
+                _ => Level::Skip,
+            };
+            if key == "<<" {
+                merge = true;
+            }
+            if self.level == Level::Annotations && key == "helm.sh/hook" {
+                hook = true;
+            }
+            let v = a.next_value_seed(HeadSeed {
+                src: self.src,
+                level: next,
+            })?;
+            match (self.level, key.as_str(), v) {
+                (_, _, HeadOut::Merge) => merge = true,
+                (Level::Top, "kind", HeadOut::Scalar(Some(s))) => kind = s,
+                (Level::Top, "kind", _) => kind.clear(),
+                (Level::Top, "metadata", HeadOut::Found(h)) => hook = h,
+                (Level::Top, "metadata", _) => hook = false,
+                (Level::Metadata, "annotations", HeadOut::Found(h)) => hook = h,
+                (Level::Metadata, "annotations", _) => hook = false,
+                _ => {}
+            }
+        }
+        if merge {
+            return Ok(HeadOut::Merge);
+        }
+        Ok(match self.level {
+            Level::Top => HeadOut::Head(Head::Map { kind, hook }),
+            Level::Metadata | Level::Annotations => HeadOut::Found(hook),
+            Level::Skip => HeadOut::Ignored,
+        })
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, a: A) -> Result<HeadOut, A::Error> {
+        use serde::de::VariantAccess;
+        let (_tag, variant): (serde::de::IgnoredAny, _) = a.variant()?;
+        variant.newtype_variant_seed(self)
+    }
+}
+
 /// Prefix of the error for values JSON cannot hold (`.inf`, `.nan`).
 const UNSUPPORTED: &str = "json: unsupported value: ";
 /// Prefix of the error for a null map key.
@@ -982,6 +1210,32 @@ mod yaml11_tests {
         let v =
             super::from_yaml_str_go("a: yes\nb: 'yes'\nc: !!str yes\nd: 0755\ne: 1_000\n").unwrap();
         assert_eq!(sprint_value(&v), "map[a:true b:yes c:yes d:493 e:1000]");
+    }
+
+    #[test]
+    fn manifest_head_reads_kind_and_hook_and_checks_like_the_full_parse() {
+        use super::{manifest_head, Head};
+        let head = |s: &str| match manifest_head(s) {
+            Ok(Head::Map { kind, hook }) => format!("{kind} {hook}"),
+            Ok(Head::Nil) => "nil".into(),
+            Ok(Head::Other(w)) => w.into(),
+            Err(e) => format!("error: {e}"),
+        };
+        let hooked = "kind: Job\nmetadata:\n  annotations:\n    helm.sh/hook: pre-install\n";
+        assert_eq!(head(hooked), "Job true");
+        assert_eq!(
+            head("kind: A\nmetadata: {<<: {annotations: {helm.sh/hook: x}}}"),
+            "A true"
+        );
+        assert_eq!(head("kind: yes\nspec: {a: [1, {b: c}]}"), " false");
+        assert_eq!(head("- a"), "array");
+        assert_eq!(head("yes"), "bool");
+        assert_eq!(head("# only a comment"), "nil");
+        assert_eq!(
+            head("a: [1, {b: .inf}]"),
+            "error: json: unsupported value: +Inf"
+        );
+        assert!(head("a: [1, {~: 2}]").starts_with("error: unsupported map key"));
     }
 
     #[test]
