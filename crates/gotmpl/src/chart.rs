@@ -753,13 +753,34 @@ pub(crate) fn render_prepared(
 
 /// Splits a rendered file into YAML documents like Helm's SplitManifests.
 fn split_manifests(content: &str) -> Vec<String> {
-    static SEP: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    let sep = SEP.get_or_init(|| regex::Regex::new(r"(?:^|\s*\n)---\s*").ok());
+    // Helm splits on `(?:^|\s*\n)---\s*`: a `---` at the start of the text
+    // or of a line whose newline no earlier separator consumed, with the
+    // whitespace around it (the pieces are trimmed below anyway).
     let trimmed = content.trim();
-    let parts: Vec<&str> = match sep {
-        Some(re) => re.split(trimmed).collect(),
-        None => vec![trimmed],
-    };
+    let bytes = trimmed.as_bytes();
+    let mut parts: Vec<&str> = Vec::new();
+    let (mut start, mut consumed, mut i) = (0usize, 0usize, 0usize);
+    while let Some(off) = trimmed[i..].find("---") {
+        let p = i + off;
+        let line_start = p == 0 || (bytes[p - 1] == b'\n' && p > consumed);
+        if !line_start {
+            i = p + 1;
+            continue;
+        }
+        if p > 0 || start > 0 {
+            parts.push(&trimmed[start..p]);
+        } else {
+            parts.push("");
+        }
+        let mut end = p + 3;
+        while end < bytes.len() && bytes[end].is_ascii_whitespace() {
+            end += 1;
+        }
+        start = end;
+        consumed = end;
+        i = end;
+    }
+    parts.push(&trimmed[start..]);
     // Consecutive separators (`---\n---`) leave a piece that starts with
     // `---`; Helm v4 drops those separators too.
     parts
@@ -810,22 +831,32 @@ pub(crate) fn render_release(
     let files = render_prepared(chart, values, opts)?;
     let mut manifests: Vec<(String, RenderedFile)> = Vec::new();
     let mut hooks: Vec<(String, RenderedFile)> = Vec::new();
+    let mut docs: Vec<(String, String)> = Vec::new();
     for (path, content) in files {
         if path.ends_with("NOTES.txt") || content.trim().is_empty() {
             continue;
         }
         for doc in split_manifests(&content) {
-            let (kind, hook) = head_of(&doc, &path)?;
-            let f = RenderedFile {
-                path: path.clone(),
-                content: doc,
-                hook,
-            };
-            if hook {
-                hooks.push((kind, f));
-            } else {
-                manifests.push((kind, f));
-            }
+            docs.push((path.clone(), doc));
+        }
+    }
+    // One YAML parse for all documents; on any problem, one parse each,
+    // which also gives Helm's error for the first bad document.
+    let batch = yaml::manifest_heads(docs.iter().map(|(_, d)| d.as_str()));
+    for (i, (path, doc)) in docs.into_iter().enumerate() {
+        let (kind, hook) = match batch.as_ref().and_then(|b| b.get(i)) {
+            Some(yaml::Head::Map { kind, hook }) => (kind.clone(), *hook),
+            _ => head_of(&doc, &path)?,
+        };
+        let f = RenderedFile {
+            path,
+            content: doc,
+            hook,
+        };
+        if hook {
+            hooks.push((kind, f));
+        } else {
+            manifests.push((kind, f));
         }
     }
     let rank = |k: &str| INSTALL_ORDER.iter().position(|x| *x == k);
@@ -908,4 +939,39 @@ pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -
         out.push_str("\n\n");
     }
     out
+}
+
+#[cfg(test)]
+mod split_tests {
+    /// Helm's own splitting, with its regular expression.
+    fn helm_split(content: &str) -> Vec<String> {
+        let re = regex::Regex::new(r"(?:^|\s*\n)---\s*").unwrap();
+        re.split(content.trim())
+            .map(|mut d| {
+                while let Some(rest) = d.strip_prefix("---") {
+                    d = rest.trim_start();
+                }
+                d
+            })
+            .filter(|d| !d.is_empty())
+            .map(|d| d.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn splits_like_helms_regex() {
+        for text in [
+            "a: 1\n---\nb: 2\n",
+            "---\na: 1\n---\n---\nb: 2\n---",
+            "a: 1\n  \n---   \n\n---\nb: |\n  x---y\n  ---\nc: d---\n",
+            "---a: 1\n---b\n- ---\n",
+            "a\n--- # comment\nb\n----\nc",
+            "",
+            "---",
+            "\n\n---\n\n",
+            "x: '---'\n---\r\ny: 1\r\n---",
+        ] {
+            assert_eq!(super::split_manifests(text), helm_split(text), "{text:?}");
+        }
+    }
 }

@@ -1033,6 +1033,32 @@ pub(crate) fn manifest_head(s: &str) -> Result<Head, String> {
     }
 }
 
+/// The heads of many manifests with one parser: the documents joined as a
+/// stream. `None` when any document is not a plain mapping (or the stream
+/// does not parse): the caller then reads each document on its own.
+pub(crate) fn manifest_heads<'a>(docs: impl Iterator<Item = &'a str>) -> Option<Vec<Head>> {
+    let mut stream = String::new();
+    let mut n = 0;
+    for d in docs {
+        stream.push_str("---\n");
+        stream.push_str(d);
+        stream.push('\n');
+        n += 1;
+    }
+    let mut out = Vec::with_capacity(n);
+    for doc in serde_yaml::Deserializer::from_str(&stream) {
+        let seed = HeadSeed {
+            src: &stream,
+            level: Level::Top,
+        };
+        match serde::de::DeserializeSeed::deserialize(seed, doc) {
+            Ok(HeadOut::Head(h @ Head::Map { .. })) => out.push(h),
+            _ => return None,
+        }
+    }
+    (out.len() == n).then_some(out)
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Level {
     Top,
