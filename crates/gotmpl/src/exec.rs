@@ -509,7 +509,7 @@ impl<'e> State<'e> {
         dot: &Value,
         mut recv: Value,
         node: &'e Arg,
-        idents: &'e [String],
+        idents: &'e [Rc<str>],
         cmd: &'e Command,
         final_: Option<Value>,
     ) -> Result<Value, Error> {
