@@ -741,6 +741,8 @@ fn go_yaml_error(e: &serde_yaml::Error) -> String {
         None => text.as_str(),
     };
     let msg = msg.split(": ").last().unwrap_or(msg);
+    // Only the problem, not libyaml's context (`, while scanning ...`).
+    let msg = msg.split(", while ").next().unwrap_or(msg);
     const SCANNER: &[&str] = &[
         "mapping values are not allowed in this context",
         "found character that cannot start any token",
@@ -754,7 +756,13 @@ fn go_yaml_error(e: &serde_yaml::Error) -> String {
     ];
     let line = e.location().map(|l| l.line()).unwrap_or(0);
     let line = if SCANNER.iter().any(|m| msg.contains(m)) {
-        line
+        // go-yaml adds one to a scanner error's 0-based line, but prints
+        // no line at all for the first one.
+        if line == 1 {
+            0
+        } else {
+            line
+        }
     } else {
         line.saturating_sub(1)
     };
