@@ -591,10 +591,44 @@ fn error_map(msg: String) -> Value {
     Value::map(m)
 }
 
+/// `from_yaml_str_go` with a small per-thread memo: charts parse the same
+/// `include` output with `fromYaml` for every resource. Hits return a deep
+/// copy (maps are shared by reference), so cached values stay pristine.
+fn from_yaml_cached(s: &str) -> Result<Value, String> {
+    use std::cell::RefCell;
+    const MAX_LEN: usize = 4096;
+    const MAX_ENTRIES: usize = 256;
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Result<Value, String>>> = RefCell::new(HashMap::new());
+    }
+    if s.len() > MAX_LEN {
+        return yaml::from_yaml_str_go(s);
+    }
+    if let Some(hit) = CACHE.with(|c| {
+        c.borrow()
+            .get(s)
+            .map(|r| r.as_ref().map(Value::deep_copy).map_err(Clone::clone))
+    }) {
+        return hit;
+    }
+    let parsed = yaml::from_yaml_str_go(s);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_ENTRIES {
+            c.clear();
+        }
+        c.insert(
+            s.to_string(),
+            parsed.as_ref().map(Value::deep_copy).map_err(Clone::clone),
+        );
+    });
+    parsed
+}
+
 fn f_from_yaml(a: &[Value]) -> R {
     arity("fromYaml", a, 1, Some(1))?;
     let s = s_arg(&a[0])?;
-    Ok(match yaml::from_yaml_str_go(&s) {
+    Ok(match from_yaml_cached(&s) {
         Ok(Value::Map(m)) => Value::Map(m),
         Ok(Value::Nil) => Value::empty_map(),
         Ok(_) => error_map(
@@ -607,7 +641,7 @@ fn f_from_yaml(a: &[Value]) -> R {
 fn f_from_yaml_array(a: &[Value]) -> R {
     arity("fromYamlArray", a, 1, Some(1))?;
     let s = s_arg(&a[0])?;
-    Ok(match yaml::from_yaml_str_go(&s) {
+    Ok(match from_yaml_cached(&s) {
         Ok(Value::List(l)) => Value::List(l),
         Ok(Value::Nil) => Value::list(Vec::new()),
         Ok(_) => Value::list(vec![Value::str(
