@@ -914,7 +914,15 @@ pub fn format_manifests(files: &[RenderedFile]) -> String {
 /// [`format_manifests`] with CRDs first (`--include-crds`), each printed
 /// as-is after a `# Source:` line.
 pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -> String {
-    let mut out = String::new();
+    let size: usize = crds
+        .iter()
+        .map(|(p, c)| p.len() + c.len() + 20)
+        .sum::<usize>()
+        + files
+            .iter()
+            .map(|f| f.path.len() + f.content.len() + 20)
+            .sum::<usize>();
+    let mut out = String::with_capacity(size);
     for (path, content) in crds {
         out.push_str("---\n# Source: ");
         out.push_str(path);
@@ -929,7 +937,11 @@ pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -
         out.push_str(&f.content);
         out.push_str("\n\n");
     }
-    let mut out = out.trim().to_string();
+    // Trim in place (the text starts with `---`, so only the end can have
+    // whitespace; a crds-only or empty text is handled the same way).
+    let start = out.len() - out.trim_start().len();
+    out.drain(..start);
+    out.truncate(out.trim_end().len());
     out.push('\n');
     for f in files.iter().filter(|f| f.hook) {
         out.push_str("---\n# Source: ");

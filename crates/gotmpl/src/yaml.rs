@@ -1044,8 +1044,8 @@ pub(crate) fn manifest_head(s: &str) -> Result<Head, String> {
 /// The heads of many manifests with one parser: the documents joined as a
 /// stream. `None` when any document is not a plain mapping (or the stream
 /// does not parse): the caller then reads each document on its own.
-pub(crate) fn manifest_heads<'a>(docs: impl Iterator<Item = &'a str>) -> Option<Vec<Head>> {
-    let mut stream = String::new();
+pub(crate) fn manifest_heads<'a>(docs: impl Iterator<Item = &'a str> + Clone) -> Option<Vec<Head>> {
+    let mut stream = String::with_capacity(docs.clone().map(|d| d.len() + 5).sum());
     let mut n = 0;
     for d in docs {
         stream.push_str("---\n");
