@@ -811,7 +811,7 @@ fn f_to_toml(a: &[Value]) -> R {
     arity("toToml", a, 1, Some(1))?;
     let mut out = String::new();
     if let Value::Map(m) = &a[0] {
-        toml_table(&m.borrow(), "", &mut out);
+        toml_table(&m.borrow(), &[], &mut out);
     }
     Ok(Value::string(out))
 }
@@ -830,25 +830,71 @@ fn toml_scalar(v: &Value) -> String {
             "[{}]",
             l.iter().map(toml_scalar).collect::<Vec<_>>().join(", ")
         ),
+        Value::Map(m) => format!(
+            "{{{}}}",
+            m.borrow()
+                .iter()
+                .filter(|(_, v)| !v.is_nil())
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_scalar(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => gofmt::sprint_value(other),
     }
 }
 
-fn toml_table(m: &BTreeMap<String, Value>, prefix: &str, out: &mut String) {
+/// A TOML key, bare when it can be (BurntSushi/toml's `maybeQuoted`).
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    {
+        k.to_string()
+    } else {
+        gofmt::go_quote(k)
+    }
+}
+
+fn is_table_array(v: &Value) -> bool {
+    matches!(v, Value::List(l) if !l.is_empty() && l.iter().all(|e| matches!(e, Value::Map(_))))
+}
+
+/// BurntSushi/toml's encoder: plain keys first, then tables and arrays of
+/// tables, each level indented two spaces, a blank line before top-level
+/// tables and before every `[[array]]` element.
+fn toml_table(m: &BTreeMap<String, Value>, path: &[String], out: &mut String) {
+    let pad = "  ".repeat(path.len());
     for (k, v) in m {
-        if !matches!(v, Value::Map(_)) && !v.is_nil() {
-            out.push_str(&format!("{k} = {}\n", toml_scalar(v)));
+        if !matches!(v, Value::Map(_)) && !v.is_nil() && !is_table_array(v) {
+            out.push_str(&format!(
+                "{pad}{} = {}
+",
+                toml_key(k),
+                toml_scalar(v)
+            ));
         }
     }
     for (k, v) in m {
-        if let Value::Map(sub) = v {
-            let name = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            out.push_str(&format!("\n[{name}]\n"));
-            toml_table(&sub.borrow(), &name, out);
+        let mut sub_path = path.to_vec();
+        sub_path.push(toml_key(k));
+        let name = sub_path.join(".");
+        match v {
+            Value::Map(sub) => {
+                if path.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&format!("{pad}[{name}]\n"));
+                toml_table(&sub.borrow(), &sub_path, out);
+            }
+            Value::List(l) if is_table_array(v) => {
+                for e in l.iter() {
+                    if let Value::Map(sub) = e {
+                        out.push_str(&format!("\n{pad}[[{name}]]\n"));
+                        toml_table(&sub.borrow(), &sub_path, out);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -1978,6 +2024,7 @@ fn table() -> &'static FnTable {
             ("fromJson", f_from_json),
             ("fromJsonArray", f_from_json_array),
             ("toToml", f_to_toml),
+            ("mustToToml", f_to_toml),
             ("lookup", f_lookup),
             // Sprig strings
             ("indent", f_indent),
