@@ -24,6 +24,13 @@ pub struct ChartOptions {
     pub kube_version: String,
     /// Extra `.Capabilities.APIVersions` on top of Helm's built-in list.
     pub api_versions: Vec<String>,
+    /// `.Release.IsInstall` (`helm template`: true).
+    pub is_install: bool,
+    /// `.Release.IsUpgrade` (`helm template`: false; an upgrade renders with
+    /// `is_install: false, is_upgrade: true` and the new revision).
+    pub is_upgrade: bool,
+    /// `.Release.Revision` (`helm template`: 1).
+    pub revision: i64,
 }
 
 impl Default for ChartOptions {
@@ -33,6 +40,9 @@ impl Default for ChartOptions {
             namespace: "default".into(),
             kube_version: "v1.37.0".into(),
             api_versions: Vec::new(),
+            is_install: true,
+            is_upgrade: false,
+            revision: 1,
         }
     }
 }
@@ -265,13 +275,18 @@ pub(crate) fn prepare_chart(mut chart: Chart, user: &Value) -> Result<(Chart, Va
 }
 
 /// Helm's coalesce: `user` wins over `defaults`, maps merge recursively and a
-/// user `null` removes the key.
+/// user `null` removes the chart's key.
 fn coalesce(user: &Value, defaults: &Value) -> Value {
     match (user, defaults) {
         (Value::Map(u), Value::Map(d)) => {
-            let mut out = d.borrow().clone();
+            let defaults = d.borrow();
+            let mut out = defaults.clone();
+            // Defaults that are null are dropped.
+            out.retain(|_, v| !v.is_nil());
             for (k, uv) in u.borrow().iter() {
-                if uv.is_nil() {
+                // A user null removes a key the chart has; a null for a key
+                // the chart does not have stays (and prints as null).
+                if uv.is_nil() && defaults.contains_key(k) {
                     out.remove(k);
                     continue;
                 }
@@ -281,8 +296,6 @@ fn coalesce(user: &Value, defaults: &Value) -> Value {
                 };
                 out.insert(k.clone(), merged);
             }
-            // Defaults that are null are dropped too.
-            out.retain(|_, v| !v.is_nil());
             Value::map(out)
         }
         (u, _) => u.deep_copy(),
@@ -705,9 +718,9 @@ pub(crate) fn render_prepared(
     let mut release = BTreeMap::new();
     release.insert("Name".into(), Value::str(&opts.release_name));
     release.insert("Namespace".into(), Value::str(&opts.namespace));
-    release.insert("IsInstall".into(), Value::Bool(true));
-    release.insert("IsUpgrade".into(), Value::Bool(false));
-    release.insert("Revision".into(), Value::Int(1));
+    release.insert("IsInstall".into(), Value::Bool(opts.is_install));
+    release.insert("IsUpgrade".into(), Value::Bool(opts.is_upgrade));
+    release.insert("Revision".into(), Value::Int(opts.revision));
     release.insert("Service".into(), Value::str("Helm"));
     let release = Value::map(release);
     let mut out = Vec::new();
@@ -740,13 +753,34 @@ pub(crate) fn render_prepared(
 
 /// Splits a rendered file into YAML documents like Helm's SplitManifests.
 fn split_manifests(content: &str) -> Vec<String> {
-    static SEP: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    let sep = SEP.get_or_init(|| regex::Regex::new(r"(?:^|\s*\n)---\s*").ok());
+    // Helm splits on `(?:^|\s*\n)---\s*`: a `---` at the start of the text
+    // or of a line whose newline no earlier separator consumed, with the
+    // whitespace around it (the pieces are trimmed below anyway).
     let trimmed = content.trim();
-    let parts: Vec<&str> = match sep {
-        Some(re) => re.split(trimmed).collect(),
-        None => vec![trimmed],
-    };
+    let bytes = trimmed.as_bytes();
+    let mut parts: Vec<&str> = Vec::new();
+    let (mut start, mut consumed, mut i) = (0usize, 0usize, 0usize);
+    while let Some(off) = trimmed[i..].find("---") {
+        let p = i + off;
+        let line_start = p == 0 || (bytes[p - 1] == b'\n' && p > consumed);
+        if !line_start {
+            i = p + 1;
+            continue;
+        }
+        if p > 0 || start > 0 {
+            parts.push(&trimmed[start..p]);
+        } else {
+            parts.push("");
+        }
+        let mut end = p + 3;
+        while end < bytes.len() && bytes[end].is_ascii_whitespace() {
+            end += 1;
+        }
+        start = end;
+        consumed = end;
+        i = end;
+    }
+    parts.push(&trimmed[start..]);
     // Consecutive separators (`---\n---`) leave a piece that starts with
     // `---`; Helm v4 drops those separators too.
     parts
@@ -765,37 +799,16 @@ fn split_manifests(content: &str) -> Vec<String> {
 /// Kind and hook flag of a manifest, or Helm's error for text that is not
 /// YAML (`YAML parse error on FILE: error converting YAML to JSON: ...`).
 fn head_of(doc: &str, path: &str) -> Result<(String, bool), Error> {
-    let parsed = yaml::from_yaml_str_go(doc).map_err(|e| {
+    let head = yaml::manifest_head(doc).map_err(|e| {
         Error::Other(format!(
             "YAML parse error on {path}: error converting YAML to JSON: {e}"
         ))
     })?;
-    match parsed {
-        Value::Map(m) => {
-            let m = m.borrow();
-            let kind = m
-                .get("kind")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string();
-            let hook = match m.get("metadata") {
-                Some(Value::Map(md)) => match md.borrow().get("annotations") {
-                    Some(Value::Map(a)) => a.borrow().contains_key("helm.sh/hook"),
-                    _ => false,
-                },
-                _ => false,
-            };
-            Ok((kind, hook))
-        }
-        Value::Nil => Ok((String::new(), false)),
-        other => Err(Error::Other(format!(
-            "YAML parse error on {path}: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type releaseutil.SimpleHead",
-            match other {
-                Value::List(_) => "array",
-                Value::String(_) => "string",
-                Value::Bool(_) => "bool",
-                _ => "number",
-            }
+    match head {
+        yaml::Head::Map { kind, hook } => Ok((kind, hook)),
+        yaml::Head::Nil => Ok((String::new(), false)),
+        yaml::Head::Other(what) => Err(Error::Other(format!(
+            "YAML parse error on {path}: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {what} into Go value of type util.SimpleHead"
         ))),
     }
 }
@@ -818,22 +831,32 @@ pub(crate) fn render_release(
     let files = render_prepared(chart, values, opts)?;
     let mut manifests: Vec<(String, RenderedFile)> = Vec::new();
     let mut hooks: Vec<(String, RenderedFile)> = Vec::new();
+    let mut docs: Vec<(String, String)> = Vec::new();
     for (path, content) in files {
         if path.ends_with("NOTES.txt") || content.trim().is_empty() {
             continue;
         }
         for doc in split_manifests(&content) {
-            let (kind, hook) = head_of(&doc, &path)?;
-            let f = RenderedFile {
-                path: path.clone(),
-                content: doc,
-                hook,
-            };
-            if hook {
-                hooks.push((kind, f));
-            } else {
-                manifests.push((kind, f));
-            }
+            docs.push((path.clone(), doc));
+        }
+    }
+    // One YAML parse for all documents; on any problem, one parse each,
+    // which also gives Helm's error for the first bad document.
+    let batch = yaml::manifest_heads(docs.iter().map(|(_, d)| d.as_str()));
+    for (i, (path, doc)) in docs.into_iter().enumerate() {
+        let (kind, hook) = match batch.as_ref().and_then(|b| b.get(i)) {
+            Some(yaml::Head::Map { kind, hook }) => (kind.clone(), *hook),
+            _ => head_of(&doc, &path)?,
+        };
+        let f = RenderedFile {
+            path,
+            content: doc,
+            hook,
+        };
+        if hook {
+            hooks.push((kind, f));
+        } else {
+            manifests.push((kind, f));
         }
     }
     let rank = |k: &str| INSTALL_ORDER.iter().position(|x| *x == k);
@@ -891,7 +914,15 @@ pub fn format_manifests(files: &[RenderedFile]) -> String {
 /// [`format_manifests`] with CRDs first (`--include-crds`), each printed
 /// as-is after a `# Source:` line.
 pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -> String {
-    let mut out = String::new();
+    let size: usize = crds
+        .iter()
+        .map(|(p, c)| p.len() + c.len() + 20)
+        .sum::<usize>()
+        + files
+            .iter()
+            .map(|f| f.path.len() + f.content.len() + 20)
+            .sum::<usize>();
+    let mut out = String::with_capacity(size);
     for (path, content) in crds {
         out.push_str("---\n# Source: ");
         out.push_str(path);
@@ -906,7 +937,11 @@ pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -
         out.push_str(&f.content);
         out.push_str("\n\n");
     }
-    let mut out = out.trim().to_string();
+    // Trim in place (the text starts with `---`, so only the end can have
+    // whitespace; a crds-only or empty text is handled the same way).
+    let start = out.len() - out.trim_start().len();
+    out.drain(..start);
+    out.truncate(out.trim_end().len());
     out.push('\n');
     for f in files.iter().filter(|f| f.hook) {
         out.push_str("---\n# Source: ");
@@ -916,4 +951,39 @@ pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -
         out.push_str("\n\n");
     }
     out
+}
+
+#[cfg(test)]
+mod split_tests {
+    /// Helm's own splitting, with its regular expression.
+    fn helm_split(content: &str) -> Vec<String> {
+        let re = regex::Regex::new(r"(?:^|\s*\n)---\s*").unwrap();
+        re.split(content.trim())
+            .map(|mut d| {
+                while let Some(rest) = d.strip_prefix("---") {
+                    d = rest.trim_start();
+                }
+                d
+            })
+            .filter(|d| !d.is_empty())
+            .map(|d| d.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn splits_like_helms_regex() {
+        for text in [
+            "a: 1\n---\nb: 2\n",
+            "---\na: 1\n---\n---\nb: 2\n---",
+            "a: 1\n  \n---   \n\n---\nb: |\n  x---y\n  ---\nc: d---\n",
+            "---a: 1\n---b\n- ---\n",
+            "a\n--- # comment\nb\n----\nc",
+            "",
+            "---",
+            "\n\n---\n\n",
+            "x: '---'\n---\r\ny: 1\r\n---",
+        ] {
+            assert_eq!(super::split_manifests(text), helm_split(text), "{text:?}");
+        }
+    }
 }

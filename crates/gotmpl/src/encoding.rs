@@ -1,5 +1,5 @@
-//! Small encoders the functions need (base64, base32, SHA-1, a random
-//! source), written here to keep the dependency list short.
+//! Small encoders the functions need (base64, base32, SHA-1), written here
+//! to keep the dependency list short.
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -125,29 +125,6 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
         out[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
     }
     out
-}
-
-/// A non-cryptographic random source for `randAlphaNum` and friends
-/// (Helm's outputs are random too; conformance masks them).
-pub fn random_u64() -> u64 {
-    use std::cell::Cell;
-    use std::hash::{BuildHasher, Hasher};
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(0x9E37_79B9_7F4A_7C15);
-            h.finish() | 1
-        });
-    }
-    STATE.with(|s| {
-        // xorshift64*
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use crate::Error;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// Go's maxExecDepth: deeper `template` nesting is an error, not a stack overflow.
 const MAX_EXEC_DEPTH: usize = 10_000;
@@ -17,11 +16,11 @@ const MAX_EXEC_DEPTH: usize = 10_000;
 const MAX_INCLUDE_NESTING: usize = 1000;
 
 /// The set of named templates visible during one execution.
-pub(crate) type TreeMap = HashMap<String, Arc<Tree>>;
+pub(crate) type TreeMap = HashMap<String, Rc<Tree>>;
 
 /// Cache of templates parsed by `tpl`, keyed by text (every `tpl` template
 /// is named "gotpl", as in Helm v4).
-pub(crate) type TplCache = RefCell<HashMap<String, Rc<Vec<Arc<Tree>>>>>;
+pub(crate) type TplCache = RefCell<HashMap<String, Rc<Vec<Rc<Tree>>>>>;
 
 enum Flow {
     Break,
@@ -39,8 +38,8 @@ impl From<Error> for Flow {
 pub struct State<'e> {
     pub(crate) trees: &'e TreeMap,
     /// Templates defined by `tpl` strings, visible only inside that `tpl` call.
-    pub(crate) overlay: Vec<Rc<Vec<Arc<Tree>>>>,
-    pub(crate) tree: &'e Arc<Tree>,
+    pub(crate) overlay: Vec<Rc<Vec<Rc<Tree>>>>,
+    pub(crate) tree: &'e Rc<Tree>,
     vars: Vec<(&'e str, Value)>,
     depth: usize,
     pub(crate) includes: Rc<RefCell<HashMap<String, usize>>>,
@@ -76,7 +75,7 @@ impl Ctx<'_> {
 impl<'e> State<'e> {
     pub(crate) fn new(
         trees: &'e TreeMap,
-        tree: &'e Arc<Tree>,
+        tree: &'e Rc<Tree>,
         dot: &Value,
         tpl_cache: &'e TplCache,
     ) -> Self {
@@ -104,7 +103,7 @@ impl<'e> State<'e> {
     }
 
     /// Looks a template up by name (tpl overlays first).
-    pub(crate) fn lookup(&self, name: &str) -> Option<Arc<Tree>> {
+    pub(crate) fn lookup(&self, name: &str) -> Option<Rc<Tree>> {
         for layer in self.overlay.iter().rev() {
             if let Some(t) = layer.iter().rev().find(|t| t.name == name) {
                 return Some(t.clone());
@@ -220,9 +219,8 @@ impl<'e> State<'e> {
                     tpl_cache: self.tpl_cache,
                     at: (0, Ctx::None),
                 };
-                match sub.walk_list(&new_dot, &tree.root, out) {
-                    Err(Flow::Err(e)) => return Err(Flow::Err(e)),
-                    _ => {}
+                if let Err(Flow::Err(e)) = sub.walk_list(&new_dot, &tree.root, out) {
+                    return Err(Flow::Err(e));
                 }
             }
         }
@@ -511,7 +509,7 @@ impl<'e> State<'e> {
         dot: &Value,
         mut recv: Value,
         node: &'e Arg,
-        idents: &'e [String],
+        idents: &'e [Rc<str>],
         cmd: &'e Command,
         final_: Option<Value>,
     ) -> Result<Value, Error> {
@@ -527,11 +525,6 @@ impl<'e> State<'e> {
         }
         self.at(node.pos(), Ctx::Arg(node));
         self.eval_field(&idents[n - 1], &args, final_, recv, from_dot && n == 1)
-            .map_err(|e| e)
-            .and_then(|v| {
-                let _ = &cmd;
-                Ok(v)
-            })
     }
 
     fn eval_field(
@@ -598,7 +591,7 @@ impl<'e> State<'e> {
         ctx: Ctx<'e>,
         final_: Option<Value>,
     ) -> Result<Value, Error> {
-        let Some(func) = funcs::lookup(name) else {
+        let Some((func, sig)) = funcs::lookup_with_signature(name) else {
             self.at(cmd_pos, ctx);
             return Err(self.error(format!("{name:?} is not a defined function")));
         };
@@ -625,7 +618,6 @@ impl<'e> State<'e> {
                 Ok(last)
             }
             Func::Plain(_) | Func::Ctx(_) => {
-                let sig = funcs::signature(name).map(str::as_bytes);
                 if let Some(sig) = sig {
                     let variadic = sig.last() == Some(&b'*');
                     let fixed = if variadic { sig.len() - 1 } else { sig.len() };
@@ -665,16 +657,7 @@ impl<'e> State<'e> {
                     let v = self.eval_arg(dot, a)?;
                     if let Err(m) = funcs::check_arg(kind_at(i), &v) {
                         self.at(a.pos(), Ctx::Arg(a));
-                        // A literal nil has no type at all.
-                        let m = if let Arg::Nil(_) = a {
-                            m.split(';')
-                                .take(2)
-                                .collect::<Vec<_>>()
-                                .join(";")
-                                .replace("wrong type for value", "invalid value")
-                        } else {
-                            m
-                        };
+                        let m = literal_arg_error(kind_at(i), a).unwrap_or(m);
                         return Err(self.error(m));
                     }
                     args.push(v);
@@ -727,5 +710,32 @@ fn print_value(out: &mut String, v: &Value) {
     match v {
         Value::Nil => out.push_str("<no value>"),
         other => gofmt::write_value(out, other, 'v', false),
+    }
+}
+
+/// Go's error for a constant (or `nil`) passed to a typed parameter it cannot
+/// convert to: constants are checked against the parameter's kind before
+/// any call, with the node's text in the message.
+fn literal_arg_error(kind: u8, a: &Arg) -> Option<String> {
+    let ty = match kind {
+        b's' => "string",
+        b'i' => "int",
+        b'b' => "bool",
+        b'm' => "map[string]interface {}",
+        b't' => "time.Time",
+        b'l' => "[]interface {}",
+        b'c' => "sprig.certificate",
+        _ => return None,
+    };
+    match a {
+        Arg::Nil(_) if kind == b'm' || kind == b'l' => None,
+        Arg::Nil(_) => Some(format!("cannot assign nil to {ty}")),
+        Arg::Bool(..) | Arg::Number { .. } | Arg::String { .. } => Some(match kind {
+            b's' => format!("expected string; found {a}"),
+            b'i' => format!("expected integer; found {a}"),
+            b'b' => format!("expected bool; found {a}"),
+            _ => format!("can't handle {a} for arg of type {ty}"),
+        }),
+        _ => None,
     }
 }

@@ -40,10 +40,37 @@ fn call_err<T>(m: impl Into<String>) -> Result<T, FnError> {
     Err(FnError::Call(m.into()))
 }
 
-/// Looks a function up by name.
-pub(crate) fn lookup(name: &str) -> Option<Func> {
+/// A function and its parameter signature (see [`signature`]), looked up
+/// once per call.
+pub(crate) fn lookup_with_signature(name: &str) -> Option<(Func, Option<&'static [u8]>)> {
     table().get(name).copied()
 }
+
+/// FNV-1a: function names are short and trusted, SipHash's cost is not
+/// needed for them.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnTable =
+    HashMap<&'static str, (Func, Option<&'static [u8]>), std::hash::BuildHasherDefault<Fnv>>;
 
 /// Go parameter types of the functions with typed parameters: `i` int,
 /// `s` string, `b` bool, `m` map, `a` anything; a trailing `*` repeats the
@@ -80,7 +107,7 @@ pub(crate) fn signature(name: &str) -> Option<&'static str> {
         "wrapWith" => "iss",
         "lookup" => "ssss",
         "chunk" => "ia",
-        _ => return None,
+        _ => return crate::sprig_extra::signature(name),
     })
 }
 
@@ -91,6 +118,12 @@ pub(crate) fn check_arg(kind: u8, v: &Value) -> Result<(), String> {
         b's' => (matches!(v, Value::String(_)), "string"),
         b'b' => (matches!(v, Value::Bool(_)), "bool"),
         b'm' => (matches!(v, Value::Map(_)), "map[string]interface {}"),
+        b't' => (crate::gotime::as_time(v).is_some(), "time.Time"),
+        b'l' => (matches!(v, Value::List(_) | Value::Nil), "[]interface {}"),
+        b'c' => (
+            crate::crypto::as_certificate(v).is_some(),
+            "sprig.certificate",
+        ),
         _ => (true, ""),
     };
     if ok {
@@ -558,10 +591,44 @@ fn error_map(msg: String) -> Value {
     Value::map(m)
 }
 
+/// `from_yaml_str_go` with a small per-thread memo: charts parse the same
+/// `include` output with `fromYaml` for every resource. Hits return a deep
+/// copy (maps are shared by reference), so cached values stay pristine.
+fn from_yaml_cached(s: &str) -> Result<Value, String> {
+    use std::cell::RefCell;
+    const MAX_LEN: usize = 4096;
+    const MAX_ENTRIES: usize = 256;
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Result<Value, String>>> = RefCell::new(HashMap::new());
+    }
+    if s.len() > MAX_LEN {
+        return yaml::from_yaml_str_go(s);
+    }
+    if let Some(hit) = CACHE.with(|c| {
+        c.borrow()
+            .get(s)
+            .map(|r| r.as_ref().map(Value::deep_copy).map_err(Clone::clone))
+    }) {
+        return hit;
+    }
+    let parsed = yaml::from_yaml_str_go(s);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_ENTRIES {
+            c.clear();
+        }
+        c.insert(
+            s.to_string(),
+            parsed.as_ref().map(Value::deep_copy).map_err(Clone::clone),
+        );
+    });
+    parsed
+}
+
 fn f_from_yaml(a: &[Value]) -> R {
     arity("fromYaml", a, 1, Some(1))?;
     let s = s_arg(&a[0])?;
-    Ok(match yaml::from_yaml_str(&s) {
+    Ok(match from_yaml_cached(&s) {
         Ok(Value::Map(m)) => Value::Map(m),
         Ok(Value::Nil) => Value::empty_map(),
         Ok(_) => error_map(
@@ -574,7 +641,7 @@ fn f_from_yaml(a: &[Value]) -> R {
 fn f_from_yaml_array(a: &[Value]) -> R {
     arity("fromYamlArray", a, 1, Some(1))?;
     let s = s_arg(&a[0])?;
-    Ok(match yaml::from_yaml_str(&s) {
+    Ok(match from_yaml_cached(&s) {
         Ok(Value::List(l)) => Value::List(l),
         Ok(Value::Nil) => Value::list(Vec::new()),
         Ok(_) => Value::list(vec![Value::str(
@@ -744,7 +811,7 @@ fn f_to_toml(a: &[Value]) -> R {
     arity("toToml", a, 1, Some(1))?;
     let mut out = String::new();
     if let Value::Map(m) = &a[0] {
-        toml_table(&m.borrow(), "", &mut out);
+        toml_table(&m.borrow(), &[], &mut out);
     }
     Ok(Value::string(out))
 }
@@ -763,25 +830,71 @@ fn toml_scalar(v: &Value) -> String {
             "[{}]",
             l.iter().map(toml_scalar).collect::<Vec<_>>().join(", ")
         ),
+        Value::Map(m) => format!(
+            "{{{}}}",
+            m.borrow()
+                .iter()
+                .filter(|(_, v)| !v.is_nil())
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_scalar(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => gofmt::sprint_value(other),
     }
 }
 
-fn toml_table(m: &BTreeMap<String, Value>, prefix: &str, out: &mut String) {
+/// A TOML key, bare when it can be (BurntSushi/toml's `maybeQuoted`).
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    {
+        k.to_string()
+    } else {
+        gofmt::go_quote(k)
+    }
+}
+
+fn is_table_array(v: &Value) -> bool {
+    matches!(v, Value::List(l) if !l.is_empty() && l.iter().all(|e| matches!(e, Value::Map(_))))
+}
+
+/// BurntSushi/toml's encoder: plain keys first, then tables and arrays of
+/// tables, each level indented two spaces, a blank line before top-level
+/// tables and before every `[[array]]` element.
+fn toml_table(m: &BTreeMap<String, Value>, path: &[String], out: &mut String) {
+    let pad = "  ".repeat(path.len());
     for (k, v) in m {
-        if !matches!(v, Value::Map(_)) && !v.is_nil() {
-            out.push_str(&format!("{k} = {}\n", toml_scalar(v)));
+        if !matches!(v, Value::Map(_)) && !v.is_nil() && !is_table_array(v) {
+            out.push_str(&format!(
+                "{pad}{} = {}
+",
+                toml_key(k),
+                toml_scalar(v)
+            ));
         }
     }
     for (k, v) in m {
-        if let Value::Map(sub) = v {
-            let name = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            out.push_str(&format!("\n[{name}]\n"));
-            toml_table(&sub.borrow(), &name, out);
+        let mut sub_path = path.to_vec();
+        sub_path.push(toml_key(k));
+        let name = sub_path.join(".");
+        match v {
+            Value::Map(sub) => {
+                if path.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&format!("{pad}[{name}]\n"));
+                toml_table(&sub.borrow(), &sub_path, out);
+            }
+            Value::List(l) if is_table_array(v) => {
+                for e in l.iter() {
+                    if let Value::Map(sub) = e {
+                        out.push_str(&format!("\n{pad}[[{name}]]\n"));
+                        toml_table(&sub.borrow(), &sub_path, out);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -1253,18 +1366,17 @@ fn rand_from(a: &[Value], name: &str, alphabet: &[u8]) -> R {
     arity(name, a, 1, Some(1))?;
     let n = i_arg(&a[0])?.max(0) as usize;
     let mut out = String::with_capacity(n);
-    for _ in 0..n {
-        out.push(
-            alphabet[(crate::encoding::random_u64() % alphabet.len() as u64) as usize] as char,
-        );
+    // A cryptographic source: charts make passwords with these.
+    let random = crate::crypto::random_bytes(n * 4);
+    for c in random.chunks(4) {
+        let r = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        out.push(alphabet[(r as usize) % alphabet.len()] as char);
     }
     Ok(Value::string(out))
 }
 fn f_uuidv4(_a: &[Value]) -> R {
     let mut b = [0u8; 16];
-    for chunk in b.chunks_mut(8) {
-        chunk.copy_from_slice(&crate::encoding::random_u64().to_le_bytes());
-    }
+    b.copy_from_slice(&crate::crypto::random_bytes(16));
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
@@ -1874,42 +1986,8 @@ fn f_semver(a: &[Value]) -> R {
 
 // ---- Sprig: misc ------------------------------------------------------------------
 
-fn f_fail_unsupported(_a: &[Value]) -> R {
-    call_err("not supported by this renderer")
-}
-
-fn f_now(_a: &[Value]) -> R {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    Ok(Value::Float(secs))
-}
-
-fn f_env(a: &[Value]) -> R {
-    arity("env", a, 1, Some(1))?;
-    Ok(Value::string(
-        std::env::var(&*s_arg(&a[0])?).unwrap_or_default(),
-    ))
-}
-
-fn f_htpasswd(a: &[Value]) -> R {
-    arity("htpasswd", a, 2, Some(2))?;
-    let (user, pass) = (s_arg(&a[0])?, s_arg(&a[1])?);
-    if user.contains(':') {
-        return Ok(Value::string(format!("invalid username: {user}")));
-    }
-    // Sprig uses bcrypt; SHA1 ({SHA}) is also accepted by htpasswd readers,
-    // but outputs differ from Helm's (they are random anyway: salted).
-    let digest = crate::encoding::sha1(pass.as_bytes());
-    Ok(Value::string(format!(
-        "{user}:{{SHA}}{}",
-        crate::encoding::b64_encode(&digest)
-    )))
-}
-
-fn table() -> &'static HashMap<&'static str, Func> {
-    static T: OnceLock<HashMap<&'static str, Func>> = OnceLock::new();
+fn table() -> &'static FnTable {
+    static T: OnceLock<FnTable> = OnceLock::new();
     T.get_or_init(|| {
         let plain: &[(&str, PlainFn)] = &[
             // Go builtins ("slice" is Sprig's, which overrides Go's in Helm).
@@ -1946,6 +2024,7 @@ fn table() -> &'static HashMap<&'static str, Func> {
             ("fromJson", f_from_json),
             ("fromJsonArray", f_from_json_array),
             ("toToml", f_to_toml),
+            ("mustToToml", f_to_toml),
             ("lookup", f_lookup),
             // Sprig strings
             ("indent", f_indent),
@@ -2104,20 +2183,20 @@ fn table() -> &'static HashMap<&'static str, Func> {
             ("semverCompare", f_semver_compare),
             ("semver", f_semver),
             // misc
-            ("now", f_now),
-            ("env", f_env),
-            ("expandenv", f_env),
-            ("htpasswd", f_htpasswd),
-            ("getHostByName", f_fail_unsupported),
         ];
-        let mut m: HashMap<&'static str, Func> =
-            plain.iter().map(|(n, f)| (*n, Func::Plain(*f))).collect();
-        m.insert("and", Func::And);
-        m.insert("or", Func::Or);
-        m.insert("include", Func::Ctx(f_include));
-        m.insert("tpl", Func::Ctx(f_tpl));
+        let mut m: FnTable = FnTable::default();
+        let mut add = |n: &'static str, f: Func| {
+            m.insert(n, (f, signature(n).map(str::as_bytes)));
+        };
+        for (n, f) in plain {
+            add(n, Func::Plain(*f));
+        }
+        add("and", Func::And);
+        add("or", Func::Or);
+        add("include", Func::Ctx(f_include));
+        add("tpl", Func::Ctx(f_tpl));
         for (n, f) in crate::sprig_extra::functions() {
-            m.insert(n, Func::Plain(f));
+            add(n, Func::Plain(f));
         }
         m
     })

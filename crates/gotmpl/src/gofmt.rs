@@ -225,7 +225,7 @@ fn is_printable(c: char) -> bool {
     // Approximation of Go's unicode.IsPrint for the ranges charts meet.
     !c.is_control()
         && !matches!(c as u32, 0x80..=0x9f | 0xad | 0x2028 | 0x2029 | 0xfeff)
-        && !(c.is_whitespace() && c != ' ')
+        && (!c.is_whitespace() || c == ' ')
 }
 
 #[derive(Default, Clone, Copy)]
@@ -671,7 +671,7 @@ mod tests {
     fn printf_verbs_match_go() {
         let args = vec![
             Value::Float(1.5),
-            Value::Float(3.14159),
+            Value::Float(3.25159),
             Value::Float(2.25),
             Value::str("ab"),
             Value::str("cd"),
@@ -690,7 +690,7 @@ mod tests {
         ];
         assert_eq!(
             sprintf("%v %.2f %5.1f|%-6s|%6s|%q %x %X %o %t %T %T %T %e %g %+d %05d", &args),
-            "1.5 3.14   2.2|ab    |    cd|\"q\\\"\" ff 6869 10 true int float64 string 1.234568e+04 1.2345e-05 +5 -0042"
+            "1.5 3.25   2.2|ab    |    cd|\"q\\\"\" ff 6869 10 true int float64 string 1.234568e+04 1.2345e-05 +5 -0042"
         );
     }
 

@@ -27,11 +27,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod crypto;
 mod decimal;
 mod encoding;
 mod exec;
 pub mod funcs;
 pub mod gofmt;
+mod gotime;
 mod lex;
 pub mod parse;
 mod semver;
@@ -50,7 +52,6 @@ use funcs::FnError;
 use parse::{ParseError, Tree};
 use std::fmt;
 use std::rc::Rc;
-use std::sync::Arc;
 
 pub use chart::{format_manifests, render_chart, render_templates, ChartOptions, RenderedFile};
 pub use template_cmd::{template, TemplateOptions};
@@ -214,7 +215,7 @@ impl Templates {
                 return;
             }
         }
-        self.trees.insert(t.name.clone(), Arc::new(t));
+        self.trees.insert(t.name.clone(), Rc::new(t));
     }
 
     /// Whether a template of that name exists.
@@ -247,7 +248,7 @@ impl Templates {
     /// Parses and renders a one-off template text (no `define`s are kept).
     pub fn render_str(&self, name: &str, src: &str, data: &Value) -> Result<String, Error> {
         let trees = parse::parse(name, src, &funcs::has_function).map_err(Error::Parse)?;
-        let trees: Vec<Arc<Tree>> = trees.into_iter().map(Arc::new).collect();
+        let trees: Vec<Rc<Tree>> = trees.into_iter().map(Rc::new).collect();
         let main = trees[0].clone();
         let mut st = State::new(&self.trees, &main, data, &self.tpl_cache);
         st.overlay.push(Rc::new(trees));
@@ -270,7 +271,7 @@ pub(crate) fn tpl(st: &mut State<'_>, text: &str, data: &Value) -> Result<Value,
         None => {
             let parsed = parse::parse("gotpl", text, &funcs::has_function)
                 .map_err(|e| FnError::Call(format!("cannot parse template {text:?}: {e}")))?;
-            let t: Rc<Vec<Arc<Tree>>> = Rc::new(parsed.into_iter().map(Arc::new).collect());
+            let t: Rc<Vec<Rc<Tree>>> = Rc::new(parsed.into_iter().map(Rc::new).collect());
             st.tpl_cache
                 .borrow_mut()
                 .insert(text.to_string(), t.clone());

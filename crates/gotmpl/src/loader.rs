@@ -393,8 +393,11 @@ fn from_files(files: Vec<(String, Vec<u8>)>) -> Result<Chart, Error> {
         .unwrap_or_default()
         .to_string();
     let values = match values_text {
-        Some(t) => match yaml::from_yaml_str(&String::from_utf8_lossy(&t))
-            .map_err(|e| Error::Other(format!("cannot load values.yaml: {e}")))?
+        Some(t) => match yaml::from_yaml_str_go(&String::from_utf8_lossy(&t)).map_err(|e| {
+            Error::Other(format!(
+                "cannot load values.yaml: cannot unmarshal yaml document: error converting YAML to JSON: {e}"
+            ))
+        })?
         {
             Value::Nil => Value::empty_map(),
             v @ Value::Map(_) => v,

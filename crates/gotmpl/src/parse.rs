@@ -44,7 +44,7 @@ impl Tree {
 
 #[derive(Debug)]
 pub enum Node {
-    Text(String),
+    Text(Rc<str>),
     Action(Pipe),
     If(Control),
     Range(Control),
@@ -92,21 +92,21 @@ pub enum Number {
 pub enum Arg {
     Field {
         pos: usize,
-        idents: Vec<String>,
+        idents: Vec<Rc<str>>,
     },
     Variable {
         pos: usize,
-        name: String,
-        idents: Vec<String>,
+        name: Rc<str>,
+        idents: Vec<Rc<str>>,
     },
     Chain {
         pos: usize,
         node: Box<Arg>,
-        idents: Vec<String>,
+        idents: Vec<Rc<str>>,
     },
     Identifier {
         pos: usize,
-        name: String,
+        name: Rc<str>,
     },
     Dot(usize),
     Nil(usize),
@@ -425,7 +425,7 @@ impl<'a> Parser<'a> {
     fn text_or_action(&mut self) -> Result<Item, ParseError> {
         let t = self.next_non_space();
         match t.tok {
-            Tok::Text(s) => Ok(Item::Node(Node::Text(s.to_string()))),
+            Tok::Text(s) => Ok(Item::Node(Node::Text(s))),
             Tok::LeftDelim => self.action(),
             _ => self.unexpected(&t, "input"),
         }
@@ -684,7 +684,7 @@ impl<'a> Parser<'a> {
             let chain_pos = self.peek().pos;
             let mut idents = Vec::new();
             while let Tok::Field(f) = &self.peek().tok {
-                idents.push(f.to_string());
+                idents.push(f.clone());
                 self.next();
             }
             return Ok(Some(match node {
@@ -737,10 +737,7 @@ impl<'a> Parser<'a> {
                 if !(self.has_func)(&name) {
                     return self.err(pos, format!("function {name:?} not defined"));
                 }
-                Arg::Identifier {
-                    pos,
-                    name: name.to_string(),
-                }
+                Arg::Identifier { pos, name }
             }
             Tok::Dot => Arg::Dot(pos),
             Tok::Nil => Arg::Nil(pos),
@@ -750,13 +747,13 @@ impl<'a> Parser<'a> {
                 }
                 Arg::Variable {
                     pos,
-                    name: name.to_string(),
+                    name,
                     idents: Vec::new(),
                 }
             }
             Tok::Field(f) => Arg::Field {
                 pos,
-                idents: vec![f.to_string()],
+                idents: vec![f],
             },
             Tok::Bool(b) => Arg::Bool(pos, b),
             Tok::Char(text, c) => Arg::Number {

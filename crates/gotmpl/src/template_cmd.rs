@@ -62,7 +62,7 @@ pub fn user_values(opts: &TemplateOptions) -> Result<Value, Error> {
         })?;
         let v = yaml::from_yaml_str_go(&text).map_err(|e| {
             Error::Other(format!(
-                "failed to parse {}: error converting YAML to JSON: {e}",
+                "failed to parse {}: cannot unmarshal yaml document: error converting YAML to JSON: {e}",
                 f.display()
             ))
         })?;
@@ -107,6 +107,7 @@ pub fn template(opts: &TemplateOptions) -> Result<String, Error> {
             .unwrap_or_else(|| "default".into()),
         kube_version,
         api_versions: opts.api_versions.clone(),
+        ..ChartOptions::default()
     };
     validate_release_name(&copts.release_name)?;
     let run = || -> Result<String, Error> {

@@ -61,6 +61,14 @@ pub trait Object {
     fn to_data(&self) -> Value {
         Value::Nil
     }
+    /// Go's reflect kind (`kindOf`): `ptr` for the engine's objects.
+    fn kind_name(&self) -> &'static str {
+        "ptr"
+    }
+    /// The object as `Any`, for functions that accept one concrete type.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 impl Value {
@@ -115,7 +123,7 @@ impl Value {
             Value::String(_) => "string",
             Value::List(_) => "slice",
             Value::Map(_) => "map",
-            Value::Object(_) => "ptr",
+            Value::Object(o) => o.kind_name(),
         }
     }
 

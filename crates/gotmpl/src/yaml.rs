@@ -104,7 +104,19 @@ impl Emitter {
 
     fn mapping(&mut self, m: &BTreeMap<String, Value>, indent: usize, ctx: Ctx) {
         let mut first = true;
-        for (k, v) in m {
+        let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+        if entries.windows(2).any(|w| !key_less(w[0].0, w[1].0)) {
+            entries.sort_by(|a, b| {
+                if key_less(a.0, b.0) {
+                    std::cmp::Ordering::Less
+                } else if key_less(b.0, a.0) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+        }
+        for (k, v) in entries {
             match (ctx, first) {
                 (Ctx::Top, true) => {}
                 (Ctx::SeqItem, true) => {}
@@ -329,29 +341,18 @@ fn analyze(s: &str) -> Analysis {
                 | '%' | '@' | '`' => {
                     block_indicators = true;
                 }
-                '?' | ':' => {
-                    if followed_by_ws {
-                        block_indicators = true;
-                    }
-                }
-                '-' => {
-                    if followed_by_ws {
-                        block_indicators = true;
-                    }
+                '?' | ':' | '-' if followed_by_ws => {
+                    block_indicators = true;
                 }
                 _ => {}
             }
         } else {
             match c {
-                ':' => {
-                    if followed_by_ws {
-                        block_indicators = true;
-                    }
+                ':' if followed_by_ws => {
+                    block_indicators = true;
                 }
-                '#' => {
-                    if preceded_by_ws {
-                        block_indicators = true;
-                    }
+                '#' if preceded_by_ws => {
+                    block_indicators = true;
                 }
                 _ => {}
             }
@@ -452,6 +453,61 @@ fn double_escape(c: char) -> String {
     }
 }
 
+/// go-yaml v2's order of mapping keys: letters compare as characters, a
+/// non-letter sorts before a letter, and runs of digits compare as numbers
+/// (`a2` before `a10`).
+fn key_less(a: &str, b: &str) -> bool {
+    let (ar, br): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    for i in 0..ar.len().min(br.len()) {
+        if ar[i] == br[i] {
+            continue;
+        }
+        let (al, bl) = (ar[i].is_alphabetic(), br[i].is_alphabetic());
+        if al && bl {
+            return ar[i] < br[i];
+        }
+        if al || bl {
+            return bl;
+        }
+        let (mut an, mut bn) = (0i64, 0i64);
+        if ar[i] == '0' || br[i] == '0' {
+            // Inside a number that already has a non-zero digit, zeros count.
+            for j in (0..i).rev() {
+                if !ar[j].is_ascii_digit() {
+                    break;
+                }
+                if ar[j] != '0' {
+                    an = 1;
+                    bn = 1;
+                    break;
+                }
+            }
+        }
+        let mut ai = i;
+        while ai < ar.len() && ar[ai].is_ascii_digit() {
+            an = an
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(ar[ai] as u8 - b'0'));
+            ai += 1;
+        }
+        let mut bi = i;
+        while bi < br.len() && br[bi].is_ascii_digit() {
+            bn = bn
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(br[bi] as u8 - b'0'));
+            bi += 1;
+        }
+        if an != bn {
+            return an < bn;
+        }
+        if ai != bi {
+            return ai < bi;
+        }
+        return ar[i] < br[i];
+    }
+    ar.len() < br.len()
+}
+
 /// How go-yaml v2 resolves a plain scalar: true if it would not read back
 /// as a string (so it must be quoted). YAML 1.1 rules: yes/no/on/off,
 /// octal `012`, `0x`/`0o`/`0b`, underscores, timestamps, `.inf`.
@@ -476,7 +532,7 @@ pub fn resolves_non_string(s: &str) -> bool {
     if is_yaml_float(&plain) {
         return true;
     }
-    is_timestamp(s)
+    is_go_timestamp(s)
 }
 
 /// Go's strconv.ParseInt/ParseUint with base 0 (accepts sign, 0x, 0o, 0b, 0 octal).
@@ -538,37 +594,6 @@ fn is_yaml_float(s: &str) -> bool {
         }
     }
     i == b.len()
-}
-
-/// go-yaml v2 timestamps: `YYYY-M-D` optionally followed by a time.
-fn is_timestamp(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() < 8 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
-        return false;
-    }
-    let rest = &s[5..];
-    let mut parts = rest.splitn(3, '-');
-    let (Some(m), Some(d)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let d_end = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
-    let (dd, tail) = d.split_at(d_end);
-    let ok_num = |x: &str| !x.is_empty() && x.len() <= 2 && x.bytes().all(|c| c.is_ascii_digit());
-    if !ok_num(m) || !ok_num(dd) || parts.next().is_some() {
-        return false;
-    }
-    if tail.is_empty() {
-        return true;
-    }
-    // A time part: [Tt ]H:M:S...
-    let t = tail.trim_start_matches([' ', '\t']);
-    let t = t.strip_prefix(['T', 't']).unwrap_or(t);
-    let hms: Vec<&str> = t.splitn(3, ':').collect();
-    hms.len() == 3
-        && ok_num(hms[0])
-        && ok_num(hms[1])
-        && hms[2].len() >= 2
-        && hms[2].as_bytes()[..2].iter().all(u8::is_ascii_digit)
 }
 
 /// `^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`
@@ -683,14 +708,26 @@ pub fn from_serde_yaml(v: &serde_yaml::Value) -> Value {
 /// merge keys are applied, tags are ignored, and errors read like
 /// go-yaml's (`yaml: line N: message`).
 pub fn from_yaml_str_go(s: &str) -> Result<Value, String> {
-    use serde::Deserialize;
     let mut docs = serde_yaml::Deserializer::from_str(s);
     let Some(doc) = docs.next() else {
         return Ok(Value::Nil);
     };
-    match GoYaml::deserialize(doc) {
-        Ok(v) => Ok(v.0),
-        Err(e) => Err(go_yaml_error(&e)),
+    match serde::de::DeserializeSeed::deserialize(GoYaml(s), doc) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let text = e.to_string();
+            match text
+                .find(UNSUPPORTED)
+                .or_else(|| text.find(UNSUPPORTED_KEY))
+            {
+                Some(i) => Err(text[i..]
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()),
+                None => Err(go_yaml_error(&e)),
+            }
+        }
     }
 }
 
@@ -704,6 +741,8 @@ fn go_yaml_error(e: &serde_yaml::Error) -> String {
         None => text.as_str(),
     };
     let msg = msg.split(": ").last().unwrap_or(msg);
+    // Only the problem, not libyaml's context (`, while scanning ...`).
+    let msg = msg.split(", while ").next().unwrap_or(msg);
     const SCANNER: &[&str] = &[
         "mapping values are not allowed in this context",
         "found character that cannot start any token",
@@ -717,7 +756,13 @@ fn go_yaml_error(e: &serde_yaml::Error) -> String {
     ];
     let line = e.location().map(|l| l.line()).unwrap_or(0);
     let line = if SCANNER.iter().any(|m| msg.contains(m)) {
-        line
+        // go-yaml adds one to a scanner error's 0-based line, but prints
+        // no line at all for the first one.
+        if line == 1 {
+            0
+        } else {
+            line
+        }
     } else {
         line.saturating_sub(1)
     };
@@ -728,17 +773,105 @@ fn go_yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-struct GoYaml(Value);
+/// Deserializes one go-yaml value; `src` is the document text, so a
+/// borrowed scalar can be told plain (resolved with YAML 1.1 rules) from
+/// quoted (always a string).
+#[derive(Clone, Copy)]
+struct GoYaml<'s>(&'s str);
 
-impl<'de> serde::Deserialize<'de> for GoYaml {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(GoYamlVisitor).map(GoYaml)
+impl<'de, 's> serde::de::DeserializeSeed<'de> for GoYaml<'s> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct GoYamlVisitor;
+/// go-yaml v2's resolution of a plain scalar that YAML 1.2 (yaml_serde)
+/// left a string: `yes/no/on/off/y/n` and case variants are booleans,
+/// `0755` is octal, `1_000` drops its underscores, `0b101` is binary. The
+/// numbers end up float64, as sigs.k8s.io/yaml's JSON step makes them.
+pub fn resolve_yaml11(s: &str) -> Option<Value> {
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(Value::Bool(true)),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let first = *s.as_bytes().first()?;
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+') {
+        return None;
+    }
+    if is_go_timestamp(s) {
+        return None;
+    }
+    let plain: String = s.chars().filter(|c| *c != '_').collect();
+    if let Some(v) = go_int_value(&plain) {
+        return Some(Value::Float(v));
+    }
+    if is_yaml_float(&plain) {
+        return plain.parse::<f64>().ok().map(Value::Float);
+    }
+    None
+}
 
-impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
+/// The value of Go's `strconv.ParseInt`/`ParseUint` with base 0, then
+/// go-yaml's own `0b`/`-0b` binary forms.
+fn go_int_value(s: &str) -> Option<f64> {
+    if !go_parse_int(s) {
+        return None;
+    }
+    let (neg, body) = match s.as_bytes()[0] {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (digits, radix) = if let Some(h) = lower.strip_prefix("0x") {
+        (h.to_string(), 16)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (o.to_string(), 8)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (b.to_string(), 2)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (lower[1..].to_string(), 8)
+    } else {
+        (lower, 10)
+    };
+    let v = u128::from_str_radix(&digits, radix).ok()? as f64;
+    Some(if neg { -v } else { v })
+}
+
+/// go-yaml v2's `parseTimestamp`: `YYYY-` then one of its four layouts.
+fn is_go_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 5 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
+        return false;
+    }
+    [
+        "2006-1-2T15:4:5.999999999Z07:00",
+        "2006-1-2t15:4:5.999999999Z07:00",
+        "2006-1-2 15:4:5.999999999",
+        "2006-1-2",
+    ]
+    .iter()
+    .any(|l| crate::gotime::Time::parse(l, s, crate::gotime::Loc::Utc).is_ok())
+}
+
+fn is_plain(src: &str, v: &str) -> bool {
+    let (base, p) = (src.as_ptr() as usize, v.as_ptr() as usize);
+    if p < base || p + v.len() > base + src.len() {
+        return false;
+    }
+    let at = p - base;
+    if at > 0 && matches!(src.as_bytes()[at - 1], b'\'' | b'"') {
+        return false;
+    }
+    // `!!str yes` is a string whatever it reads like.
+    let before = src[..at].trim_end_matches([' ', '\t']);
+    let tag = before.rsplit([' ', '\t', '\n']).next().unwrap_or_default();
+    !(tag == "!!str" || tag == "!<tag:yaml.org,2002:str>")
+}
+
+impl<'de, 's> serde::de::Visitor<'de> for GoYaml<'s> {
     type Value = Value;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any YAML value")
@@ -752,8 +885,27 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
         Ok(Value::Float(v as f64))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        // JSON has no infinities or NaN: sigs.k8s.io/yaml fails on them.
+        if !v.is_finite() {
+            let shown = if v.is_nan() {
+                "NaN"
+            } else if v > 0.0 {
+                "+Inf"
+            } else {
+                "-Inf"
+            };
+            return Err(E::custom(format!("{UNSUPPORTED}{shown}")));
+        }
         Ok(Value::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value, E> {
+        if is_plain(self.0, v) {
+            if let Some(r) = resolve_yaml11(v) {
+                return Ok(r);
+            }
+        }
+        Ok(Value::str(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::str(v))
@@ -768,11 +920,11 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
         Ok(Value::Nil)
     }
     fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(GoYamlVisitor)
+        d.deserialize_any(self)
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
         let mut v = Vec::new();
-        while let Some(GoYaml(x)) = a.next_element()? {
+        while let Some(x) = a.next_element_seed(self)? {
             v.push(x);
         }
         Ok(Value::list(v))
@@ -780,8 +932,14 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
         let mut m = BTreeMap::new();
         let mut merges = Vec::new();
-        while let Some(GoYaml(k)) = a.next_key()? {
-            let GoYaml(v) = a.next_value()?;
+        while let Some(k) = a.next_key_seed(self)? {
+            let v = a.next_value_seed(self)?;
+            if k.is_nil() {
+                return Err(serde::de::Error::custom(format!(
+                    "{UNSUPPORTED_KEY}%!s(<nil>), key: <nil>, value: {}",
+                    gofmt::sprint_value(&v)
+                )));
+            }
             let key = match &k {
                 Value::String(s) => s.to_string(),
                 Value::Nil => "null".into(),
@@ -814,6 +972,310 @@ impl<'de> serde::de::Visitor<'de> for GoYamlVisitor {
         use serde::de::VariantAccess;
         // A tagged node (`!!binary ...`, `!custom ...`): keep its value.
         let (_tag, variant): (serde::de::IgnoredAny, _) = a.variant()?;
-        variant.newtype_variant::<GoYaml>().map(|g| g.0)
+        variant.newtype_variant_seed(self)
+    }
+}
+
+/// What Helm reads of a rendered manifest (`SimpleHead`): the top-level
+/// shape, `kind`, and whether `metadata.annotations` has `helm.sh/hook`.
+pub(crate) enum Head {
+    Map {
+        kind: String,
+        hook: bool,
+    },
+    Nil,
+    /// A non-map document: `array`, `string`, `bool` or `number`.
+    Other(&'static str),
+}
+
+/// Reads a manifest's [`Head`] with the checks of the full parse (syntax,
+/// JSON-incompatible values, null keys) but without building the document.
+pub(crate) fn manifest_head(s: &str) -> Result<Head, String> {
+    let mut docs = serde_yaml::Deserializer::from_str(s);
+    let Some(doc) = docs.next() else {
+        return Ok(Head::Nil);
+    };
+    let seed = HeadSeed {
+        src: s,
+        level: Level::Top,
+    };
+    match serde::de::DeserializeSeed::deserialize(seed, doc) {
+        Ok(HeadOut::Head(h)) => Ok(h),
+        // Merge keys or other rare shapes: the full parse decides.
+        Ok(_) => match from_yaml_str_go(s)? {
+            Value::Map(m) => {
+                let m = m.borrow();
+                let kind = m.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
+                let hook = match m.get("metadata") {
+                    Some(Value::Map(md)) => match md.borrow().get("annotations") {
+                        Some(Value::Map(a)) => a.borrow().contains_key("helm.sh/hook"),
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                Ok(Head::Map {
+                    kind: kind.to_string(),
+                    hook,
+                })
+            }
+            Value::Nil => Ok(Head::Nil),
+            Value::List(_) => Ok(Head::Other("array")),
+            Value::String(_) => Ok(Head::Other("string")),
+            Value::Bool(_) => Ok(Head::Other("bool")),
+            _ => Ok(Head::Other("number")),
+        },
+        Err(e) => {
+            let text = e.to_string();
+            match text
+                .find(UNSUPPORTED)
+                .or_else(|| text.find(UNSUPPORTED_KEY))
+            {
+                Some(i) => Err(text[i..]
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()),
+                None => Err(go_yaml_error(&e)),
+            }
+        }
+    }
+}
+
+/// The heads of many manifests with one parser: the documents joined as a
+/// stream. `None` when any document is not a plain mapping (or the stream
+/// does not parse): the caller then reads each document on its own.
+pub(crate) fn manifest_heads<'a>(docs: impl Iterator<Item = &'a str> + Clone) -> Option<Vec<Head>> {
+    let mut stream = String::with_capacity(docs.clone().map(|d| d.len() + 5).sum());
+    let mut n = 0;
+    for d in docs {
+        stream.push_str("---\n");
+        stream.push_str(d);
+        stream.push('\n');
+        n += 1;
+    }
+    let mut out = Vec::with_capacity(n);
+    for doc in serde_yaml::Deserializer::from_str(&stream) {
+        let seed = HeadSeed {
+            src: &stream,
+            level: Level::Top,
+        };
+        match serde::de::DeserializeSeed::deserialize(seed, doc) {
+            Ok(HeadOut::Head(h @ Head::Map { .. })) => out.push(h),
+            _ => return None,
+        }
+    }
+    (out.len() == n).then_some(out)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Top,
+    Metadata,
+    Annotations,
+    /// Anything else: validated, not kept.
+    Skip,
+}
+
+#[derive(Clone, Copy)]
+struct HeadSeed<'s> {
+    src: &'s str,
+    level: Level,
+}
+
+enum HeadOut {
+    Head(Head),
+    /// `metadata` / `annotations` results.
+    Found(bool),
+    Scalar(Option<String>),
+    Null,
+    /// A `<<` merge key: fall back to the full parse.
+    Merge,
+    Ignored,
+}
+
+impl<'de, 's> serde::de::DeserializeSeed<'de> for HeadSeed<'s> {
+    type Value = HeadOut;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<HeadOut, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'s> HeadSeed<'s> {
+    fn scalar<E>(self, top: &'static str, v: Option<String>) -> Result<HeadOut, E> {
+        Ok(if self.level == Level::Top {
+            if top.is_empty() {
+                HeadOut::Head(Head::Nil)
+            } else {
+                HeadOut::Head(Head::Other(top))
+            }
+        } else {
+            HeadOut::Scalar(v)
+        })
+    }
+}
+
+impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s> {
+    type Value = HeadOut;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, _v: bool) -> Result<HeadOut, E> {
+        self.scalar("bool", None)
+    }
+    fn visit_i64<E>(self, _v: i64) -> Result<HeadOut, E> {
+        self.scalar("number", None)
+    }
+    fn visit_u64<E>(self, _v: u64) -> Result<HeadOut, E> {
+        self.scalar("number", None)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<HeadOut, E> {
+        GoYaml(self.src).visit_f64::<E>(v)?;
+        self.scalar("number", None)
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<HeadOut, E> {
+        match GoYaml(self.src).visit_borrowed_str::<E>(v)? {
+            Value::String(s) => self.scalar("string", Some(s.to_string())),
+            Value::Bool(_) => self.scalar("bool", None),
+            _ => self.scalar("number", None),
+        }
+    }
+    fn visit_str<E>(self, v: &str) -> Result<HeadOut, E> {
+        self.scalar("string", Some(v.to_string()))
+    }
+    fn visit_unit<E>(self) -> Result<HeadOut, E> {
+        if self.level == Level::Top {
+            return Ok(HeadOut::Head(Head::Nil));
+        }
+        Ok(HeadOut::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<HeadOut, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<HeadOut, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<HeadOut, A::Error> {
+        let skip = HeadSeed {
+            src: self.src,
+            level: Level::Skip,
+        };
+        let mut merge = false;
+        while let Some(e) = a.next_element_seed(skip)? {
+            merge |= matches!(e, HeadOut::Merge);
+        }
+        if merge {
+            return Ok(HeadOut::Merge);
+        }
+        if self.level == Level::Top {
+            return Ok(HeadOut::Head(Head::Other("array")));
+        }
+        Ok(HeadOut::Ignored)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<HeadOut, A::Error> {
+        let key_seed = HeadSeed {
+            src: self.src,
+            level: Level::Skip,
+        };
+        let (mut kind, mut hook, mut merge) = (String::new(), false, false);
+        while let Some(k) = a.next_key_seed(key_seed)? {
+            let key = match k {
+                HeadOut::Scalar(Some(s)) => s,
+                HeadOut::Null => {
+                    // A null key: the full parse reports it.
+                    merge = true;
+                    a.next_value_seed(key_seed)?;
+                    continue;
+                }
+                _ => String::new(),
+            };
+            let next = match (self.level, key.as_str()) {
+                (Level::Top, "metadata") => Level::Metadata,
+                (Level::Metadata, "annotations") => Level::Annotations,
+                _ => Level::Skip,
+            };
+            if key == "<<" {
+                merge = true;
+            }
+            if self.level == Level::Annotations && key == "helm.sh/hook" {
+                hook = true;
+            }
+            let v = a.next_value_seed(HeadSeed {
+                src: self.src,
+                level: next,
+            })?;
+            match (self.level, key.as_str(), v) {
+                (_, _, HeadOut::Merge) => merge = true,
+                (Level::Top, "kind", HeadOut::Scalar(Some(s))) => kind = s,
+                (Level::Top, "kind", _) => kind.clear(),
+                (Level::Top, "metadata", HeadOut::Found(h)) => hook = h,
+                (Level::Top, "metadata", _) => hook = false,
+                (Level::Metadata, "annotations", HeadOut::Found(h)) => hook = h,
+                (Level::Metadata, "annotations", _) => hook = false,
+                _ => {}
+            }
+        }
+        if merge {
+            return Ok(HeadOut::Merge);
+        }
+        Ok(match self.level {
+            Level::Top => HeadOut::Head(Head::Map { kind, hook }),
+            Level::Metadata | Level::Annotations => HeadOut::Found(hook),
+            Level::Skip => HeadOut::Ignored,
+        })
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, a: A) -> Result<HeadOut, A::Error> {
+        use serde::de::VariantAccess;
+        let (_tag, variant): (serde::de::IgnoredAny, _) = a.variant()?;
+        variant.newtype_variant_seed(self)
+    }
+}
+
+/// Prefix of the error for values JSON cannot hold (`.inf`, `.nan`).
+const UNSUPPORTED: &str = "json: unsupported value: ";
+/// Prefix of the error for a null map key.
+const UNSUPPORTED_KEY: &str = "unsupported map key of type: ";
+
+#[cfg(test)]
+mod yaml11_tests {
+    use crate::gofmt::sprint_value;
+
+    #[test]
+    fn plain_scalars_resolve_as_yaml_1_1_quoted_and_str_tagged_do_not() {
+        let v =
+            super::from_yaml_str_go("a: yes\nb: 'yes'\nc: !!str yes\nd: 0755\ne: 1_000\n").unwrap();
+        assert_eq!(sprint_value(&v), "map[a:true b:yes c:yes d:493 e:1000]");
+    }
+
+    #[test]
+    fn manifest_head_reads_kind_and_hook_and_checks_like_the_full_parse() {
+        use super::{manifest_head, Head};
+        let head = |s: &str| match manifest_head(s) {
+            Ok(Head::Map { kind, hook }) => format!("{kind} {hook}"),
+            Ok(Head::Nil) => "nil".into(),
+            Ok(Head::Other(w)) => w.into(),
+            Err(e) => format!("error: {e}"),
+        };
+        let hooked = "kind: Job\nmetadata:\n  annotations:\n    helm.sh/hook: pre-install\n";
+        assert_eq!(head(hooked), "Job true");
+        assert_eq!(
+            head("kind: A\nmetadata: {<<: {annotations: {helm.sh/hook: x}}}"),
+            "A true"
+        );
+        assert_eq!(head("kind: yes\nspec: {a: [1, {b: c}]}"), " false");
+        assert_eq!(head("- a"), "array");
+        assert_eq!(head("yes"), "bool");
+        assert_eq!(head("# only a comment"), "nil");
+        assert_eq!(
+            head("a: [1, {b: .inf}]"),
+            "error: json: unsupported value: +Inf"
+        );
+        assert!(head("a: [1, {~: 2}]").starts_with("error: unsupported map key"));
+    }
+
+    #[test]
+    fn keys_sort_like_go_yaml() {
+        assert!(super::key_less("a2", "a10"));
+        assert!(super::key_less("a_", "aZ"));
+        assert!(!super::key_less("b", "a"));
     }
 }

@@ -1,0 +1,246 @@
+//! Sprig's certificate functions produce certificates that real tools accept:
+//! `openssl verify` chains the signed certificates to their CA, the keys
+//! parse, and `openssl x509 -text` shows the same fields as Helm's own
+//! certificates (serials, keys, signatures and times aside).
+//!
+//! Needs `openssl` (and helm, from `TRUEUP_HELM`, for the comparison); skips
+//! without them unless `TRUEUP_REQUIRE_ORACLES` is set.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use trueup_gotmpl::{Templates, Value};
+
+const TEMPLATE: &str = r#"
+{{- $ca := genCA "trueup-ca" 365 -}}
+{{- $leaf := genSignedCert "svc" (list "10.0.0.1" "::1") (list "svc.example.com" "svc") 30 $ca -}}
+{{- $self := genSelfSignedCert "self.local" nil (list "self.local") 10 -}}
+{{- $ec := genPrivateKey "ecdsa" -}}
+{{- $ecCA := genCAWithKey "ec-ca" 30 $ec -}}
+{{- $ecLeaf := genSignedCertWithKey "ec-leaf" nil (list "ec.local") 5 $ecCA (genPrivateKey "ed25519") -}}
+{{- $edSelf := genSelfSignedCertWithKey "ed-self" (list "192.168.1.1") nil 5 (genPrivateKey "ed25519") -}}
+{{- range (list $ca $leaf $self $ecCA $ecLeaf $edSelf) }}{{ .Cert }}{{ .Key }}{{ end -}}
+"#;
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn require(what: &str) {
+    assert!(
+        std::env::var_os("TRUEUP_REQUIRE_ORACLES").is_none(),
+        "{what} is required (TRUEUP_REQUIRE_ORACLES is set)"
+    );
+    println!("SKIP: no {what}");
+}
+
+fn helm() -> Option<PathBuf> {
+    let p = std::env::var("TRUEUP_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/work/tools/helm/helm"));
+    p.exists().then_some(p)
+}
+
+/// The PEM blocks of a text, in order.
+fn blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("-----BEGIN") {
+            cur.clear();
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if line.starts_with("-----END") {
+            out.push(cur.clone());
+        }
+    }
+    out
+}
+
+fn ours() -> Vec<String> {
+    let mut t = Templates::new();
+    t.add("c/templates/certs.yaml", TEMPLATE).unwrap();
+    blocks(
+        &t.render("c/templates/certs.yaml", &Value::empty_map())
+            .unwrap(),
+    )
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn write_all(dir: &Path, pems: &[String]) {
+    let names = [
+        "ca.crt",
+        "ca.key",
+        "leaf.crt",
+        "leaf.key",
+        "self.crt",
+        "self.key",
+        "ecca.crt",
+        "ecca.key",
+        "ecleaf.crt",
+        "ecleaf.key",
+        "edself.crt",
+        "edself.key",
+    ];
+    assert_eq!(pems.len(), names.len(), "PEM blocks: {pems:?}");
+    for (n, p) in names.iter().zip(pems) {
+        std::fs::write(dir.join(n), p).unwrap();
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("trueup-certs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn certificates_verify_and_keys_parse_with_openssl() {
+    if !have("openssl") {
+        return require("openssl");
+    }
+    let dir = tempdir("ours");
+    write_all(&dir, &ours());
+    let v = openssl(&dir, &["verify", "-CAfile", "ca.crt", "leaf.crt"]);
+    assert!(v.contains("leaf.crt: OK"), "{v}");
+    let v = openssl(&dir, &["verify", "-CAfile", "ecca.crt", "ecleaf.crt"]);
+    assert!(v.contains("ecleaf.crt: OK"), "{v}");
+    for self_signed in ["ca.crt", "self.crt", "ecca.crt", "edself.crt"] {
+        let v = openssl(&dir, &["verify", "-CAfile", self_signed, self_signed]);
+        assert!(v.contains(": OK"), "{self_signed}: {v}");
+    }
+    // A leaf is not a CA: nothing chains to it.
+    let bad = Command::new("openssl")
+        .args(["verify", "-CAfile", "leaf.crt", "ecleaf.crt"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    for key in ["ca.key", "leaf.key", "ecca.key", "ecleaf.key", "edself.key"] {
+        openssl(&dir, &["pkey", "-in", key, "-noout"]);
+    }
+    // Each certificate holds the public half of its key.
+    for (crt, key) in [
+        ("leaf.crt", "leaf.key"),
+        ("ecca.crt", "ecca.key"),
+        ("edself.crt", "edself.key"),
+    ] {
+        let a = openssl(&dir, &["x509", "-in", crt, "-noout", "-pubkey"]);
+        let b = openssl(&dir, &["pkey", "-in", key, "-pubout"]);
+        assert_eq!(a, b, "{crt} vs {key}");
+    }
+    let text = openssl(&dir, &["x509", "-in", "leaf.crt", "-noout", "-text"]);
+    assert!(
+        text.contains(
+            "DNS:svc.example.com, DNS:svc, IP Address:10.0.0.1, IP Address:0:0:0:0:0:0:0:1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Subject: CN = svc") && text.contains("Issuer: CN = trueup-ca"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `openssl x509 -text` without what is random or time-dependent.
+fn shape(dir: &Path, crt: &str) -> String {
+    let text = openssl(dir, &["x509", "-in", crt, "-noout", "-text"]);
+    text.lines()
+        .filter(|l| {
+            let t = l.trim();
+            let hex_dump = t.len() > 2
+                && t.as_bytes()[2] == b':'
+                && t.chars().all(|c| c.is_ascii_hexdigit() || c == ':');
+            !(t.starts_with("Not Before") || t.starts_with("Not After") || hex_dump)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn certificates_have_the_fields_of_helms() {
+    if !have("openssl") {
+        return require("openssl");
+    }
+    let Some(helm) = helm() else {
+        return require("helm");
+    };
+    let chart = tempdir("chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    // Helm parses the output as YAML: emit the PEM blocks as one string.
+    let t = TEMPLATE.replace(
+        "{{- range (list $ca $leaf $self $ecCA $ecLeaf $edSelf) }}{{ .Cert }}{{ .Key }}{{ end -}}",
+        "pems: {{ range (list $ca $leaf $self $ecCA $ecLeaf $edSelf) }}{{ print .Cert .Key | b64enc }} {{ end }}",
+    );
+    std::fs::write(chart.join("templates/certs.yaml"), t).unwrap();
+    let out = Command::new(helm)
+        .args(["template", "x"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("pems: ")).unwrap();
+    let mut pems = Vec::new();
+    for b in line["pems: ".len()..].split_whitespace() {
+        let decoded = Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        pems.extend(blocks(&String::from_utf8_lossy(&decoded.stdout)));
+    }
+    let helm_dir = tempdir("helm");
+    write_all(&helm_dir, &pems);
+    let our_dir = tempdir("ours-shape");
+    write_all(&our_dir, &ours());
+    for crt in [
+        "ca.crt",
+        "leaf.crt",
+        "self.crt",
+        "ecca.crt",
+        "ecleaf.crt",
+        "edself.crt",
+    ] {
+        assert_eq!(shape(&our_dir, crt), shape(&helm_dir, crt), "{crt}");
+    }
+    for d in [chart, helm_dir, our_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
