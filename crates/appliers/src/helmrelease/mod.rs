@@ -170,13 +170,21 @@ fn release_objects(manifest: &str, target: &ReleaseTarget) -> Result<Vec<Object>
     Ok(objs)
 }
 
-/// Renders the chart: Helm's manifest text (non-hook documents, `# Source:` headers) and the
-/// chart record.
+/// A rendered release: Helm's manifest text (non-hook documents, `# Source:` headers), the
+/// hook documents, the chart's NOTES.txt and the chart record.
+struct Rendered {
+    manifest: String,
+    hooks: Vec<trueup_gotmpl::RenderedFile>,
+    notes: String,
+    chart: Chart,
+}
+
+/// Renders the chart as `helm install/upgrade` does.
 fn render(
     chart_dir: &Path,
     target: &ReleaseTarget,
     values: &Value,
-) -> Result<(String, Chart), ReleaseError> {
+) -> Result<Rendered, ReleaseError> {
     let root = chart_root(chart_dir)?;
     let chart = chart_record(&root)?;
     let opts = trueup_gotmpl::ChartOptions {
@@ -188,9 +196,38 @@ fn render(
         .map_err(|e| err(ReleaseErrorKind::Render, e.helm_message()))?;
     let mut manifest = String::new();
     for f in files.iter().filter(|f| !f.hook) {
-        manifest.push_str(&format!("---\n# Source: {}\n{}\n", f.path, f.content));
+        manifest.push_str(&format!("---\n# Source: {}\n{}\n\n", f.path, f.content));
     }
-    Ok((manifest, chart))
+    // The release notes are the top chart's NOTES.txt, rendered with the same values. The
+    // chart renderer leaves NOTES.txt out of the manifests, so they take a second pass, only
+    // for charts that have notes.
+    let notes = if root.join("templates/NOTES.txt").is_file() {
+        let gv = trueup_gotmpl::Value::from_json(values);
+        let name = format!("{}/templates/NOTES.txt", chart_name(&chart));
+        trueup_gotmpl::render_templates(&root, &opts, &gv)
+            .map_err(|e| err(ReleaseErrorKind::Render, e.helm_message()))?
+            .into_iter()
+            .find(|(p, _)| *p == name)
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(Rendered {
+        manifest,
+        hooks: files.into_iter().filter(|f| f.hook).collect(),
+        notes,
+        chart,
+    })
+}
+
+fn chart_name(chart: &Chart) -> String {
+    chart
+        .metadata
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A set of object identities, for pruning.
@@ -369,7 +406,12 @@ impl HelmReleaseApplier {
                 p.version, p.info.status
             )));
         }
-        let (manifest, chart) = render(req.chart_dir, target, req.values)?;
+        let Rendered {
+            manifest,
+            hooks: _,
+            notes,
+            chart,
+        } = render(req.chart_dir, target, req.values)?;
         let objs =
             release_objects(&manifest, target).map_err(|e| err(ReleaseErrorKind::Render, e))?;
         let previous = history
@@ -400,7 +442,7 @@ impl HelmReleaseApplier {
                     rs::PENDING_INSTALL
                 }
                 .into(),
-                notes: String::new(),
+                notes,
             },
             chart,
             config: req.values.clone(),
@@ -408,6 +450,7 @@ impl HelmReleaseApplier {
             hooks: Vec::new(),
             version,
             namespace: target.namespace.clone(),
+            apply_method: record::APPLY_METHOD_SSA.into(),
         };
         self.write(backend, target, &rel).await?;
 
@@ -543,6 +586,7 @@ impl ReleaseManager for HelmReleaseApplier {
             hooks: to_rel.hooks.clone(),
             version,
             namespace: target.namespace.clone(),
+            apply_method: record::APPLY_METHOD_SSA.into(),
         };
         self.write(backend, target, &rel).await?;
         let mut changes = Vec::new();

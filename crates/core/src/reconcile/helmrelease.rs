@@ -779,13 +779,19 @@ where
             .cloned();
         let now = crate::time::now_rfc3339();
 
-        // Up to date: the deployed release is the latest record and matches what is desired.
+        // Up to date: the deployed release is the latest record and matches what is desired
+        // (chart version and values). The record may have been written by someone else, e.g.
+        // a `helm rollback` to a revision that is what the spec asks for: it is taken as the
+        // current one, not fought. A release this object never managed (no history in its
+        // status, e.g. one `helm install`ed) is adopted by an upgrade, as Flux does.
+        let managed = !hst.history.is_empty();
         if let (Some(d), Some(l)) = (&deployed, &latest) {
             if d.version == l.version
                 && d.chart_version == chart_version
                 && d.config_digest == digest
-                && hst.last_attempted_generation == generation
+                && managed
             {
+                hst.last_attempted_generation = generation;
                 hst.history = snapshots(history);
                 hst.write_to(&mut status);
                 status.last_attempted_revision = chart_version.clone();

@@ -1,0 +1,564 @@
+//! HelmRelease on a REAL kube-apiserver (v1.20.2), checked with the REAL helm CLI (v4): trueup's
+//! release records read in `helm list/history/get/status`, `helm rollback` works on them and
+//! trueup respects the rolled-back revision, and a release `helm install`ed is adopted by a
+//! HelmRelease of the same name.
+//!
+//! The server is started like crates/kube-backend/tests/kube.rs does (scripts/kube-apiserver,
+//! no controller-manager, stopped when this test binary exits), or `TRUEUP_KUBECONFIG` is used.
+//! Without the server binaries, kubectl or helm (`TRUEUP_HELM`, else
+//! ~/.cache/trueup-tools/helm/helm) the tests print SKIP and pass, unless
+//! `TRUEUP_REQUIRE_ORACLES=1`, where they fail.
+
+use serde_json::{json, Value};
+use sha2::Digest;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use trueup_appliers::helmrelease::HelmReleaseApplier;
+use trueup_core::object::{Object, ObjectRef};
+use trueup_core::reconcile::helmrelease::HelmReleaseStatus;
+use trueup_core::reconcile::{HelmReleaseReconciler, Outcome, Reconciler, Verdict};
+use trueup_core::storage::ArtifactStore;
+use trueup_core::traits::{ApplyOptions, Backend, Health};
+use trueup_kube::KubeBackend;
+use trueup_sources::helm::HelmChartSource;
+use trueup_sources::HelmSource;
+
+// ---------- the test server and the tools ----------
+
+struct Tools {
+    kubeconfig: PathBuf,
+    helm: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+fn skip_or_fail(why: &str) -> Option<Tools> {
+    if std::env::var("TRUEUP_REQUIRE_ORACLES").is_ok_and(|v| v == "1") {
+        panic!("TRUEUP_REQUIRE_ORACLES=1 but {why}");
+    }
+    eprintln!("SKIP: {why}");
+    None
+}
+
+// The stop guard is never waited on: it must outlive this process to stop the server after it.
+#[allow(clippy::zombie_processes)]
+fn start() -> Option<Tools> {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let helm = std::env::var_os("TRUEUP_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache/trueup-tools/helm/helm"));
+    if !helm.exists() {
+        return skip_or_fail(&format!("no helm binary at {}", helm.display()));
+    }
+    if let Some(kc) = std::env::var_os("TRUEUP_KUBECONFIG") {
+        return Some(Tools {
+            kubeconfig: kc.into(),
+            helm,
+        });
+    }
+    let cache = std::env::var_os("TRUEUP_KUBE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache/trueup-tools/kube-v1.20"));
+    if !cache.join("bin/kube-apiserver").exists() {
+        return skip_or_fail("no kube-apiserver (run scripts/kube-apiserver/setup.sh)");
+    }
+    if Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_err()
+    {
+        return skip_or_fail("kubectl is not installed");
+    }
+    let scripts = repo_root().join("scripts/kube-apiserver");
+    let out = Command::new(scripts.join("start.sh"))
+        .env("TRUEUP_KUBE_CONTROLLER_MANAGER", "0")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running start.sh");
+    assert!(out.status.success(), "start.sh failed: {:?}", out.status);
+    let run = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let guard = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; exec '{stop}' '{run}' --clean",
+        pid = std::process::id(),
+        stop = scripts.join("stop.sh").display(),
+    );
+    Command::new("setsid")
+        .args(["bash", "-c", &guard])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning the stop guard");
+    Some(Tools {
+        kubeconfig: PathBuf::from(run).join("kubeconfig"),
+        helm,
+    })
+}
+
+fn tools() -> Option<&'static Tools> {
+    static TOOLS: OnceLock<Option<Tools>> = OnceLock::new();
+    static START: Mutex<()> = Mutex::new(());
+    let _g = START.lock().unwrap_or_else(|p| p.into_inner());
+    TOOLS.get_or_init(start).as_ref()
+}
+
+/// The backend, with the namespace `ns` and the HelmRepository CRD in place.
+async fn cluster(ns: &str) -> Option<(KubeBackend, &'static Tools)> {
+    let t = tools()?;
+    let b = KubeBackend::from_kubeconfig(&t.kubeconfig)
+        .await
+        .expect("backend from kubeconfig");
+    for n in [ns, "flux-system"] {
+        b.apply(
+            &obj(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}"
+            )),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("namespace");
+    }
+    let crd = obj(HELMREPO_CRD);
+    b.apply(&crd, &ApplyOptions::default()).await.expect("CRD");
+    for _ in 0..100 {
+        if b.health(&crd.object_ref()).await.ok() == Some(Health::Current) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some((b, t))
+}
+
+const HELMREPO_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: helmrepositories.source.toolkit.fluxcd.io
+spec:
+  group: source.toolkit.fluxcd.io
+  names: {kind: HelmRepository, listKind: HelmRepositoryList, plural: helmrepositories, singular: helmrepository}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+    subresources: {status: {}}
+"#;
+
+/// Runs the real helm CLI against the test server; returns stdout, panics with stderr.
+fn helm(t: &Tools, args: &[&str]) -> String {
+    let (ok, out, errs) = helm_try(t, args);
+    assert!(ok, "helm {args:?} failed: {errs}");
+    out
+}
+
+fn helm_try(t: &Tools, args: &[&str]) -> (bool, String, String) {
+    let home = std::env::temp_dir().join(format!("trueup-helm-home-{}", std::process::id()));
+    let out = Command::new(&t.helm)
+        .arg("--kubeconfig")
+        .arg(&t.kubeconfig)
+        .args(args)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .expect("running helm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn helm_json(t: &Tools, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let out = helm(t, &a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("helm {args:?}: {e}: {out}"))
+}
+
+fn obj(yaml: &str) -> Object {
+    Object::from_value(serde_yaml::from_str(yaml).expect("yaml")).expect("object")
+}
+
+// ---------- a chart repository on 127.0.0.1 ----------
+
+const CHART: &[(&str, &str)] = &[
+    (
+        "Chart.yaml",
+        "apiVersion: v2\nname: demo\nversion: VERSION\nappVersion: \"1.16.0\"\ndescription: A demo chart\n",
+    ),
+    ("values.yaml", "greeting: hello\ncolor: blue\n"),
+    (
+        "templates/configmap.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-config\n  labels:\n    helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}\ndata:\n  greeting: {{ .Values.greeting | quote }}\n  color: {{ .Values.color | quote }}\n",
+    ),
+    (
+        "templates/NOTES.txt",
+        "Release {{ .Release.Name }} says {{ .Values.greeting }}.\n",
+    ),
+];
+
+/// Writes the demo chart at `version` as a directory (for the helm CLI) and a .tgz.
+fn chart(dir: &Path, version: &str) -> (PathBuf, Vec<u8>) {
+    let root = dir.join(format!("demo-{version}")).join("demo");
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, body) in CHART {
+        let body = body.replace("VERSION", version);
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &body).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("demo/{name}"), body.as_bytes())
+            .unwrap();
+    }
+    (root, tar.into_inner().unwrap().finish().unwrap())
+}
+
+type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+struct Repo {
+    url: String,
+    files: Files,
+    index: Mutex<String>,
+}
+
+impl Repo {
+    fn serve() -> Repo {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let files: Files = Arc::default();
+        let f = files.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut l = String::new();
+                    if r.read_line(&mut l).unwrap_or(0) == 0 || l.trim().is_empty() {
+                        break;
+                    }
+                }
+                let body = f
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, b)| b.clone());
+                let (code, body) = match body {
+                    Some(b) => ("200 OK", b),
+                    None => ("404 Not Found", Vec::new()),
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(&body);
+                let _ = r.read(&mut [0u8; 0]);
+            }
+        });
+        Repo {
+            url,
+            files,
+            index: Mutex::new("apiVersion: v1\nentries:\n  demo:\n".into()),
+        }
+    }
+
+    fn publish(&self, version: &str, tgz: Vec<u8>) {
+        let d = hex::encode(sha2::Sha256::digest(&tgz));
+        let mut idx = self.index.lock().unwrap();
+        idx.push_str(&format!("  - apiVersion: v2\n    name: demo\n    version: {version}\n    digest: {d}\n    urls:\n    - charts/demo-{version}.tgz\n"));
+        let mut files = self.files.lock().unwrap();
+        files.retain(|(p, _)| p != "/index.yaml");
+        files.push((format!("/charts/demo-{version}.tgz"), tgz));
+        files.push(("/index.yaml".into(), idx.clone().into_bytes()));
+    }
+}
+
+// ---------- HelmRelease objects and reconciles ----------
+
+type Rec = HelmReleaseReconciler<HelmReleaseApplier, HelmSource>;
+
+fn reconciler(store: &Path) -> Rec {
+    HelmReleaseReconciler::new(
+        HelmReleaseApplier {
+            poll: Duration::from_millis(50),
+        },
+        HelmSource::new(),
+        ArtifactStore::new(store).unwrap(),
+        |repository, chart| HelmChartSource { repository, chart },
+    )
+}
+
+async fn helm_repository(b: &KubeBackend, repo: &Repo) {
+    let r = obj(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: demo, namespace: flux-system}}\nspec: {{interval: 1h, url: '{}'}}\n",
+        repo.url
+    ));
+    for _ in 0..50 {
+        match b.apply(&r, &ApplyOptions::default()).await {
+            Ok(_) => return,
+            // Discovery of a new kind can lag its CRD's Established condition.
+            Err(e) if e.to_string().contains("does not serve") => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("HelmRepository kind never served");
+}
+
+/// A HelmRelease as a user writes it, at `generation`, with `status` carried over.
+fn helm_release(
+    ns: &str,
+    release: &str,
+    generation: i64,
+    spec_extra: &str,
+    prev: Option<&Outcome>,
+) -> Object {
+    let mut o = obj(&format!(
+        r#"
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: {release}
+  namespace: {ns}
+  generation: {generation}
+spec:
+  interval: 1h
+  timeout: 30s
+  releaseName: {release}
+  chart:
+    spec:
+      chart: demo
+      version: "0.1.x"
+      sourceRef: {{kind: HelmRepository, name: demo, namespace: flux-system}}
+{spec_extra}"#
+    ));
+    if let Some(p) = prev {
+        o.0.insert("status".into(), p.status.to_value());
+    }
+    o
+}
+
+async fn config(b: &KubeBackend, ns: &str, name: &str) -> Value {
+    b.get(&ObjectRef::new(
+        "",
+        "ConfigMap",
+        ns,
+        &format!("{name}-config"),
+    ))
+    .await
+    .unwrap()
+    .map(|o| o.0["data"].clone())
+    .unwrap_or(Value::Null)
+}
+
+fn revision_of(out: &Outcome) -> i64 {
+    let h = HelmReleaseStatus::from_status(&out.status);
+    h.history.first().map(|r| r.version).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_cli_reads_trueup_releases_and_rollback_is_respected() {
+    let ns = "hk-cli";
+    let Some((b, t)) = cluster(ns).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    let (_, tgz) = chart(tmp.path(), "0.1.0");
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo).await;
+    let rec = reconciler(&tmp.path().join("store"));
+
+    // trueup installs (v1) and upgrades (v2) with new values.
+    let v1 = "  values:\n    greeting: hi\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 1, v1, None), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let v2 = "  values:\n    greeting: hey\n    color: red\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 2, v2, Some(&out)), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(revision_of(&out), 2);
+    assert_eq!(config(&b, ns, "web").await["color"], "red");
+
+    // The helm CLI reads what trueup wrote.
+    let list = helm_json(t, &["list", "-n", ns]);
+    let l = &list.as_array().expect("a list")[0];
+    assert_eq!(l["name"], "web");
+    assert_eq!(l["namespace"], ns);
+    assert_eq!(l["revision"], "2");
+    assert_eq!(l["status"], "deployed");
+    assert_eq!(l["chart"], "demo-0.1.0");
+    assert_eq!(l["app_version"], "1.16.0");
+    assert!(l["updated"].as_str().unwrap().contains("UTC"), "{l}");
+
+    let hist = helm_json(t, &["history", "web", "-n", ns]);
+    let hist = hist.as_array().unwrap();
+    assert_eq!(hist.len(), 2);
+    assert_eq!(hist[0]["status"], "superseded");
+    assert_eq!(hist[0]["description"], "Install complete");
+    assert_eq!(hist[1]["status"], "deployed");
+    assert_eq!(hist[1]["description"], "Upgrade complete");
+    assert_eq!(hist[1]["chart"], "demo-0.1.0");
+
+    let vals = helm_json(t, &["get", "values", "web", "-n", ns]);
+    assert_eq!(vals, json!({"greeting": "hey", "color": "red"}));
+    let all = helm_json(t, &["get", "values", "web", "-n", ns, "--all"]);
+    assert_eq!(all, json!({"greeting": "hey", "color": "red"}));
+    let v1_vals = helm_json(t, &["get", "values", "web", "-n", ns, "--revision", "1"]);
+    assert_eq!(v1_vals, json!({"greeting": "hi"}));
+
+    let manifest = helm(t, &["get", "manifest", "web", "-n", ns]);
+    assert!(
+        manifest.contains("# Source: demo/templates/configmap.yaml"),
+        "{manifest}"
+    );
+    assert!(manifest.contains("color: \"red\""), "{manifest}");
+
+    let status = helm_json(t, &["status", "web", "-n", ns]);
+    assert_eq!(status["name"], "web");
+    assert_eq!(status["version"], 2);
+    assert_eq!(status["info"]["status"], "deployed");
+    assert_eq!(status["info"]["notes"], "Release web says hey.\n");
+    assert_eq!(
+        status["info"]["resources"]["v1/ConfigMap"][0]["metadata"]["name"],
+        "web-config"
+    );
+    let notes = helm(t, &["get", "notes", "web", "-n", ns]);
+    assert!(notes.contains("Release web says hey."), "{notes}");
+
+    // helm rollback on trueup's records: revision 3 = revision 1's values.
+    helm(t, &["rollback", "web", "1", "-n", ns, "--wait=false"]);
+    assert_eq!(config(&b, ns, "web").await["greeting"], "hi");
+    let hist = helm_json(t, &["history", "web", "-n", ns]);
+    assert_eq!(hist.as_array().unwrap().len(), 3);
+    assert_eq!(hist[2]["status"], "deployed");
+    assert_eq!(hist[2]["description"], "Rollback to 1");
+
+    // trueup takes revision 3 as current: a HelmRelease that asks for what revision 3 is does
+    // nothing (no fight with the operator's rollback)...
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 3, v1, Some(&out)), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(revision_of(&out), 3, "{:?}", out.status);
+    assert!(out.events.iter().all(|e| e.reason != "UpgradeSucceeded"));
+    assert_eq!(
+        helm_json(t, &["history", "web", "-n", ns])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // ...and one that asks for something else upgrades from revision 3 to 4.
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 4, v2, Some(&out)), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(revision_of(&out), 4);
+    assert_eq!(config(&b, ns, "web").await["color"], "red");
+    let hist = helm_json(t, &["history", "web", "-n", ns]);
+    let st: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(st, ["superseded", "superseded", "superseded", "deployed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_release_adopts_a_helm_installed_release() {
+    let ns = "hk-adopt";
+    let Some((b, t)) = cluster(ns).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    let (dir, tgz) = chart(tmp.path(), "0.1.0");
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo).await;
+
+    helm(
+        t,
+        &[
+            "install",
+            "api",
+            dir.to_str().unwrap(),
+            "-n",
+            ns,
+            "--set",
+            "greeting=from-helm",
+        ],
+    );
+    assert_eq!(config(&b, ns, "api").await["greeting"], "from-helm");
+
+    let rec = reconciler(&tmp.path().join("store"));
+    let out = rec
+        .reconcile(
+            &helm_release(ns, "api", 1, "  values:\n    greeting: from-trueup\n", None),
+            &b,
+        )
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(revision_of(&out), 2, "{:?}", out.status);
+    assert_eq!(config(&b, ns, "api").await["greeting"], "from-trueup");
+    let hist = helm_json(t, &["history", "api", "-n", ns]);
+    let hist = hist.as_array().unwrap();
+    assert_eq!(hist.len(), 2, "{hist:?}");
+    assert_eq!(hist[0]["status"], "superseded");
+    assert_eq!(hist[0]["description"], "Install complete");
+    assert_eq!(hist[1]["status"], "deployed");
+    assert_eq!(hist[1]["description"], "Upgrade complete");
+    assert_eq!(
+        helm_json(t, &["get", "values", "api", "-n", ns]),
+        json!({"greeting": "from-trueup"})
+    );
+    // helm upgrade after trueup: revision 3, and helm uninstall removes what trueup applied.
+    helm(
+        t,
+        &[
+            "upgrade",
+            "api",
+            dir.to_str().unwrap(),
+            "-n",
+            ns,
+            "--reuse-values",
+            "--set",
+            "color=green",
+        ],
+    );
+    assert_eq!(config(&b, ns, "api").await["color"], "green");
+    assert_eq!(config(&b, ns, "api").await["greeting"], "from-trueup");
+    helm(t, &["uninstall", "api", "-n", ns]);
+    assert_eq!(config(&b, ns, "api").await, Value::Null);
+}
