@@ -217,10 +217,15 @@ const CHART: &[(&str, &str)] = &[
 
 /// Writes the demo chart at `version` as a directory (for the helm CLI) and a .tgz.
 fn chart(dir: &Path, version: &str) -> (PathBuf, Vec<u8>) {
+    chart_with(dir, version, &[])
+}
+
+/// The demo chart plus `extra` files.
+fn chart_with(dir: &Path, version: &str, extra: &[(&str, &str)]) -> (PathBuf, Vec<u8>) {
     let root = dir.join(format!("demo-{version}")).join("demo");
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    for (name, body) in CHART {
+    for (name, body) in CHART.iter().chain(extra) {
         let body = body.replace("VERSION", version);
         let p = root.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -561,4 +566,189 @@ async fn helm_release_adopts_a_helm_installed_release() {
     assert_eq!(config(&b, ns, "api").await["greeting"], "from-trueup");
     helm(t, &["uninstall", "api", "-n", ns]);
     assert_eq!(config(&b, ns, "api").await, Value::Null);
+}
+
+const HOOKS: &[(&str, &str)] = &[(
+    "templates/hooks.yaml",
+    r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-pre-first
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+    helm.sh/hook-weight: "-5"
+data: {n: "1"}
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-migrate
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+    helm.sh/hook-weight: "0"
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: migrate
+        image: busybox
+        command: ["true"]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-post
+  annotations:
+    helm.sh/hook: post-install,post-upgrade
+data: {greeting: {{ .Values.greeting | quote }}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-goodbye
+  annotations:
+    helm.sh/hook: pre-delete
+"#,
+)];
+
+/// Plays the Job controller for one hook Job: once the Job exists, checks what exists at that
+/// moment, then marks the Job `Complete` (or `Failed`) through the status subresource.
+async fn finish_job(t: &Tools, ns: String, name: String, complete: bool) -> Vec<String> {
+    let b = KubeBackend::from_kubeconfig(&t.kubeconfig).await.unwrap();
+    let job = ObjectRef::new("batch", "Job", &ns, &name);
+    loop {
+        if let Ok(Some(j)) = b.get(&job).await {
+            if j.0
+                .get("status")
+                .and_then(|s| s.get("conditions"))
+                .is_none()
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What the release had created before its hook Job finished.
+    let mut seen = Vec::new();
+    for n in ["pre-first", "config", "post"] {
+        let r = ObjectRef::new("", "ConfigMap", &ns, &format!("web-{n}"));
+        if b.get(&r).await.unwrap().is_some() {
+            seen.push(n.to_string());
+        }
+    }
+    let cond = if complete { "Complete" } else { "Failed" };
+    b.update_status(
+        &job,
+        &json!({"conditions": [{"type": cond, "status": "True", "reason": if complete { "Done" } else { "BackoffLimitExceeded" },
+            "message": if complete { "done" } else { "Job has reached the specified backoff limit" },
+            "lastProbeTime": "2024-01-01T00:00:00Z", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+            "succeeded": if complete { 1 } else { 0 }, "failed": if complete { 0 } else { 1 },
+            "startTime": "2024-01-01T00:00:00Z"}),
+    )
+    .await
+    .unwrap();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_in_helms_order_and_jobs_are_waited_for() {
+    let ns = "hk-hooks";
+    let Some((b, t)) = cluster(ns).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    let (_, tgz) = chart_with(tmp.path(), "0.1.0", HOOKS);
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo).await;
+    let rec = reconciler(&tmp.path().join("store"));
+
+    // Install: the weight -5 ConfigMap, then the Job, which holds the release until it is
+    // complete; then the chart's objects, then the post-install hook.
+    let job = tokio::spawn(finish_job(t, ns.into(), "web-migrate".into(), true));
+    let out = rec
+        .reconcile(
+            &helm_release(ns, "web", 1, "  values: {greeting: hi}\n", None),
+            &b,
+        )
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(
+        job.await.unwrap(),
+        ["pre-first"],
+        "created before the Job completed"
+    );
+    assert!(config(&b, ns, "web").await.is_object());
+    let post = b
+        .get(&ObjectRef::new("", "ConfigMap", ns, "web-post"))
+        .await
+        .unwrap()
+        .expect("post-install hook");
+    assert_eq!(post.0["data"]["greeting"], "hi");
+    // hook-succeeded: the Job is gone once every pre-install hook succeeded.
+    assert!(b
+        .get(&ObjectRef::new("batch", "Job", ns, "web-migrate"))
+        .await
+        .unwrap()
+        .is_none());
+    let msg = &out.status.condition("Ready").unwrap().message;
+    assert!(!msg.contains("counted as done"), "{msg}");
+
+    // Helm reads the recorded hooks.
+    let status = helm_json(t, &["status", "web", "-n", ns]);
+    let hooks = status["hooks"].as_array().expect("hooks in the record");
+    let by_name = |n: &str| hooks.iter().find(|h| h["name"] == n).unwrap().clone();
+    assert_eq!(by_name("web-migrate")["last_run"]["phase"], "Succeeded");
+    assert_eq!(
+        by_name("web-migrate")["events"],
+        json!(["pre-install", "pre-upgrade"])
+    );
+    assert_eq!(
+        by_name("web-migrate")["delete_policies"],
+        json!(["before-hook-creation", "hook-succeeded"])
+    );
+    assert_eq!(by_name("web-pre-first")["weight"], -5);
+    assert_eq!(by_name("web-post")["last_run"]["phase"], "Succeeded");
+    assert_eq!(by_name("web-goodbye")["last_run"]["phase"], "");
+    let hooks_text = helm(t, &["get", "hooks", "web", "-n", ns]);
+    assert!(hooks_text.contains("name: web-migrate"), "{hooks_text}");
+
+    // An upgrade whose pre-upgrade Job fails: the upgrade fails naming the hook, the chart's
+    // objects are not touched, the record says failed.
+    let job = tokio::spawn(finish_job(t, ns.into(), "web-migrate".into(), false));
+    let out = rec
+        .reconcile(
+            &helm_release(ns, "web", 2, "  values: {greeting: hey}\n", Some(&out)),
+            &b,
+        )
+        .await;
+    job.await.unwrap();
+    assert!(
+        matches!(out.verdict, Verdict::Failed { .. }),
+        "{:?}",
+        out.status
+    );
+    let msg = &out.status.condition("Ready").unwrap().message;
+    assert!(
+        msg.contains("pre-upgrade hook failed") && msg.contains("Job/hk-hooks/web-migrate"),
+        "{msg}"
+    );
+    assert_eq!(config(&b, ns, "web").await["greeting"], "hi");
+    let hist = helm_json(t, &["history", "web", "-n", ns]);
+    assert_eq!(hist[1]["status"], "failed");
+
+    // Uninstall runs the pre-delete hook (hooks stay, as Helm leaves them).
+    let fin = rec
+        .finalize(&helm_release(ns, "web", 2, "", Some(&out)), &b)
+        .await;
+    assert_eq!(fin[0].reason, "UninstallSucceeded", "{fin:?}");
+    assert!(b
+        .get(&ObjectRef::new("", "ConfigMap", ns, "web-goodbye"))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(config(&b, ns, "web").await, Value::Null);
 }

@@ -168,6 +168,9 @@ impl Backend for FlakyHealth {
     fn describe(&self) -> String {
         "memory with failing health".into()
     }
+    fn runs_workloads(&self) -> bool {
+        self.0.runs_workloads()
+    }
 }
 
 fn obj(yaml: &str) -> Object {
@@ -314,7 +317,8 @@ async fn install_upgrade_rollback() {
         cm.annotation("meta.helm.sh/release-namespace"),
         Some("monitoring")
     );
-    // Hooks are not applied as release objects.
+    // The pre-install hook Job is created; nothing runs it here, and the status says so
+    // instead of claiming it completed.
     assert!(b
         .get(&ObjectRef::new(
             "batch",
@@ -324,7 +328,12 @@ async fn install_upgrade_rollback() {
         ))
         .await
         .unwrap()
-        .is_none());
+        .is_some());
+    let ready = &cond(&out.status, "Ready").message;
+    assert!(
+        ready.contains("pre-install hooks Job/kube-prometheus-stack-hook counted as done once written: memory with failing health runs no workloads"),
+        "{ready}"
+    );
 
     // The record, as Helm's Secrets driver stores it.
     let secret = b

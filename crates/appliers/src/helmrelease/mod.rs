@@ -5,6 +5,7 @@
 //! Not yet: hooks (rendered hooks are left out of the manifest and not run), CRD policies,
 //! Helm tests, drift detection and postRenderers.
 
+pub mod hooks;
 pub mod record;
 
 use async_trait::async_trait;
@@ -387,6 +388,42 @@ impl HelmReleaseApplier {
         }
     }
 
+    /// Runs the release's hooks of `event`; the record keeps their last runs.
+    async fn hooks(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        rel: &mut Release,
+        event: &str,
+        timeout: Duration,
+        notes: &mut Vec<String>,
+    ) -> Result<(), ReleaseError> {
+        if !rel.hooks.iter().any(|h| h.has_event(event)) {
+            return Ok(());
+        }
+        let ran = hooks::run(
+            backend,
+            &mut rel.hooks,
+            event,
+            &target.namespace,
+            timeout,
+            self.poll,
+            &|_| true,
+        )
+        .await;
+        // The record shows the hooks' runs, failed or not.
+        self.write(backend, target, rel).await?;
+        let ran = ran?;
+        if !ran.not_waited.is_empty() {
+            notes.push(format!(
+                "{event} hooks {} counted as done once written: {} runs no workloads",
+                ran.not_waited.join(", "),
+                backend.describe()
+            ));
+        }
+        Ok(())
+    }
+
     /// The shared install/upgrade path: new record pending, apply, prune, wait, settle record.
     async fn release(
         &self,
@@ -408,12 +445,14 @@ impl HelmReleaseApplier {
         }
         let Rendered {
             manifest,
-            hooks: _,
+            hooks: hook_files,
             notes,
             chart,
         } = render(req.chart_dir, target, req.values)?;
         let objs =
             release_objects(&manifest, target).map_err(|e| err(ReleaseErrorKind::Render, e))?;
+        let release_hooks =
+            hooks::parse(&hook_files).map_err(|e| err(ReleaseErrorKind::Render, e))?;
         let previous = history
             .iter()
             .rev()
@@ -447,22 +486,36 @@ impl HelmReleaseApplier {
             chart,
             config: req.values.clone(),
             manifest,
-            hooks: Vec::new(),
+            hooks: release_hooks,
             version,
             namespace: target.namespace.clone(),
             apply_method: record::APPLY_METHOD_SSA.into(),
         };
         self.write(backend, target, &rel).await?;
 
-        let (opts_wait, cleanup) = if upgrade {
+        let (opts_wait, cleanup, disable_hooks) = if upgrade {
             let u = req.spec.upgrade.clone().unwrap_or_default();
-            (!u.disable_wait, u.cleanup_on_fail)
+            (!u.disable_wait, u.cleanup_on_fail, u.disable_hooks)
         } else {
             let i = req.spec.install.clone().unwrap_or_default();
-            (!i.disable_wait, false)
+            (!i.disable_wait, false, i.disable_hooks)
         };
+        let (pre, post) = if upgrade {
+            (hooks::PRE_UPGRADE, hooks::POST_UPGRADE)
+        } else {
+            (hooks::PRE_INSTALL, hooks::POST_INSTALL)
+        };
+        let mut notes = Vec::new();
         let mut changes = Vec::new();
-        let mut result = self.apply_all(backend, &objs, &mut changes).await;
+        let mut result = Ok(());
+        if !disable_hooks {
+            result = self
+                .hooks(backend, target, &mut rel, pre, req.timeout, &mut notes)
+                .await;
+        }
+        if result.is_ok() {
+            result = self.apply_all(backend, &objs, &mut changes).await;
+        }
         if result.is_ok() {
             // What the deployed revision had and this one does not goes away (Helm deletes
             // resources dropped by an upgrade).
@@ -479,6 +532,11 @@ impl HelmReleaseApplier {
         }
         if result.is_ok() && opts_wait {
             result = self.wait(backend, &objs, req.timeout).await;
+        }
+        if result.is_ok() && !disable_hooks {
+            result = self
+                .hooks(backend, target, &mut rel, post, req.timeout, &mut notes)
+                .await;
         }
         let now = trueup_core::time::now_rfc3339();
         rel.info.last_deployed = now;
@@ -501,7 +559,9 @@ impl HelmReleaseApplier {
                     req.spec.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
                 )
                 .await;
-                Ok(record::info_of(&rel))
+                let mut info = record::info_of(&rel);
+                info.messages = notes;
+                Ok(info)
             }
             Err(mut e) => {
                 rel.info.status = rs::FAILED.into();
@@ -589,8 +649,25 @@ impl ReleaseManager for HelmReleaseApplier {
             apply_method: record::APPLY_METHOD_SSA.into(),
         };
         self.write(backend, target, &rel).await?;
+        let rb = spec.rollback.clone().unwrap_or_default();
+        let mut notes = Vec::new();
         let mut changes = Vec::new();
-        let mut result = self.apply_all(backend, &objs, &mut changes).await;
+        let mut result = Ok(());
+        if !rb.disable_hooks {
+            result = self
+                .hooks(
+                    backend,
+                    target,
+                    &mut rel,
+                    hooks::PRE_ROLLBACK,
+                    timeout,
+                    &mut notes,
+                )
+                .await;
+        }
+        if result.is_ok() {
+            result = self.apply_all(backend, &objs, &mut changes).await;
+        }
         if result.is_ok() {
             if let Some(c) = &current {
                 let keep = ids(&objs);
@@ -603,9 +680,20 @@ impl ReleaseManager for HelmReleaseApplier {
                 result = self.delete_all(backend, gone).await.map(|_| ());
             }
         }
-        let wait = !spec.rollback.as_ref().is_some_and(|r| r.disable_wait);
-        if result.is_ok() && wait {
+        if result.is_ok() && !rb.disable_wait {
             result = self.wait(backend, &objs, timeout).await;
+        }
+        if result.is_ok() && !rb.disable_hooks {
+            result = self
+                .hooks(
+                    backend,
+                    target,
+                    &mut rel,
+                    hooks::POST_ROLLBACK,
+                    timeout,
+                    &mut notes,
+                )
+                .await;
         }
         match result {
             Ok(()) => {
@@ -626,7 +714,9 @@ impl ReleaseManager for HelmReleaseApplier {
                     spec.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
                 )
                 .await;
-                Ok(record::info_of(&rel))
+                let mut info = record::info_of(&rel);
+                info.messages = notes;
+                Ok(info)
             }
             Err(mut e) => {
                 rel.info.status = rs::FAILED.into();
@@ -643,11 +733,27 @@ impl ReleaseManager for HelmReleaseApplier {
         backend: &dyn Backend,
         target: &ReleaseTarget,
         keep_history: bool,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
     ) -> Result<Vec<ObjectRef>, ReleaseError> {
         let history = self.records(backend, target).await?;
-        let Some(latest) = history.last().cloned() else {
+        let Some(mut latest) = history.last().cloned() else {
             return Ok(Vec::new());
         };
+        let un = spec.uninstall.clone().unwrap_or_default();
+        let timeout = un.timeout.as_ref().map(|t| t.duration()).unwrap_or(timeout);
+        let mut notes = Vec::new();
+        if !un.disable_hooks {
+            self.hooks(
+                backend,
+                target,
+                &mut latest,
+                hooks::PRE_DELETE,
+                timeout,
+                &mut notes,
+            )
+            .await?;
+        }
         // The latest record says what is there now; a deployed one underneath a failed
         // attempt may still own objects the attempt did not touch.
         let mut refs: Vec<ObjectRef> = Vec::new();
@@ -662,6 +768,17 @@ impl ReleaseManager for HelmReleaseApplier {
             }
         }
         let deleted = self.delete_all(backend, refs).await?;
+        if !un.disable_hooks {
+            self.hooks(
+                backend,
+                target,
+                &mut latest,
+                hooks::POST_DELETE,
+                timeout,
+                &mut notes,
+            )
+            .await?;
+        }
         if keep_history {
             let mut l = latest;
             l.info.status = rs::UNINSTALLED.into();

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use trueup_core::object::Object;
-use trueup_core::reconcile::helmrelease::{config_digest, ReleaseInfo};
+use trueup_core::reconcile::helmrelease::{config_digest, ReleaseInfo, TestHookStatus};
 
 /// The Secret type Helm gives release records.
 pub const SECRET_TYPE: &str = "helm.sh/release.v1";
@@ -37,7 +37,7 @@ pub struct Release {
         deserialize_with = "nullable",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub hooks: Vec<Value>,
+    pub hooks: Vec<super::hooks::Hook>,
     #[serde(default)]
     pub version: i64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -52,7 +52,7 @@ pub struct Release {
 pub const APPLY_METHOD_SSA: &str = "ssa";
 
 /// Go writes empty slices and maps as `null`; read those as empty.
-fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -206,6 +206,25 @@ pub fn info_of(rel: &Release) -> ReleaseInfo {
         last_deployed: rel.info.last_deployed.clone(),
         deleted: rel.info.deleted.clone(),
         description: rel.info.description.clone(),
+        test_hooks: {
+            let tests: std::collections::BTreeMap<String, TestHookStatus> = rel
+                .hooks
+                .iter()
+                .filter(|h| h.has_event(super::hooks::TEST) && !h.last_run.phase.is_empty())
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        TestHookStatus {
+                            last_started: h.last_run.started_at.clone(),
+                            last_completed: h.last_run.completed_at.clone(),
+                            phase: h.last_run.phase.clone(),
+                        },
+                    )
+                })
+                .collect();
+            (!tests.is_empty()).then_some(tests)
+        },
+        messages: Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -78,6 +79,25 @@ pub struct ReleaseInfo {
     pub deleted: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The last runs of the release's test hooks, by hook name (Flux's `testHooks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_hooks: Option<BTreeMap<String, TestHookStatus>>,
+    /// What the action wants the status message to say about how it ran (e.g. hooks a backend
+    /// could only write, not run). Not stored.
+    #[serde(skip)]
+    pub messages: Vec<String>,
+}
+
+/// One test hook's last run, as Flux's `TestHookStatus`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestHookStatus {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_started: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_completed: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
 }
 
 impl ReleaseInfo {
@@ -122,6 +142,8 @@ pub enum ReleaseErrorKind {
     Health,
     /// Release records could not be read or written.
     Storage,
+    /// A release hook failed (or did not finish in time).
+    Hook,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +196,8 @@ pub trait ReleaseManager: Send + Sync {
         backend: &dyn Backend,
         target: &ReleaseTarget,
         keep_history: bool,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
     ) -> Result<Vec<ObjectRef>, ReleaseError>;
 
     /// Marks a record `failed` (recovers a release left pending by a crash).
@@ -834,7 +858,11 @@ where
                 .as_ref()
                 .is_some_and(|l| l.status != release_status::UNINSTALLED)
         {
-            if let Err(e) = self.manager.uninstall(backend, &target, false).await {
+            if let Err(e) = self
+                .manager
+                .uninstall(backend, &target, false, &hr.spec, timeout)
+                .await
+            {
                 hst.write_to(&mut status);
                 return Outcome::failed(
                     obj,
@@ -869,7 +897,7 @@ where
         let verdict;
         match result {
             Ok(rel) => {
-                let (why, msg) = if is_install {
+                let (why, mut msg) = if is_install {
                     (
                         helm_reason::INSTALL_SUCCEEDED,
                         format!(
@@ -894,6 +922,9 @@ where
                         ),
                     )
                 };
+                for m in &rel.messages {
+                    msg.push_str(&format!(" ({m})"));
+                }
                 status.set_condition(
                     Condition::new(RELEASED, ConditionStatus::True, why, msg.clone()),
                     generation,
@@ -967,7 +998,7 @@ where
                             .map_err(|e| (helm_reason::ROLLBACK_FAILED, e.message)),
                         _ => self
                             .manager
-                            .uninstall(backend, &target, false)
+                            .uninstall(backend, &target, false, &hr.spec, timeout)
                             .await
                             .map(|_| {
                                 (
@@ -1020,8 +1051,18 @@ where
         };
         let target = release_target(&hr);
         let keep = hr.spec.uninstall.as_ref().is_some_and(|u| u.keep_history);
+        let timeout = hr
+            .spec
+            .timeout
+            .as_ref()
+            .map(|d| d.duration())
+            .unwrap_or(Duration::from_secs(300));
         let me = obj.object_ref();
-        match self.manager.uninstall(backend, &target, keep).await {
+        match self
+            .manager
+            .uninstall(backend, &target, keep, &hr.spec, timeout)
+            .await
+        {
             Ok(removed) => {
                 let mut msg = format!(
                     "Helm uninstall succeeded for release {}/{}",
