@@ -619,7 +619,7 @@ metadata:
 async fn finish_job(t: &Tools, ns: String, name: String, complete: bool) -> Vec<String> {
     let b = KubeBackend::from_kubeconfig(&t.kubeconfig).await.unwrap();
     let job = ObjectRef::new("batch", "Job", &ns, &name);
-    loop {
+    for _ in 0..1200 {
         if let Ok(Some(j)) = b.get(&job).await {
             if j.0
                 .get("status")
@@ -751,4 +751,172 @@ async fn hooks_run_in_helms_order_and_jobs_are_waited_for() {
         .unwrap()
         .is_some());
     assert_eq!(config(&b, ns, "web").await, Value::Null);
+}
+
+const TESTS: &[(&str, &str)] = &[(
+    "templates/tests.yaml",
+    r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ .Release.Name }}-test-connection
+  annotations:
+    helm.sh/hook: test
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  containers:
+  - name: wget
+    image: busybox
+    command: ['wget', '{{ .Release.Name }}:80']
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ .Release.Name }}-test-slow
+  annotations:
+    helm.sh/hook: test
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  containers:
+  - name: slow
+    image: busybox
+"#,
+)];
+
+/// Plays the kubelet for one test Pod: once a new one exists, sets its phase.
+async fn finish_pod(t: &Tools, ns: String, name: String, phase: &'static str) {
+    let b = KubeBackend::from_kubeconfig(&t.kubeconfig).await.unwrap();
+    let pod = ObjectRef::new("", "Pod", &ns, &name);
+    // Bounded, so that a Pod that never comes fails the test's assertions instead of hanging.
+    for _ in 0..1200 {
+        if let Ok(Some(p)) = b.get(&pod).await {
+            // A new Pod is Pending (nothing schedules it here); an old one has its phase.
+            if p.0.get("status").and_then(|s| s.get("phase")) == Some(&json!("Pending")) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.update_status(&pod, &json!({"phase": phase}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_tests_run_after_install_with_filters_and_failures() {
+    let ns = "hk-tests";
+    let Some((b, t)) = cluster(ns).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    let (_, tgz) = chart_with(tmp.path(), "0.1.0", TESTS);
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo).await;
+    let rec = reconciler(&tmp.path().join("store"));
+    let pod = |n: &str| ObjectRef::new("", "Pod", ns, n);
+    // Pods need the namespace's default ServiceAccount, which the controller-manager (not
+    // running here) would create.
+    b.apply(
+        &obj(&format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {ns}}}"
+        )),
+        &ApplyOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    // Install, then the test Pod the filters keep; it succeeds.
+    let spec =
+        "  test:\n    enable: true\n    filters:\n    - {name: web-test-slow, exclude: true}\n";
+    let job = tokio::spawn(finish_pod(
+        t,
+        ns.into(),
+        "web-test-connection".into(),
+        "Succeeded",
+    ));
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 1, spec, None), &b)
+        .await;
+    job.await.unwrap();
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let c = out.status.condition("TestSuccess").expect("TestSuccess");
+    assert_eq!(c.reason, "TestSucceeded");
+    assert!(
+        c.message.contains("1 test hook(s) completed successfully"),
+        "{}",
+        c.message
+    );
+    assert!(
+        b.get(&pod("web-test-slow")).await.unwrap().is_none(),
+        "excluded by the filter"
+    );
+    let snap = &HelmReleaseStatus::from_status(&out.status).history[0];
+    let th = snap.test_hooks.as_ref().expect("testHooks in the snapshot");
+    assert_eq!(th["web-test-connection"].phase, "Succeeded");
+    assert!(!th.contains_key("web-test-slow"));
+    assert!(out.events.iter().any(|e| e.reason == "TestSucceeded"));
+    // Helm sees the test run in the release.
+    let status = helm_json(t, &["status", "web", "-n", ns]);
+    let h = status["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "web-test-connection")
+        .unwrap()
+        .clone();
+    assert_eq!(h["last_run"]["phase"], "Succeeded");
+
+    // An upgrade whose test fails, failures ignored: released, TestSuccess False, Ready.
+    let spec2 = "  values: {greeting: v2}\n  test:\n    enable: true\n    ignoreFailures: true\n    filters:\n    - {name: web-test-connection}\n";
+    let job = tokio::spawn(finish_pod(
+        t,
+        ns.into(),
+        "web-test-connection".into(),
+        "Failed",
+    ));
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 2, spec2, Some(&out)), &b)
+        .await;
+    job.await.unwrap();
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let c = out.status.condition("TestSuccess").unwrap();
+    assert_eq!(c.reason, "TestFailed");
+    assert!(
+        c.message
+            .contains("Pod/hk-tests/web-test-connection failed"),
+        "{}",
+        c.message
+    );
+    assert_eq!(revision_of(&out), 2);
+
+    // Not ignored: the release counts as failed and is rolled back to revision 2.
+    let spec3 = "  values: {greeting: v3}\n  upgrade:\n    remediation: {retries: 1}\n  test:\n    enable: true\n    filters:\n    - {name: web-test-connection}\n";
+    let job = tokio::spawn(finish_pod(
+        t,
+        ns.into(),
+        "web-test-connection".into(),
+        "Failed",
+    ));
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 3, spec3, Some(&out)), &b)
+        .await;
+    job.await.unwrap();
+    assert!(
+        matches!(out.verdict, Verdict::Failed { .. }),
+        "{:?}",
+        out.status
+    );
+    let ready = out.status.condition("Ready").unwrap();
+    assert_eq!(ready.reason, "TestFailed", "{ready:?}");
+    assert_eq!(
+        out.status.condition("Released").unwrap().status,
+        trueup_core::status::ConditionStatus::True
+    );
+    assert_eq!(
+        out.status.condition("Remediated").unwrap().reason,
+        "RollbackSucceeded"
+    );
+    assert_eq!(config(&b, ns, "web").await["greeting"], "v2");
 }

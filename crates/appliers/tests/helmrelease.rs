@@ -570,3 +570,24 @@ async fn bad_values_and_bad_chart_are_clear_failures() {
         out.status
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_tests_are_not_pretended_where_nothing_runs() {
+    let repo = Repo::serve();
+    repo.publish("kube-prometheus-stack", "58.0.0", false, false);
+    let store = tempfile::tempdir().unwrap();
+    let rec = reconciler(store.path());
+    let b = setup(&repo, seed_release("  test:\n    enable: true\n")).await;
+    let out = run(&rec, &b).await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let c = cond(&out.status, "TestSuccess");
+    assert_eq!(c.status, trueup_core::status::ConditionStatus::Unknown);
+    assert_eq!(c.reason, "TestNotRun");
+    assert!(
+        c.message
+            .contains("were not run: memory with failing health runs no workloads"),
+        "{}",
+        c.message
+    );
+    assert!(cond(&out.status, "Ready").message.contains("were not run"));
+}

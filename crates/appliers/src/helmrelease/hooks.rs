@@ -318,6 +318,32 @@ async fn wait(
     poll: Duration,
 ) -> Result<(), String> {
     loop {
+        // A Pod hook is done when it has run to completion, not when it is Ready.
+        if r.kind == "Pod" && r.group.is_empty() {
+            let phase = match backend.get(r).await {
+                Ok(Some(o)) => o
+                    .status()
+                    .and_then(|s| s.get("phase"))
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("Pending")
+                    .to_string(),
+                Ok(None) => "not found".into(),
+                Err(e) => e.to_string(),
+            };
+            match phase.as_str() {
+                "Succeeded" => return Ok(()),
+                "Failed" => return Err(format!("{r} failed: pod phase Failed")),
+                _ if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "{r}: timed out waiting for the condition (pod is {phase})"
+                    ))
+                }
+                _ => {
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+            }
+        }
         let last = match backend.health(r).await {
             Ok(Health::Current) => return Ok(()),
             Ok(Health::Failed(m)) => return Err(format!("{r} failed: {m}")),

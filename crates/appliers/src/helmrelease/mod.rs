@@ -802,6 +802,62 @@ impl ReleaseManager for HelmReleaseApplier {
         Ok(deleted)
     }
 
+    async fn test(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
+    ) -> Result<ReleaseInfo, ReleaseError> {
+        let history = self.records(backend, target).await?;
+        let Some(mut rel) = history
+            .into_iter()
+            .rev()
+            .find(|r| r.info.status == rs::DEPLOYED)
+        else {
+            return Err(storage_err(format!(
+                "release {} has no deployed revision to test",
+                target.name
+            )));
+        };
+        let filters = spec
+            .test
+            .as_ref()
+            .map(|t| t.filters.clone())
+            .unwrap_or_default();
+        // Flux's filters: names with exclude=false are the only tests run (when any), names
+        // with exclude=true are never run.
+        let only = move |h: &hooks::Hook| {
+            let includes: Vec<&str> = filters
+                .iter()
+                .filter(|f| !f.exclude)
+                .map(|f| f.name.as_str())
+                .collect();
+            (includes.is_empty() || includes.contains(&h.name.as_str()))
+                && !filters.iter().any(|f| f.exclude && f.name == h.name)
+        };
+        // Test runs of an earlier test step do not count for this one.
+        for h in rel.hooks.iter_mut().filter(|h| h.has_event(hooks::TEST)) {
+            h.last_run = hooks::HookExecution::default();
+        }
+        let ran = hooks::run(
+            backend,
+            &mut rel.hooks,
+            hooks::TEST,
+            &target.namespace,
+            timeout,
+            self.poll,
+            &only,
+        )
+        .await;
+        self.write(backend, target, &rel).await?;
+        ran.map_err(|mut e| {
+            e.release = Some(Box::new(record::info_of(&rel)));
+            e
+        })?;
+        Ok(record::info_of(&rel))
+    }
+
     async fn mark_failed(
         &self,
         backend: &dyn Backend,

@@ -29,6 +29,7 @@ use std::time::Duration;
 /// Condition types of a HelmRelease.
 pub const RELEASED: &str = "Released";
 pub const REMEDIATED: &str = "Remediated";
+pub const TEST_SUCCESS: &str = "TestSuccess";
 
 /// Reasons of the HelmRelease conditions, as Flux names them.
 pub mod helm_reason {
@@ -40,6 +41,10 @@ pub mod helm_reason {
     pub const ROLLBACK_FAILED: &str = "RollbackFailed";
     pub const UNINSTALL_SUCCEEDED: &str = "UninstallSucceeded";
     pub const UNINSTALL_FAILED: &str = "UninstallFailed";
+    pub const TEST_SUCCEEDED: &str = "TestSucceeded";
+    pub const TEST_FAILED: &str = "TestFailed";
+    /// The backend runs no workloads, so test Pods could not run.
+    pub const TEST_NOT_RUN: &str = "TestNotRun";
     pub const VALUES_ERROR: &str = "InitFailed";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExceeded";
 }
@@ -144,6 +149,8 @@ pub enum ReleaseErrorKind {
     Storage,
     /// A release hook failed (or did not finish in time).
     Hook,
+    /// A Helm test failed: the release itself was deployed.
+    Test,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +206,17 @@ pub trait ReleaseManager: Send + Sync {
         spec: &HelmReleaseSpec,
         timeout: Duration,
     ) -> Result<Vec<ObjectRef>, ReleaseError>;
+
+    /// Runs the test hooks of the deployed release (Helm's `helm test`), keeping only those
+    /// `spec.test.filters` select, and records their runs in the release. Called only on
+    /// backends that run workloads.
+    async fn test(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
+    ) -> Result<ReleaseInfo, ReleaseError>;
 
     /// Marks a record `failed` (recovers a release left pending by a crash).
     async fn mark_failed(
@@ -518,6 +536,132 @@ where
     M: ReleaseManager,
     S: Source,
 {
+    /// Flux's test step after a successful install or upgrade (`spec.test.enable`): the
+    /// TestSuccess condition, an event, and a failed test as a failed release unless
+    /// `ignoreFailures`. A backend that runs no workloads cannot run test Pods: the condition
+    /// says so.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tests(
+        &self,
+        hr: &HelmRelease,
+        me: &ObjectRef,
+        target: &ReleaseTarget,
+        backend: &dyn Backend,
+        timeout: Duration,
+        generation: i64,
+        is_install: bool,
+        result: Result<ReleaseInfo, ReleaseError>,
+        status: &mut Status,
+        events: &mut Vec<Event>,
+    ) -> Result<ReleaseInfo, ReleaseError> {
+        let test = hr.spec.test.clone().unwrap_or_default();
+        let Ok(rel) = result else {
+            return result;
+        };
+        let now = crate::time::now_rfc3339();
+        if !test.enable {
+            status.remove_condition(TEST_SUCCESS);
+            return Ok(rel);
+        }
+        let name = format!("{}/{}.v{}", target.namespace, rel.name, rel.version);
+        if !backend.runs_workloads() {
+            let msg = format!(
+                "Helm tests of release {name} were not run: {} runs no workloads",
+                backend.describe()
+            );
+            status.set_condition(
+                Condition::new(
+                    TEST_SUCCESS,
+                    ConditionStatus::Unknown,
+                    helm_reason::TEST_NOT_RUN,
+                    msg.clone(),
+                ),
+                generation,
+                &now,
+            );
+            let mut rel = rel;
+            rel.messages.push(msg);
+            return Ok(rel);
+        }
+        let timeout = test
+            .timeout
+            .as_ref()
+            .map(|t| t.duration())
+            .unwrap_or(timeout);
+        let ignore = test.ignore_failures || {
+            let rem = if is_install {
+                hr.spec
+                    .install
+                    .as_ref()
+                    .and_then(|i| i.remediation.as_ref())
+            } else {
+                hr.spec
+                    .upgrade
+                    .as_ref()
+                    .and_then(|u| u.remediation.as_ref())
+            };
+            rem.and_then(|r| r.ignore_test_failures).unwrap_or(false)
+        };
+        match self.manager.test(backend, target, &hr.spec, timeout).await {
+            Ok(t) => {
+                let n = t.test_hooks.as_ref().map(|h| h.len()).unwrap_or(0);
+                let msg = format!(
+                    "Helm test succeeded for release {name} with chart {}@{}: {n} test hook(s) completed successfully",
+                    rel.chart_name, rel.chart_version
+                );
+                status.set_condition(
+                    Condition::new(
+                        TEST_SUCCESS,
+                        ConditionStatus::True,
+                        helm_reason::TEST_SUCCEEDED,
+                        msg.clone(),
+                    ),
+                    generation,
+                    &now,
+                );
+                events.push(Event::new(
+                    me.clone(),
+                    Severity::Info,
+                    helm_reason::TEST_SUCCEEDED,
+                    msg,
+                ));
+                let mut t = t;
+                t.messages = rel.messages;
+                Ok(t)
+            }
+            Err(mut e) => {
+                let msg = format!(
+                    "Helm test failed for release {name} with chart {}@{}: {}",
+                    rel.chart_name, rel.chart_version, e.message
+                );
+                status.set_condition(
+                    Condition::new(
+                        TEST_SUCCESS,
+                        ConditionStatus::False,
+                        helm_reason::TEST_FAILED,
+                        msg.clone(),
+                    ),
+                    generation,
+                    &now,
+                );
+                events.push(Event::new(
+                    me.clone(),
+                    Severity::Error,
+                    helm_reason::TEST_FAILED,
+                    msg.clone(),
+                ));
+                if ignore {
+                    let mut rel = rel;
+                    rel.messages.push("test failures ignored".into());
+                    return Ok(rel);
+                }
+                e.kind = ReleaseErrorKind::Test;
+                e.release = Some(Box::new(rel));
+                Err(e)
+            }
+        }
+    }
+
     /// Resolves the chart version and makes sure its archive is in the store.
     async fn chart_artifact(
         &self,
@@ -894,6 +1038,21 @@ where
             self.manager.upgrade(req).await
         };
 
+        let result = self
+            .run_tests(
+                &hr,
+                &me,
+                &target,
+                backend,
+                timeout,
+                generation,
+                is_install,
+                result,
+                &mut status,
+                &mut events,
+            )
+            .await;
+
         let verdict;
         match result {
             Ok(rel) => {
@@ -948,19 +1107,34 @@ where
                     (helm_reason::UPGRADE_FAILED, &upgrade_rem)
                 };
                 hst.failures += 1;
-                let msg = format!(
-                    "Helm {} failed for release {}/{} with chart {}: {}",
-                    if is_install { "install" } else { "upgrade" },
-                    target.namespace,
-                    target.name,
-                    chart_version,
-                    e.message
-                );
-                status.set_condition(
-                    Condition::new(RELEASED, ConditionStatus::False, why, msg.clone()),
-                    generation,
-                    &now,
-                );
+                let tested = e.kind == ReleaseErrorKind::Test;
+                let msg = if tested {
+                    format!(
+                        "Helm test failed for release {}/{} with chart {}: {}",
+                        target.namespace, target.name, chart_version, e.message
+                    )
+                } else {
+                    format!(
+                        "Helm {} failed for release {}/{} with chart {}: {}",
+                        if is_install { "install" } else { "upgrade" },
+                        target.namespace,
+                        target.name,
+                        chart_version,
+                        e.message
+                    )
+                };
+                let why = if tested {
+                    helm_reason::TEST_FAILED
+                } else {
+                    why
+                };
+                if !tested {
+                    status.set_condition(
+                        Condition::new(RELEASED, ConditionStatus::False, why, msg.clone()),
+                        generation,
+                        &now,
+                    );
+                }
                 events.push(
                     Event::new(me.clone(), Severity::Error, why, msg.clone())
                         .with_revision(chart_version.clone()),
