@@ -319,9 +319,10 @@ fn reconciler(store: &Path) -> Rec {
     )
 }
 
-async fn helm_repository(b: &KubeBackend, repo: &Repo) {
+/// The HelmRepository of one test, named after its namespace (tests run in parallel).
+async fn helm_repository(b: &KubeBackend, repo: &Repo, ns: &str) {
     let r = obj(&format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: demo, namespace: flux-system}}\nspec: {{interval: 1h, url: '{}'}}\n",
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: {ns}, namespace: flux-system}}\nspec: {{interval: 1h, url: '{}'}}\n",
         repo.url
     ));
     for _ in 0..50 {
@@ -361,7 +362,7 @@ spec:
     spec:
       chart: demo
       version: "0.1.x"
-      sourceRef: {{kind: HelmRepository, name: demo, namespace: flux-system}}
+      sourceRef: {{kind: HelmRepository, name: {ns}, namespace: flux-system}}
 {spec_extra}"#
     ));
     if let Some(p) = prev {
@@ -398,7 +399,7 @@ async fn helm_cli_reads_trueup_releases_and_rollback_is_respected() {
     let repo = Repo::serve();
     let (_, tgz) = chart(tmp.path(), "0.1.0");
     repo.publish("0.1.0", tgz);
-    helm_repository(&b, &repo).await;
+    helm_repository(&b, &repo, ns).await;
     let rec = reconciler(&tmp.path().join("store"));
 
     // trueup installs (v1) and upgrades (v2) with new values.
@@ -511,7 +512,7 @@ async fn helm_release_adopts_a_helm_installed_release() {
     let repo = Repo::serve();
     let (dir, tgz) = chart(tmp.path(), "0.1.0");
     repo.publish("0.1.0", tgz);
-    helm_repository(&b, &repo).await;
+    helm_repository(&b, &repo, ns).await;
 
     helm(
         t,
@@ -663,7 +664,7 @@ async fn hooks_run_in_helms_order_and_jobs_are_waited_for() {
     let repo = Repo::serve();
     let (_, tgz) = chart_with(tmp.path(), "0.1.0", HOOKS);
     repo.publish("0.1.0", tgz);
-    helm_repository(&b, &repo).await;
+    helm_repository(&b, &repo, ns).await;
     let rec = reconciler(&tmp.path().join("store"));
 
     // Install: the weight -5 ConfigMap, then the Job, which holds the release until it is
@@ -813,7 +814,7 @@ async fn helm_tests_run_after_install_with_filters_and_failures() {
     let repo = Repo::serve();
     let (_, tgz) = chart_with(tmp.path(), "0.1.0", TESTS);
     repo.publish("0.1.0", tgz);
-    helm_repository(&b, &repo).await;
+    helm_repository(&b, &repo, ns).await;
     let rec = reconciler(&tmp.path().join("store"));
     let pod = |n: &str| ObjectRef::new("", "Pod", ns, n);
     // Pods need the namespace's default ServiceAccount, which the controller-manager (not
@@ -919,4 +920,169 @@ async fn helm_tests_run_after_install_with_filters_and_failures() {
         "RollbackSucceeded"
     );
     assert_eq!(config(&b, ns, "web").await["greeting"], "v2");
+}
+
+fn crd_chart(version: &str) -> Vec<(String, String)> {
+    let short = if version == "0.1.0" {
+        ""
+    } else {
+        "\n    shortNames: [wdg]"
+    };
+    vec![
+        (
+            "crds/widgets.yaml".into(),
+            format!("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names:\n    kind: Widget\n    plural: widgets\n    singular: widget{short}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"),
+        ),
+        (
+            "templates/widget.yaml".into(),
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {{ .Release.Name }}-widget\nspec:\n  size: {{ .Chart.Version | quote }}\n".into(),
+        ),
+        (
+            "templates/job.yaml".into(),
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-setup\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: setup\n        image: \"example/setup:{{ .Chart.Version }}\"\n".into(),
+        ),
+    ]
+}
+
+fn publish_crd_chart(tmp: &Path, repo: &Repo, version: &str) {
+    let files = crd_chart(version);
+    let extra: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let (_, tgz) = chart_with(tmp, version, &extra);
+    repo.publish(version, tgz);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crd_policies_force_and_disable_wait() {
+    let ns = "hk-crds";
+    let Some((b, _t)) = cluster(ns).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    publish_crd_chart(tmp.path(), &repo, "0.1.0");
+    helm_repository(&b, &repo, ns).await;
+    let rec = reconciler(&tmp.path().join("store"));
+    let crd = ObjectRef::new(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "",
+        "widgets.example.com",
+    );
+    let job = ObjectRef::new("batch", "Job", ns, "web-setup");
+    let short_names = |o: Object| o.0["spec"]["names"].get("shortNames").cloned();
+
+    // Install (crds: Create by default): the CRD goes in first, so the chart's Widget applies.
+    // Nothing runs the Job here; with disableWait the release does not wait for it.
+    let spec = "  install: {disableWait: true}\n  upgrade: {disableWait: true}\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 1, spec, None), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let w = b
+        .get(&ObjectRef::new("example.com", "Widget", ns, "web-widget"))
+        .await
+        .unwrap()
+        .expect("the chart's custom resource");
+    assert_eq!(w.0["spec"]["size"], "0.1.0");
+    assert_eq!(short_names(b.get(&crd).await.unwrap().unwrap()), None);
+    let uid1 = b.get(&job).await.unwrap().unwrap().0["metadata"]["uid"].clone();
+
+    // Upgrade (crds: Skip by default): the CRD stays as it was; the Job's template is
+    // immutable, so the upgrade fails and says why.
+    publish_crd_chart(tmp.path(), &repo, "0.1.1");
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 1, spec, Some(&out)), &b)
+        .await;
+    assert!(
+        matches!(out.verdict, Verdict::Failed { .. }),
+        "{:?}",
+        out.status
+    );
+    let msg = &out.status.condition("Ready").unwrap().message;
+    assert!(
+        msg.contains("Job/hk-crds/web-setup") && msg.contains("immutable"),
+        "{msg}"
+    );
+    assert_eq!(short_names(b.get(&crd).await.unwrap().unwrap()), None);
+
+    // force recreates the Job; crds: CreateReplace updates the CRD.
+    publish_crd_chart(tmp.path(), &repo, "0.1.2");
+    let spec = "  install: {disableWait: true}\n  upgrade: {disableWait: true, force: true, crds: CreateReplace}\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 2, spec, Some(&out)), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let j = b.get(&job).await.unwrap().unwrap();
+    assert_eq!(
+        j.0["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example/setup:0.1.2"
+    );
+    assert_ne!(j.0["metadata"]["uid"], uid1, "recreated");
+    assert_eq!(
+        short_names(b.get(&crd).await.unwrap().unwrap()),
+        Some(json!(["wdg"]))
+    );
+
+    // A policy name that does not exist is a clear error naming the field.
+    let bad = "  upgrade: {crds: Sometimes}\n  values: {greeting: x}\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 3, bad, Some(&out)), &b)
+        .await;
+    let msg = &out.status.condition("Ready").unwrap().message;
+    assert!(
+        msg.contains("spec.upgrade.crds: unsupported policy 'Sometimes'"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_history_and_storage_namespace() {
+    let ns = "hk-hist";
+    let Some((b, t)) = cluster(ns).await else {
+        return;
+    };
+    for n in ["hk-store", "hk-target"] {
+        b.apply(
+            &obj(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}"
+            )),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    let (_, tgz) = chart(tmp.path(), "0.1.0");
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo, ns).await;
+    let rec = reconciler(&tmp.path().join("store"));
+    let mut prev: Option<Outcome> = None;
+    for (i, g) in ["a", "b", "c", "d"].iter().enumerate() {
+        let spec = format!("  targetNamespace: hk-target\n  storageNamespace: hk-store\n  maxHistory: 2\n  values: {{greeting: {g}}}\n");
+        let out = rec
+            .reconcile(
+                &helm_release(ns, "web", i as i64 + 1, &spec, prev.as_ref()),
+                &b,
+            )
+            .await;
+        assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+        prev = Some(out);
+    }
+    assert_eq!(config(&b, "hk-target", "web").await["greeting"], "d");
+    let hist = helm_json(t, &["history", "web", "-n", "hk-store"]);
+    let revs: Vec<i64> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(revs, [3, 4], "maxHistory: 2 keeps the newest two");
+    let (ok, _, _) = helm_try(t, &["status", "web", "-n", "hk-target"]);
+    assert!(!ok, "no records in the target namespace");
+    let st = HelmReleaseStatus::from_status(&prev.unwrap().status);
+    assert_eq!(st.storage_namespace, "hk-store");
 }

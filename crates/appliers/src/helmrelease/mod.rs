@@ -231,6 +231,71 @@ fn chart_name(chart: &Chart) -> String {
         .to_string()
 }
 
+/// `install.crds` / `upgrade.crds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrdPolicy {
+    /// Leave the chart's CRDs alone.
+    Skip,
+    /// Create the CRDs that do not exist; never change existing ones.
+    Create,
+    /// Create new CRDs and update existing ones.
+    CreateReplace,
+}
+
+fn crd_policy(v: Option<&str>, default: CrdPolicy, field: &str) -> Result<CrdPolicy, ReleaseError> {
+    match v {
+        None | Some("") => Ok(default),
+        Some("Skip") => Ok(CrdPolicy::Skip),
+        Some("Create") => Ok(CrdPolicy::Create),
+        Some("CreateReplace") => Ok(CrdPolicy::CreateReplace),
+        Some(o) => Err(err(
+            ReleaseErrorKind::Render,
+            format!("{field}: unsupported policy '{o}' (Skip, Create, CreateReplace)"),
+        )),
+    }
+}
+
+/// The chart's `crds/` files (and its subcharts'), as Helm installs them: not templated, not
+/// part of the release manifest.
+fn chart_crds(chart_dir: &Path) -> Result<Vec<Object>, ReleaseError> {
+    let root = chart_root(chart_dir)?;
+    let mut dirs = vec![root.join("crds")];
+    if let Ok(rd) = std::fs::read_dir(root.join("charts")) {
+        let mut subs: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("crds")).collect();
+        subs.sort();
+        dirs.extend(subs);
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                err(
+                    ReleaseErrorKind::Render,
+                    format!("chart {}: {e}", f.display()),
+                )
+            })?;
+            let name = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
+            out.extend(
+                parse_manifest(&text, &format!("chart {name}"))
+                    .map_err(|e| err(ReleaseErrorKind::Render, e))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// A set of object identities, for pruning.
 fn ids(objs: &[Object]) -> HashSet<ObjectRef> {
     objs.iter().map(|o| o.object_ref()).collect()
@@ -286,9 +351,14 @@ impl HelmReleaseApplier {
         backend: &dyn Backend,
         objs: &[Object],
         changes: &mut Vec<(ObjectRef, ApplyAction)>,
+        force: bool,
     ) -> Result<(), ReleaseError> {
+        // `force`: Helm's replacement strategy; fields other managers own are taken and an
+        // object whose immutable fields changed is deleted and created again.
         let opts = ApplyOptions {
             field_manager: "helm".into(),
+            force_conflicts: force,
+            recreate_on_immutable: force,
             ..Default::default()
         };
         for o in objs {
@@ -386,6 +456,58 @@ impl HelmReleaseApplier {
             );
             let _ = backend.delete(&sref).await;
         }
+    }
+
+    /// Installs the chart's CRDs by `policy` and waits until they are established, so that
+    /// the chart's custom resources apply.
+    async fn crds(
+        &self,
+        backend: &dyn Backend,
+        crds: &[Object],
+        policy: CrdPolicy,
+        timeout: Duration,
+        notes: &mut Vec<String>,
+    ) -> Result<(), ReleaseError> {
+        if policy == CrdPolicy::Skip || crds.is_empty() {
+            return Ok(());
+        }
+        let opts = ApplyOptions {
+            field_manager: "helm".into(),
+            force_conflicts: true,
+            ..Default::default()
+        };
+        let mut applied = Vec::new();
+        for c in crds {
+            let r = c.object_ref();
+            if policy == CrdPolicy::Create {
+                let exists = backend
+                    .get(&r)
+                    .await
+                    .map_err(|e| err(ReleaseErrorKind::Apply, format!("{r}: {e}")))?
+                    .is_some();
+                if exists {
+                    continue;
+                }
+            }
+            backend
+                .apply(c, &opts)
+                .await
+                .map_err(|e| err(ReleaseErrorKind::Apply, format!("CRD {r}: {e}")))?;
+            applied.push(c.clone());
+        }
+        if !applied.is_empty() {
+            self.wait(backend, &applied, timeout).await?;
+            notes.push(format!(
+                "{} CRD(s) {}",
+                applied.len(),
+                if policy == CrdPolicy::Create {
+                    "created"
+                } else {
+                    "created or replaced"
+                }
+            ));
+        }
+        Ok(())
     }
 
     /// Runs the release's hooks of `event`; the record keeps their last runs.
@@ -493,13 +615,26 @@ impl HelmReleaseApplier {
         };
         self.write(backend, target, &rel).await?;
 
-        let (opts_wait, cleanup, disable_hooks) = if upgrade {
+        let (opts_wait, cleanup, disable_hooks, force, crds) = if upgrade {
             let u = req.spec.upgrade.clone().unwrap_or_default();
-            (!u.disable_wait, u.cleanup_on_fail, u.disable_hooks)
+            let crds = crd_policy(u.crds.as_deref(), CrdPolicy::Skip, "spec.upgrade.crds")?;
+            (
+                !u.disable_wait,
+                u.cleanup_on_fail,
+                u.disable_hooks,
+                u.force,
+                crds,
+            )
         } else {
             let i = req.spec.install.clone().unwrap_or_default();
-            (!i.disable_wait, false, i.disable_hooks)
+            let crds = if i.skip_crds && i.crds.is_none() {
+                CrdPolicy::Skip
+            } else {
+                crd_policy(i.crds.as_deref(), CrdPolicy::Create, "spec.install.crds")?
+            };
+            (!i.disable_wait, false, i.disable_hooks, i.replace, crds)
         };
+        let crd_objs = chart_crds(req.chart_dir)?;
         let (pre, post) = if upgrade {
             (hooks::PRE_UPGRADE, hooks::POST_UPGRADE)
         } else {
@@ -507,14 +642,16 @@ impl HelmReleaseApplier {
         };
         let mut notes = Vec::new();
         let mut changes = Vec::new();
-        let mut result = Ok(());
-        if !disable_hooks {
+        let mut result = self
+            .crds(backend, &crd_objs, crds, req.timeout, &mut notes)
+            .await;
+        if result.is_ok() && !disable_hooks {
             result = self
                 .hooks(backend, target, &mut rel, pre, req.timeout, &mut notes)
                 .await;
         }
         if result.is_ok() {
-            result = self.apply_all(backend, &objs, &mut changes).await;
+            result = self.apply_all(backend, &objs, &mut changes, force).await;
         }
         if result.is_ok() {
             // What the deployed revision had and this one does not goes away (Helm deletes
@@ -666,7 +803,9 @@ impl ReleaseManager for HelmReleaseApplier {
                 .await;
         }
         if result.is_ok() {
-            result = self.apply_all(backend, &objs, &mut changes).await;
+            result = self
+                .apply_all(backend, &objs, &mut changes, rb.force || rb.recreate)
+                .await;
         }
         if result.is_ok() {
             if let Some(c) = &current {
