@@ -591,3 +591,57 @@ async fn helm_tests_are_not_pretended_where_nothing_runs() {
     );
     assert!(cond(&out.status, "Ready").message.contains("were not run"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_renderers_patch_the_release_and_a_change_upgrades() {
+    let repo = Repo::serve();
+    repo.publish("kube-prometheus-stack", "58.0.0", false, false);
+    let store = tempfile::tempdir().unwrap();
+    let rec = reconciler(store.path());
+    let pr = r#"  postRenderers:
+  - kustomize:
+      patches:
+      - target: {kind: ConfigMap, name: kube-prometheus-stack-config}
+        patch: |
+          - op: add
+            path: /metadata/labels/team
+            value: observability
+      patchesStrategicMerge:
+      - apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: kube-prometheus-stack-config}
+        data: {extra: from-post-renderer}
+"#;
+    let b = setup(&repo, seed_release(pr)).await;
+    let out = run(&rec, &b).await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let cm = configmap(&b, "kube-prometheus-stack-config").await.unwrap();
+    assert_eq!(cm.label("team"), Some("observability"));
+    assert_eq!(cm.0["data"]["extra"], "from-post-renderer");
+    assert_eq!(cm.0["data"]["retention"], "15d");
+    // The stored manifest is the post-rendered one (what `helm get manifest` shows).
+    let recs = records(&b).await;
+    assert!(recs[0].1.manifest.contains("team: observability"));
+    // Unchanged: nothing to do. A changed post-renderer alone upgrades the release.
+    let out = run(&rec, &b).await;
+    assert_eq!(records(&b).await.len(), 1, "{:?}", out.status);
+    let mut hr = b.get(&hr_ref()).await.unwrap().unwrap();
+    hr.0["spec"]["postRenderers"][0]["kustomize"]["patches"][0]["patch"] =
+        Value::String("- op: add\n  path: /metadata/labels/team\n  value: platform\n".into());
+    hr.0["metadata"]["generation"] = 2.into();
+    b.apply(&hr, &ApplyOptions::default()).await.unwrap();
+    let out = run(&rec, &b).await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(cond(&out.status, "Released").reason, "UpgradeSucceeded");
+    let cm = configmap(&b, "kube-prometheus-stack-config").await.unwrap();
+    assert_eq!(cm.label("team"), Some("platform"));
+
+    // A patch that does not parse fails the release and names the post-renderer.
+    let mut hr = b.get(&hr_ref()).await.unwrap().unwrap();
+    hr.0["spec"]["postRenderers"][0]["kustomize"]["patches"][0]["patch"] =
+        Value::String("- op: [unclosed\n".into());
+    b.apply(&hr, &ApplyOptions::default()).await.unwrap();
+    let out = run(&rec, &b).await;
+    let msg = &cond(&out.status, "Ready").message;
+    assert!(msg.contains("spec.postRenderers[0].kustomize"), "{msg}");
+}

@@ -180,6 +180,54 @@ struct Rendered {
     chart: Chart,
 }
 
+/// Flux's `postRenderers`: each kustomize post-renderer in order, run by the native overlay
+/// renderer over the chart's manifest (hooks are not post-rendered, as in Helm). The result is
+/// the release manifest.
+fn post_render(
+    manifest: String,
+    renderers: &[trueup_core::api::helm::PostRenderer],
+) -> Result<String, ReleaseError> {
+    use trueup_core::api::meta::Patch;
+    let mut manifest = manifest;
+    for (i, pr) in renderers.iter().enumerate() {
+        let Some(k) = &pr.kustomize else {
+            continue;
+        };
+        let field = format!("spec.postRenderers[{i}].kustomize");
+        let perr = |m: String| err(ReleaseErrorKind::Render, format!("{field}: {m}"));
+        let mut patches = k.patches.clone();
+        for p in &k.patches_strategic_merge {
+            patches.push(Patch {
+                patch: serde_yaml::to_string(p).map_err(|e| perr(e.to_string()))?,
+                target: None,
+            });
+        }
+        for p in &k.patches_json6902 {
+            patches.push(Patch {
+                patch: serde_json::to_string(&p.patch).map_err(|e| perr(e.to_string()))?,
+                target: Some(p.target.clone()),
+            });
+        }
+        let overlay = crate::kustomize::Overlay {
+            patches,
+            images: k.images.clone(),
+            ..Default::default()
+        };
+        let tmp = tempfile::tempdir().map_err(|e| perr(e.to_string()))?;
+        std::fs::write(tmp.path().join("helm-output.yaml"), &manifest)
+            .map_err(|e| perr(e.to_string()))?;
+        let set = crate::kustomize::render_with_overlay(
+            tmp.path(),
+            &overlay,
+            &crate::kustomize::RenderOptions::flux(),
+        )
+        .map_err(|e| perr(e.to_string().replace(&tmp.path().display().to_string(), "")))?;
+        let objs: Vec<Object> = set.iter().cloned().collect();
+        manifest = crate::kustomize::to_yaml(&objs);
+    }
+    Ok(manifest)
+}
+
 /// Renders the chart as `helm install/upgrade` does.
 fn render(
     chart_dir: &Path,
@@ -571,6 +619,7 @@ impl HelmReleaseApplier {
             notes,
             chart,
         } = render(req.chart_dir, target, req.values)?;
+        let manifest = post_render(manifest, &req.spec.post_renderers)?;
         let objs =
             release_objects(&manifest, target).map_err(|e| err(ReleaseErrorKind::Render, e))?;
         let release_hooks =

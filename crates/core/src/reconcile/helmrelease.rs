@@ -316,6 +316,14 @@ pub fn config_digest(values: &Value) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
+/// `sha256:<hex>` of `spec.postRenderers`, empty without any.
+pub fn post_renderers_digest(spec: &HelmReleaseSpec) -> String {
+    if spec.post_renderers.is_empty() {
+        return String::new();
+    }
+    config_digest(&serde_json::to_value(&spec.post_renderers).unwrap_or_default())
+}
+
 /// Merges `src` over `dst` the way Helm merges values maps (maps merge, anything else replaces).
 pub fn merge_values(dst: &mut Value, src: Value) {
     match (dst, src) {
@@ -484,6 +492,10 @@ pub struct HelmReleaseStatus {
     pub helm_chart: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub storage_namespace: String,
+    /// Digest of the `spec.postRenderers` the deployed release was rendered with (Flux's
+    /// `observedPostRenderersDigest`); a change upgrades the release.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub observed_post_renderers_digest: String,
     /// The chart artifact kept in the store (revision = chart version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart_artifact: Option<Artifact>,
@@ -499,6 +511,7 @@ const HR_FIELDS: &[&str] = &[
     "lastAttemptedReleaseAction",
     "helmChart",
     "storageNamespace",
+    "observedPostRenderersDigest",
     "chartArtifact",
 ];
 
@@ -953,10 +966,12 @@ where
         // current one, not fought. A release this object never managed (no history in its
         // status, e.g. one `helm install`ed) is adopted by an upgrade, as Flux does.
         let managed = !hst.history.is_empty();
+        let post_renderers = post_renderers_digest(&hr.spec);
         if let (Some(d), Some(l)) = (&deployed, &latest) {
             if d.version == l.version
                 && d.chart_version == chart_version
                 && d.config_digest == digest
+                && hst.observed_post_renderers_digest == post_renderers
                 && managed
             {
                 hst.last_attempted_generation = generation;
@@ -1090,6 +1105,7 @@ where
                     &now,
                 );
                 status.remove_condition(REMEDIATED);
+                hst.observed_post_renderers_digest = post_renderers;
                 status.last_applied_revision = chart_version.clone();
                 status.mark_ready(why, msg.clone(), generation, &now);
                 events.push(
