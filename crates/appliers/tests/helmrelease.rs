@@ -645,3 +645,81 @@ async fn post_renderers_patch_the_release_and_a_change_upgrades() {
     let msg = &cond(&out.status, "Ready").message;
     assert!(msg.contains("spec.postRenderers[0].kustomize"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_and_reset_requests() {
+    use trueup_core::reconcile::helmrelease::{request_force, request_reset};
+    let repo = Repo::serve();
+    repo.publish("kube-prometheus-stack", "58.0.0", false, false);
+    let store = tempfile::tempdir().unwrap();
+    let rec = reconciler(store.path());
+    let b = setup(&repo, seed_release("")).await;
+    assert_eq!(run(&rec, &b).await.verdict, Verdict::Ready);
+    assert_eq!(run(&rec, &b).await.verdict, Verdict::Ready);
+    assert_eq!(records(&b).await.len(), 1, "nothing changed, nothing run");
+
+    // forceAt equal to requestedAt: one upgrade although nothing changed.
+    let annotate = |f: &dyn Fn(&mut Object)| {
+        let b = &b;
+        let mut hr = block_on(b.get(&hr_ref())).unwrap().unwrap();
+        f(&mut hr);
+        block_on(b.apply(&hr, &ApplyOptions::default())).unwrap();
+    };
+    annotate(&|o| request_force(o, "t1"));
+    let out = run(&rec, &b).await;
+    assert_eq!(cond(&out.status, "Released").reason, "UpgradeSucceeded");
+    assert_eq!(records(&b).await.len(), 2);
+    assert_eq!(
+        HelmReleaseStatus::from_status(&out.status).last_handled_force_at,
+        "t1"
+    );
+    // Handled once: the same token does nothing more; a forceAt that is not the requestedAt
+    // token does nothing either (helm-controller's rule).
+    run(&rec, &b).await;
+    annotate(&|o| o.set_annotation("reconcile.fluxcd.io/forceAt", "t2"));
+    run(&rec, &b).await;
+    assert_eq!(records(&b).await.len(), 2);
+
+    // Exhausted retries: a broken upgrade with no retries stalls and is not retried...
+    let mut hr = b.get(&hr_ref()).await.unwrap().unwrap();
+    hr.0["spec"]["upgrade"] = serde_json::json!({"remediation": {"retries": 0}});
+    hr.0["spec"]["values"]["broken"] = true.into();
+    hr.0["metadata"]["generation"] = 2.into();
+    b.apply(&hr, &ApplyOptions::default()).await.unwrap();
+    let out = run(&rec, &b).await;
+    assert_eq!(
+        out.verdict,
+        Verdict::Failed { stalled: true },
+        "{:?}",
+        out.status
+    );
+    let n = records(&b).await.len();
+    let out = run(&rec, &b).await;
+    assert_eq!(cond(&out.status, "Ready").reason, "RetriesExceeded");
+    assert!(cond(&out.status, "Ready").message.contains("resetAt"));
+    assert_eq!(records(&b).await.len(), n);
+    // ...until a reset: the counts start over and the upgrade is attempted again.
+    annotate(&|o| request_reset(o, "r1"));
+    let out = run(&rec, &b).await;
+    assert_eq!(
+        cond(&out.status, "Ready").reason,
+        "UpgradeFailed",
+        "{:?}",
+        out.status
+    );
+    assert_eq!(records(&b).await.len(), n + 1);
+    let st = HelmReleaseStatus::from_status(&out.status);
+    assert_eq!(
+        (st.last_handled_reset_at.as_str(), st.upgrade_failures),
+        ("r1", 1)
+    );
+    // A forced run also goes through exhausted retries.
+    annotate(&|o| request_force(o, "t3"));
+    run(&rec, &b).await;
+    assert_eq!(records(&b).await.len(), n + 2);
+}
+
+/// Runs a future to completion from synchronous test code inside the multi-thread runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}

@@ -316,6 +316,35 @@ pub fn config_digest(values: &Value) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
+/// Annotation that, set to the same token as `reconcile.fluxcd.io/requestedAt`, runs the
+/// release action once even when nothing changed or remediation is exhausted.
+pub const FORCE_AT: &str = "reconcile.fluxcd.io/forceAt";
+/// Annotation that, set to the same token as `reconcile.fluxcd.io/requestedAt`, resets the
+/// failure counts (so remediation retries start over).
+pub const RESET_AT: &str = "reconcile.fluxcd.io/resetAt";
+
+/// `flux reconcile helmrelease --force`: asks for one forced release run. The token is any
+/// string that differs from the last one (Flux uses the time).
+pub fn request_force(hr: &mut Object, token: &str) {
+    hr.set_annotation(crate::runtime::REQUESTED_AT, token);
+    hr.set_annotation(FORCE_AT, token);
+}
+
+/// `flux reconcile helmrelease --reset`: asks for the failure counts to be reset.
+pub fn request_reset(hr: &mut Object, token: &str) {
+    hr.set_annotation(crate::runtime::REQUESTED_AT, token);
+    hr.set_annotation(RESET_AT, token);
+}
+
+/// The token of an annotation (`forceAt`/`resetAt`) that asks for action now: equal to
+/// `requestedAt` (helm-controller's rule, so a stale annotation does nothing) and not handled
+/// yet.
+fn pending_request(obj: &Object, annotation: &str, handled: &str) -> Option<String> {
+    let token = obj.annotation(annotation)?;
+    let requested = obj.annotation(crate::runtime::REQUESTED_AT)?;
+    (token == requested && token != handled && !token.is_empty()).then(|| token.to_string())
+}
+
 /// `sha256:<hex>` of `spec.postRenderers`, empty without any.
 pub fn post_renderers_digest(spec: &HelmReleaseSpec) -> String {
     if spec.post_renderers.is_empty() {
@@ -492,6 +521,12 @@ pub struct HelmReleaseStatus {
     pub helm_chart: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub storage_namespace: String,
+    /// The `reconcile.fluxcd.io/forceAt` token last acted on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_handled_force_at: String,
+    /// The `reconcile.fluxcd.io/resetAt` token last acted on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_handled_reset_at: String,
     /// Digest of the `spec.postRenderers` the deployed release was rendered with (Flux's
     /// `observedPostRenderersDigest`); a change upgrades the release.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -512,6 +547,8 @@ const HR_FIELDS: &[&str] = &[
     "helmChart",
     "storageNamespace",
     "observedPostRenderersDigest",
+    "lastHandledForceAt",
+    "lastHandledResetAt",
     "chartArtifact",
 ];
 
@@ -891,16 +928,26 @@ where
         };
         let digest = config_digest(&values);
 
-        // A new desired state (spec, chart version or values) starts the failure counts over.
+        let force = pending_request(obj, FORCE_AT, &hst.last_handled_force_at);
+        let reset = pending_request(obj, RESET_AT, &hst.last_handled_reset_at);
+        // A new desired state (spec, chart version or values), or a reset request, starts the
+        // failure counts over.
         if hst.last_attempted_generation != generation
             || status.last_attempted_revision != chart_version
             || hst.last_attempted_config_digest != digest
+            || reset.is_some()
         {
             hst.failures = 0;
             hst.install_failures = 0;
             hst.upgrade_failures = 0;
         }
         status.observed_generation = generation;
+        if let Some(t) = reset {
+            hst.last_handled_reset_at = t;
+        }
+        if let Some(t) = &force {
+            hst.last_handled_force_at = t.clone();
+        }
 
         let mut history = match self.manager.history(backend, &target).await {
             Ok(h) => h,
@@ -973,6 +1020,7 @@ where
                 && d.config_digest == digest
                 && hst.observed_post_renderers_digest == post_renderers
                 && managed
+                && force.is_none()
             {
                 hst.last_attempted_generation = generation;
                 hst.history = snapshots(history);
@@ -1000,11 +1048,11 @@ where
         } else {
             (hst.upgrade_failures, upgrade_rem.retries.unwrap_or(0))
         };
-        if exhausted(failures, retries) {
+        if exhausted(failures, retries) && force.is_none() {
             hst.history = snapshots(history);
             hst.write_to(&mut status);
             let msg = format!(
-                "Failed to {} after {failures} attempt(s); change the HelmRelease to try again",
+                "Failed to {} after {failures} attempt(s); change the HelmRelease, or request a reset or a forced run (reconcile.fluxcd.io/resetAt, forceAt), to try again",
                 if is_install { "install" } else { "upgrade" }
             );
             return Outcome::failed(obj, status, helm_reason::RETRIES_EXHAUSTED, msg, true);
