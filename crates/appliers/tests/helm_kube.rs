@@ -1086,3 +1086,141 @@ async fn max_history_and_storage_namespace() {
     let st = HelmReleaseStatus::from_status(&prev.unwrap().status);
     assert_eq!(st.storage_namespace, "hk-store");
 }
+
+fn kubectl(t: &Tools, args: &[&str]) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&t.kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_detection_warns_corrects_and_ignores() {
+    let ns = "hk-drift";
+    let Some((b, t)) = cluster(ns).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    let (_, tgz) = chart(tmp.path(), "0.1.0");
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo, ns).await;
+    let rec = reconciler(&tmp.path().join("store"));
+    let warn = "  driftDetection: {mode: warn}\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 1, warn, None), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    // No drift: nothing to say.
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 1, warn, Some(&out)), &b)
+        .await;
+    assert!(out.events.iter().all(|e| e.reason != "DriftDetected"));
+
+    // Someone edits the ConfigMap: warn mode reports the field and leaves it.
+    let patch = r#"{"data":{"greeting":"edited","color":"green"}}"#;
+    kubectl(
+        t,
+        &[
+            "-n",
+            ns,
+            "patch",
+            "configmap",
+            "web-config",
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+    );
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 1, warn, Some(&out)), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let ev = out
+        .events
+        .iter()
+        .find(|e| e.reason == "DriftDetected")
+        .expect("a DriftDetected event");
+    assert!(
+        ev.message
+            .contains("ConfigMap/hk-drift/web-config: /data/color, /data/greeting"),
+        "{}",
+        ev.message
+    );
+    assert!(out
+        .status
+        .condition("Ready")
+        .unwrap()
+        .message
+        .contains("drift detected"));
+    assert_eq!(config(&b, ns, "web").await["greeting"], "edited");
+
+    // enabled, ignoring /data/color: greeting is corrected, color stays as edited; no upgrade.
+    let enabled = "  driftDetection:\n    mode: enabled\n    ignore:\n    - paths: [/data/color]\n      target: {kind: ConfigMap}\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 2, enabled, Some(&out)), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let ev = out
+        .events
+        .iter()
+        .find(|e| e.reason == "DriftCorrected")
+        .expect("a DriftCorrected event");
+    assert!(
+        ev.message.contains("web-config: /data/greeting"),
+        "{}",
+        ev.message
+    );
+    assert!(!ev.message.contains("/data/color"), "{}", ev.message);
+    let data = config(&b, ns, "web").await;
+    assert_eq!(
+        (data["greeting"].as_str(), data["color"].as_str()),
+        (Some("hello"), Some("green"))
+    );
+    assert_eq!(
+        revision_of(&out),
+        1,
+        "drift is corrected without a new revision"
+    );
+
+    // A deleted object comes back.
+    kubectl(t, &["-n", ns, "delete", "configmap", "web-config"]);
+    let out = rec
+        .reconcile(&helm_release(ns, "web", 2, enabled, Some(&out)), &b)
+        .await;
+    let ev = out
+        .events
+        .iter()
+        .find(|e| e.reason == "DriftCorrected")
+        .unwrap();
+    assert!(ev.message.contains("web-config: missing"), "{}", ev.message);
+    assert_eq!(config(&b, ns, "web").await["greeting"], "hello");
+
+    // A mode that does not exist is an invalid spec naming the field.
+    let out = rec
+        .reconcile(
+            &helm_release(
+                ns,
+                "web",
+                3,
+                "  driftDetection: {mode: sometimes}\n",
+                Some(&out),
+            ),
+            &b,
+        )
+        .await;
+    assert_eq!(out.verdict, Verdict::Failed { stalled: true });
+    assert!(out
+        .status
+        .condition("Ready")
+        .unwrap()
+        .message
+        .contains("spec.driftDetection.mode"));
+}

@@ -5,6 +5,7 @@
 //! Not yet: hooks (rendered hooks are left out of the manifest and not run), CRD policies,
 //! Helm tests, drift detection and postRenderers.
 
+pub mod drift;
 pub mod hooks;
 pub mod record;
 
@@ -1044,6 +1045,71 @@ impl ReleaseManager for HelmReleaseApplier {
             e
         })?;
         Ok(record::info_of(&rel))
+    }
+
+    async fn drift(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        correct: bool,
+    ) -> Result<Vec<String>, ReleaseError> {
+        let history = self.records(backend, target).await?;
+        let Some(rel) = history.iter().rev().find(|r| r.info.status == rs::DEPLOYED) else {
+            return Ok(Vec::new());
+        };
+        let rules = spec
+            .drift_detection
+            .as_ref()
+            .map(|d| d.ignore.clone())
+            .unwrap_or_default();
+        let objs = release_objects(&rel.manifest, target).map_err(storage_err)?;
+        let dry = ApplyOptions {
+            field_manager: "helm".into(),
+            dry_run: true,
+            force_conflicts: true,
+            ..Default::default()
+        };
+        let fix = ApplyOptions {
+            dry_run: false,
+            ..dry.clone()
+        };
+        let mut out = Vec::new();
+        for o in objs {
+            let r = o.object_ref();
+            let ignore = drift::ignored_paths(&rules, &o);
+            let live = backend
+                .get(&r)
+                .await
+                .map_err(|e| err(ReleaseErrorKind::Apply, format!("{r}: {e}")))?;
+            let (line, desired) = match live {
+                None => (format!("{r}: missing"), o),
+                Some(live) => {
+                    let (_, would) = backend
+                        .apply(&o, &dry)
+                        .await
+                        .map_err(|e| err(ReleaseErrorKind::Apply, format!("{r}: dry-run: {e}")))?;
+                    let paths = drift::without_ignored(
+                        drift::diff(&Value::Object(live.0.clone()), &Value::Object(would.0)),
+                        &ignore,
+                    );
+                    if paths.is_empty() {
+                        continue;
+                    }
+                    let mut desired = o;
+                    drift::keep_live(&mut desired, &live, &ignore);
+                    (format!("{r}: {}", paths.join(", ")), desired)
+                }
+            };
+            if correct {
+                backend
+                    .apply(&desired, &fix)
+                    .await
+                    .map_err(|e| err(ReleaseErrorKind::Apply, format!("correcting {r}: {e}")))?;
+            }
+            out.push(line);
+        }
+        Ok(out)
     }
 
     async fn mark_failed(

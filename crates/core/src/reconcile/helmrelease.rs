@@ -45,6 +45,8 @@ pub mod helm_reason {
     pub const TEST_FAILED: &str = "TestFailed";
     /// The backend runs no workloads, so test Pods could not run.
     pub const TEST_NOT_RUN: &str = "TestNotRun";
+    pub const DRIFT_DETECTED: &str = "DriftDetected";
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
     pub const VALUES_ERROR: &str = "InitFailed";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExceeded";
 }
@@ -217,6 +219,18 @@ pub trait ReleaseManager: Send + Sync {
         spec: &HelmReleaseSpec,
         timeout: Duration,
     ) -> Result<ReleaseInfo, ReleaseError>;
+
+    /// Compares the deployed release's objects with what the backend holds (Flux's drift
+    /// detection), leaving out `spec.driftDetection.ignore`. Returns one line per drifted
+    /// object (`Kind/ns/name: /changed/paths` or `... : missing`); with `correct`, applies the
+    /// drifted objects again (ignored fields keep their cluster values).
+    async fn drift(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        correct: bool,
+    ) -> Result<Vec<String>, ReleaseError>;
 
     /// Marks a record `failed` (recovers a release left pending by a crash).
     async fn mark_failed(
@@ -1023,19 +1037,72 @@ where
                 && force.is_none()
             {
                 hst.last_attempted_generation = generation;
+                let mut msg = format!(
+                    "Helm release '{}' is up to date ({})",
+                    target.name, d.description
+                );
+                let dd = hr.spec.drift_detection.clone().unwrap_or_default();
+                let mode = dd.mode.as_deref().unwrap_or("disabled");
+                if !matches!(mode, "enabled" | "warn" | "disabled" | "") {
+                    hst.write_to(&mut status);
+                    return Outcome::failed(
+                        obj,
+                        status,
+                        reason::INVALID_SPEC,
+                        format!("spec.driftDetection.mode: unsupported mode '{mode}' (enabled, warn, disabled)"),
+                        true,
+                    );
+                }
+                if matches!(mode, "enabled" | "warn") {
+                    let correct = mode == "enabled";
+                    match self
+                        .manager
+                        .drift(backend, &target, &hr.spec, correct)
+                        .await
+                    {
+                        Ok(drifted) if drifted.is_empty() => {}
+                        Ok(drifted) => {
+                            let (why, sev, what) = if correct {
+                                (helm_reason::DRIFT_CORRECTED, Severity::Info, "corrected")
+                            } else {
+                                (
+                                    helm_reason::DRIFT_DETECTED,
+                                    Severity::Error,
+                                    "detected (warn mode: not corrected)",
+                                )
+                            };
+                            let text = format!(
+                                "Cluster state of release {}/{}.v{} drifted from the release, {what}:\n{}",
+                                target.namespace,
+                                target.name,
+                                d.version,
+                                drifted.join("\n")
+                            );
+                            events.push(
+                                Event::new(me.clone(), sev, why, text)
+                                    .with_revision(chart_version.clone()),
+                            );
+                            msg.push_str(&format!("; drift {what} in {} object(s)", drifted.len()));
+                        }
+                        Err(e) => {
+                            hst.write_to(&mut status);
+                            let mut out = Outcome::failed(
+                                obj,
+                                status,
+                                helm_reason::DRIFT_DETECTED,
+                                format!("drift detection failed: {}", e.message),
+                                false,
+                            );
+                            out.events.extend(events);
+                            return out;
+                        }
+                    }
+                }
                 hst.history = snapshots(history);
                 hst.write_to(&mut status);
                 status.last_attempted_revision = chart_version.clone();
                 status.last_applied_revision = chart_version.clone();
-                status.mark_ready(
-                    reason::RECONCILIATION_SUCCEEDED,
-                    format!(
-                        "Helm release '{}' is up to date ({})",
-                        target.name, d.description
-                    ),
-                    generation,
-                    &now,
-                );
+                status.mark_ready(reason::RECONCILIATION_SUCCEEDED, msg, generation, &now);
                 let mut out = Outcome::new(Verdict::Ready, status);
                 out.events = events;
                 return out;
