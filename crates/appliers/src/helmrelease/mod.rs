@@ -1,9 +1,12 @@
-//! The Helm release manager: renders a chart with `trueup_gotmpl`, applies the manifests to a
-//! backend, waits for health, prunes what the previous revision had and this one does not, and
-//! keeps Helm-compatible release records (see [`record`]).
+//! The Helm release manager: renders a chart with `trueup_gotmpl`, post-renders it (Flux's
+//! kustomize `postRenderers`), installs the chart's CRDs by policy, runs hooks in Helm's order
+//! ([`hooks`]), applies the manifests to a backend, waits for health, prunes what the previous
+//! revision had and this one does not, runs Helm tests, detects drift ([`drift`]) and keeps
+//! Helm-compatible release records ([`record`]) that the helm CLI (v3 and v4) reads,
+//! rolls back and upgrades.
 //!
-//! Not yet: hooks (rendered hooks are left out of the manifest and not run), CRD policies,
-//! Helm tests, drift detection and postRenderers.
+//! On a backend that runs no workloads (the local one) hook Jobs/Pods count as done once
+//! written, and the status message says so; Helm tests are not run there (TestSuccess Unknown).
 
 pub mod drift;
 pub mod hooks;
