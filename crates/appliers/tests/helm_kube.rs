@@ -210,6 +210,10 @@ const CHART: &[(&str, &str)] = &[
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-config\n  labels:\n    helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}\ndata:\n  greeting: {{ .Values.greeting | quote }}\n  color: {{ .Values.color | quote }}\n",
     ),
     (
+        "templates/serviceaccount.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {{ .Release.Name }}\n---\n# a second document in the same file\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {{ .Release.Name }}-token\nstringData:\n  token: {{ .Values.color | quote }}\n",
+    ),
+    (
         "templates/NOTES.txt",
         "Release {{ .Release.Name }} says {{ .Values.greeting }}.\n",
     ),
@@ -523,33 +527,57 @@ async fn helm_release_adopts_a_helm_installed_release() {
             "-n",
             ns,
             "--set",
-            "greeting=from-helm",
+            "greeting=same",
         ],
     );
-    assert_eq!(config(&b, ns, "api").await["greeting"], "from-helm");
+    assert_eq!(config(&b, ns, "api").await["greeting"], "same");
 
+    // A HelmRelease of that name adopts it with an upgrade, even with the same values.
     let rec = reconciler(&tmp.path().join("store"));
     let out = rec
         .reconcile(
-            &helm_release(ns, "api", 1, "  values:\n    greeting: from-trueup\n", None),
+            &helm_release(ns, "api", 1, "  values:\n    greeting: same\n", None),
             &b,
         )
         .await;
     assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
     assert_eq!(revision_of(&out), 2, "{:?}", out.status);
+    // Same chart, same values: trueup's manifest is byte for byte the one helm wrote.
+    let by_helm = helm(t, &["get", "manifest", "api", "-n", ns, "--revision", "1"]);
+    let by_trueup = helm(t, &["get", "manifest", "api", "-n", ns, "--revision", "2"]);
+    assert_eq!(by_trueup, by_helm);
+    assert_eq!(
+        helm(t, &["get", "notes", "api", "-n", ns, "--revision", "2"]),
+        helm(t, &["get", "notes", "api", "-n", ns, "--revision", "1"])
+    );
+
+    let out = rec
+        .reconcile(
+            &helm_release(
+                ns,
+                "api",
+                2,
+                "  values:\n    greeting: from-trueup\n",
+                Some(&out),
+            ),
+            &b,
+        )
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(revision_of(&out), 3, "{:?}", out.status);
     assert_eq!(config(&b, ns, "api").await["greeting"], "from-trueup");
     let hist = helm_json(t, &["history", "api", "-n", ns]);
     let hist = hist.as_array().unwrap();
-    assert_eq!(hist.len(), 2, "{hist:?}");
+    assert_eq!(hist.len(), 3, "{hist:?}");
     assert_eq!(hist[0]["status"], "superseded");
     assert_eq!(hist[0]["description"], "Install complete");
-    assert_eq!(hist[1]["status"], "deployed");
-    assert_eq!(hist[1]["description"], "Upgrade complete");
+    assert_eq!(hist[2]["status"], "deployed");
+    assert_eq!(hist[2]["description"], "Upgrade complete");
     assert_eq!(
         helm_json(t, &["get", "values", "api", "-n", ns]),
         json!({"greeting": "from-trueup"})
     );
-    // helm upgrade after trueup: revision 3, and helm uninstall removes what trueup applied.
+    // helm upgrade after trueup: revision 4, and helm uninstall removes what trueup applied.
     helm(
         t,
         &[
