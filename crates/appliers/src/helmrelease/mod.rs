@@ -1131,3 +1131,35 @@ impl ReleaseManager for HelmReleaseApplier {
         self.write(backend, target, &r).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_renderer_images_and_json6902() {
+        let manifest = "---\n# Source: c/templates/d.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.25\n\n";
+        let prs: Vec<trueup_core::api::helm::PostRenderer> = serde_yaml::from_str(
+            r#"
+- kustomize:
+    images:
+    - {name: nginx, newName: registry.local/nginx, newTag: "1.27"}
+- kustomize:
+    patchesJson6902:
+    - target: {kind: Deployment, name: web}
+      patch:
+      - {op: add, path: /spec/replicas, value: 3}
+"#,
+        )
+        .unwrap();
+        let out = post_render(manifest.into(), &prs).unwrap();
+        let objs = parse_manifest(&out, "out").unwrap();
+        assert_eq!(
+            objs[0].0["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.local/nginx:1.27"
+        );
+        assert_eq!(objs[0].0["spec"]["replicas"], 3);
+        // No post-renderers: the manifest is left as rendered.
+        assert_eq!(post_render(manifest.into(), &[]).unwrap(), manifest);
+    }
+}
