@@ -5,6 +5,15 @@
 //!
 //! The server is started like crates/kube-backend/tests/kube.rs does (scripts/kube-apiserver,
 //! no controller-manager, stopped when this test binary exits), or `TRUEUP_KUBECONFIG` is used.
+//! Helm v4.3.1 against kube-apiserver v1.20.2: install, upgrade, rollback (also with
+//! `--wait`, the kstatus watcher), uninstall, list, history, get and status need no API that
+//! v1.20 lacks. What did need care: Helm 4 records carry `apply_method` (`ssa` here, so that
+//! helm applies with its `helm` field manager as trueup does), label records `modifiedAt`
+//! (not Helm 3's `createdAt`), write Go `null` for empty lists, and store NOTES.txt in
+//! `info.notes`. Pods need the namespace's `default` ServiceAccount, which only the
+//! controller-manager (not started here) creates: the tests create it, and test Pods do not
+//! mount its token.
+//!
 //! Without the server binaries, kubectl or helm (`TRUEUP_HELM`, else
 //! ~/.cache/trueup-tools/helm/helm) the tests print SKIP and pass, unless
 //! `TRUEUP_REQUIRE_ORACLES=1`, where they fail.
