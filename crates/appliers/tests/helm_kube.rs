@@ -646,6 +646,14 @@ data: {greeting: {{ .Values.greeting | quote }}}
 apiVersion: v1
 kind: ConfigMap
 metadata:
+  name: {{ .Release.Name }}-rolled-back
+  annotations:
+    helm.sh/hook: post-rollback
+data: {greeting: {{ .Values.greeting | quote }}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
   name: {{ .Release.Name }}-goodbye
   annotations:
     helm.sh/hook: pre-delete
@@ -755,13 +763,12 @@ async fn hooks_run_in_helms_order_and_jobs_are_waited_for() {
     assert!(hooks_text.contains("name: web-migrate"), "{hooks_text}");
 
     // An upgrade whose pre-upgrade Job fails: the upgrade fails naming the hook, the chart's
-    // objects are not touched, the record says failed.
+    // objects are not touched, the record says why; the remediation rolls back to
+    // revision 1 and runs its post-rollback hook.
     let job = tokio::spawn(finish_job(t, ns.into(), "web-migrate".into(), false));
+    let spec2 = "  values: {greeting: hey}\n  upgrade: {remediation: {retries: 1}}\n";
     let out = rec
-        .reconcile(
-            &helm_release(ns, "web", 2, "  values: {greeting: hey}\n", Some(&out)),
-            &b,
-        )
+        .reconcile(&helm_release(ns, "web", 2, spec2, Some(&out)), &b)
         .await;
     job.await.unwrap();
     assert!(
@@ -776,11 +783,30 @@ async fn hooks_run_in_helms_order_and_jobs_are_waited_for() {
     );
     assert_eq!(config(&b, ns, "web").await["greeting"], "hi");
     let hist = helm_json(t, &["history", "web", "-n", ns]);
-    assert_eq!(hist[1]["status"], "failed");
+    // Helm's rollback supersedes the failed revision; its description keeps the failure.
+    assert_eq!(hist[1]["status"], "superseded");
+    assert!(
+        hist[1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("pre-upgrade hook failed"),
+        "{hist}"
+    );
+    assert_eq!(hist[2]["description"], "Rollback to 1");
+    assert_eq!(
+        out.status.condition("Remediated").unwrap().reason,
+        "RollbackSucceeded"
+    );
+    let rolled = b
+        .get(&ObjectRef::new("", "ConfigMap", ns, "web-rolled-back"))
+        .await
+        .unwrap()
+        .expect("post-rollback hook of revision 1");
+    assert_eq!(rolled.0["data"]["greeting"], "hi");
 
     // Uninstall runs the pre-delete hook (hooks stay, as Helm leaves them).
     let fin = rec
-        .finalize(&helm_release(ns, "web", 2, "", Some(&out)), &b)
+        .finalize(&helm_release(ns, "web", 3, "", Some(&out)), &b)
         .await;
     assert_eq!(fin[0].reason, "UninstallSucceeded", "{fin:?}");
     assert!(b
