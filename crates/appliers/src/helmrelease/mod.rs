@@ -685,7 +685,7 @@ impl HelmReleaseApplier {
             } else {
                 crd_policy(i.crds.as_deref(), CrdPolicy::Create, "spec.install.crds")?
             };
-            (!i.disable_wait, false, i.disable_hooks, i.replace, crds)
+            (!i.disable_wait, false, i.disable_hooks, false, crds)
         };
         let crd_objs = chart_crds(req.chart_dir)?;
         let (pre, post) = if upgrade {
