@@ -478,6 +478,12 @@ async fn helm_cli_reads_trueup_releases_and_rollback_is_respected() {
     // helm rollback on trueup's records: revision 3 = revision 1's values.
     helm(t, &["rollback", "web", "1", "-n", ns, "--wait=false"]);
     assert_eq!(config(&b, ns, "web").await["greeting"], "hi");
+    // hook-failed: the failed Job is deleted too.
+    assert!(b
+        .get(&ObjectRef::new("batch", "Job", ns, "web-migrate"))
+        .await
+        .unwrap()
+        .is_none());
     let hist = helm_json(t, &["history", "web", "-n", ns]);
     assert_eq!(hist.as_array().unwrap().len(), 3);
     assert_eq!(hist[2]["status"], "deployed");
@@ -624,7 +630,7 @@ metadata:
   annotations:
     helm.sh/hook: pre-install,pre-upgrade
     helm.sh/hook-weight: "0"
-    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded,hook-failed
 spec:
   backoffLimit: 0
   template:
@@ -754,7 +760,7 @@ async fn hooks_run_in_helms_order_and_jobs_are_waited_for() {
     );
     assert_eq!(
         by_name("web-migrate")["delete_policies"],
-        json!(["before-hook-creation", "hook-succeeded"])
+        json!(["before-hook-creation", "hook-succeeded", "hook-failed"])
     );
     assert_eq!(by_name("web-pre-first")["weight"], -5);
     assert_eq!(by_name("web-post")["last_run"]["phase"], "Succeeded");
@@ -782,6 +788,12 @@ async fn hooks_run_in_helms_order_and_jobs_are_waited_for() {
         "{msg}"
     );
     assert_eq!(config(&b, ns, "web").await["greeting"], "hi");
+    // hook-failed: the failed Job is deleted too.
+    assert!(b
+        .get(&ObjectRef::new("batch", "Job", ns, "web-migrate"))
+        .await
+        .unwrap()
+        .is_none());
     let hist = helm_json(t, &["history", "web", "-n", ns]);
     // Helm's rollback supersedes the failed revision; its description keeps the failure.
     assert_eq!(hist[1]["status"], "superseded");
