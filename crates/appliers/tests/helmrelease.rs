@@ -170,6 +170,9 @@ impl Backend for FlakyHealth {
     fn describe(&self) -> String {
         "memory with failing health".into()
     }
+    fn runs_workloads(&self) -> bool {
+        self.0.runs_workloads()
+    }
 }
 
 fn obj(yaml: &str) -> Object {
@@ -355,7 +358,8 @@ async fn install_upgrade_rollback() {
         cm.annotation("meta.helm.sh/release-namespace"),
         Some("monitoring")
     );
-    // Hooks are not applied as release objects.
+    // The pre-install hook Job is created; nothing runs it here, and the status says so
+    // instead of claiming it completed.
     assert!(b
         .get(&ObjectRef::new(
             "batch",
@@ -365,7 +369,12 @@ async fn install_upgrade_rollback() {
         ))
         .await
         .unwrap()
-        .is_none());
+        .is_some());
+    let ready = &cond(&out.status, "Ready").message;
+    assert!(
+        ready.contains("pre-install hooks Job/kube-prometheus-stack-hook counted as done once written: memory with failing health runs no workloads"),
+        "{ready}"
+    );
 
     // The record, as Helm's Secrets driver stores it.
     let secret = b
@@ -608,4 +617,157 @@ async fn bad_values_and_bad_chart_are_clear_failures() {
         "{}",
         ready.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_tests_are_not_pretended_where_nothing_runs() {
+    let repo = Repo::serve();
+    repo.publish("kube-prometheus-stack", "58.0.0", false, false);
+    let store = tempfile::tempdir().unwrap();
+    let rec = reconciler(store.path());
+    let b = setup(&repo, seed_release("  test:\n    enable: true\n")).await;
+    let out = run(&rec, &b).await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let c = cond(&out.status, "TestSuccess");
+    assert_eq!(c.status, trueup_core::status::ConditionStatus::Unknown);
+    assert_eq!(c.reason, "TestNotRun");
+    assert!(
+        c.message
+            .contains("were not run: memory with failing health runs no workloads"),
+        "{}",
+        c.message
+    );
+    assert!(cond(&out.status, "Ready").message.contains("were not run"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_renderers_patch_the_release_and_a_change_upgrades() {
+    let repo = Repo::serve();
+    repo.publish("kube-prometheus-stack", "58.0.0", false, false);
+    let store = tempfile::tempdir().unwrap();
+    let rec = reconciler(store.path());
+    let pr = r#"  postRenderers:
+  - kustomize:
+      patches:
+      - target: {kind: ConfigMap, name: kube-prometheus-stack-config}
+        patch: |
+          - op: add
+            path: /metadata/labels/team
+            value: observability
+      patchesStrategicMerge:
+      - apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: kube-prometheus-stack-config}
+        data: {extra: from-post-renderer}
+"#;
+    let b = setup(&repo, seed_release(pr)).await;
+    let out = run(&rec, &b).await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let cm = configmap(&b, "kube-prometheus-stack-config").await.unwrap();
+    assert_eq!(cm.label("team"), Some("observability"));
+    assert_eq!(cm.0["data"]["extra"], "from-post-renderer");
+    assert_eq!(cm.0["data"]["retention"], "15d");
+    // The stored manifest is the post-rendered one (what `helm get manifest` shows).
+    let recs = records(&b).await;
+    assert!(recs[0].1.manifest.contains("team: observability"));
+    // Unchanged: nothing to do. A changed post-renderer alone upgrades the release.
+    let out = run(&rec, &b).await;
+    assert_eq!(records(&b).await.len(), 1, "{:?}", out.status);
+    let mut hr = b.get(&hr_ref()).await.unwrap().unwrap();
+    hr.0["spec"]["postRenderers"][0]["kustomize"]["patches"][0]["patch"] =
+        Value::String("- op: add\n  path: /metadata/labels/team\n  value: platform\n".into());
+    hr.0["metadata"]["generation"] = 2.into();
+    b.apply(&hr, &ApplyOptions::default()).await.unwrap();
+    let out = run(&rec, &b).await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert_eq!(cond(&out.status, "Released").reason, "UpgradeSucceeded");
+    let cm = configmap(&b, "kube-prometheus-stack-config").await.unwrap();
+    assert_eq!(cm.label("team"), Some("platform"));
+
+    // A patch that does not parse fails the release and names the post-renderer.
+    let mut hr = b.get(&hr_ref()).await.unwrap().unwrap();
+    hr.0["spec"]["postRenderers"][0]["kustomize"]["patches"][0]["patch"] =
+        Value::String("- op: [unclosed\n".into());
+    b.apply(&hr, &ApplyOptions::default()).await.unwrap();
+    let out = run(&rec, &b).await;
+    let msg = &cond(&out.status, "Ready").message;
+    assert!(msg.contains("spec.postRenderers[0].kustomize"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_and_reset_requests() {
+    use trueup_core::reconcile::helmrelease::{request_force, request_reset};
+    let repo = Repo::serve();
+    repo.publish("kube-prometheus-stack", "58.0.0", false, false);
+    let store = tempfile::tempdir().unwrap();
+    let rec = reconciler(store.path());
+    let b = setup(&repo, seed_release("")).await;
+    assert_eq!(run(&rec, &b).await.verdict, Verdict::Ready);
+    assert_eq!(run(&rec, &b).await.verdict, Verdict::Ready);
+    assert_eq!(records(&b).await.len(), 1, "nothing changed, nothing run");
+
+    // forceAt equal to requestedAt: one upgrade although nothing changed.
+    let annotate = |f: &dyn Fn(&mut Object)| {
+        let b = &b;
+        let mut hr = block_on(b.get(&hr_ref())).unwrap().unwrap();
+        f(&mut hr);
+        block_on(b.apply(&hr, &ApplyOptions::default())).unwrap();
+    };
+    annotate(&|o| request_force(o, "t1"));
+    let out = run(&rec, &b).await;
+    assert_eq!(cond(&out.status, "Released").reason, "UpgradeSucceeded");
+    assert_eq!(records(&b).await.len(), 2);
+    assert_eq!(
+        HelmReleaseStatus::from_status(&out.status).last_handled_force_at,
+        "t1"
+    );
+    // Handled once: the same token does nothing more; a forceAt that is not the requestedAt
+    // token does nothing either (helm-controller's rule).
+    run(&rec, &b).await;
+    annotate(&|o| o.set_annotation("reconcile.fluxcd.io/forceAt", "t2"));
+    run(&rec, &b).await;
+    assert_eq!(records(&b).await.len(), 2);
+
+    // Exhausted retries: a broken upgrade with no retries stalls and is not retried...
+    let mut hr = b.get(&hr_ref()).await.unwrap().unwrap();
+    hr.0["spec"]["upgrade"] = serde_json::json!({"remediation": {"retries": 0}});
+    hr.0["spec"]["values"]["broken"] = true.into();
+    hr.0["metadata"]["generation"] = 2.into();
+    b.apply(&hr, &ApplyOptions::default()).await.unwrap();
+    let out = run(&rec, &b).await;
+    assert_eq!(
+        out.verdict,
+        Verdict::Failed { stalled: true },
+        "{:?}",
+        out.status
+    );
+    let n = records(&b).await.len();
+    let out = run(&rec, &b).await;
+    assert_eq!(cond(&out.status, "Ready").reason, "RetriesExceeded");
+    assert!(cond(&out.status, "Ready").message.contains("resetAt"));
+    assert_eq!(records(&b).await.len(), n);
+    // ...until a reset: the counts start over and the upgrade is attempted again.
+    annotate(&|o| request_reset(o, "r1"));
+    let out = run(&rec, &b).await;
+    assert_eq!(
+        cond(&out.status, "Ready").reason,
+        "UpgradeFailed",
+        "{:?}",
+        out.status
+    );
+    assert_eq!(records(&b).await.len(), n + 1);
+    let st = HelmReleaseStatus::from_status(&out.status);
+    assert_eq!(
+        (st.last_handled_reset_at.as_str(), st.upgrade_failures),
+        ("r1", 1)
+    );
+    // A forced run also goes through exhausted retries.
+    annotate(&|o| request_force(o, "t3"));
+    run(&rec, &b).await;
+    assert_eq!(records(&b).await.len(), n + 2);
+}
+
+/// Runs a future to completion from synchronous test code inside the multi-thread runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -1,10 +1,15 @@
-//! The Helm release manager: renders a chart with `trueup_gotmpl`, applies the manifests to a
-//! backend, waits for health, prunes what the previous revision had and this one does not, and
-//! keeps Helm-compatible release records (see [`record`]).
+//! The Helm release manager: renders a chart with `trueup_gotmpl`, post-renders it (Flux's
+//! kustomize `postRenderers`), installs the chart's CRDs by policy, runs hooks in Helm's order
+//! ([`hooks`]), applies the manifests to a backend, waits for health, prunes what the previous
+//! revision had and this one does not, runs Helm tests, detects drift ([`drift`]) and keeps
+//! Helm-compatible release records ([`record`]) that the helm CLI (v3 and v4) reads,
+//! rolls back and upgrades.
 //!
-//! Not yet: hooks (rendered hooks are left out of the manifest and not run), CRD policies,
-//! Helm tests, drift detection and postRenderers.
+//! On a backend that runs no workloads (the local one) hook Jobs/Pods count as done once
+//! written, and the status message says so; Helm tests are not run there (TestSuccess Unknown).
 
+pub mod drift;
+pub mod hooks;
 pub mod record;
 
 use async_trait::async_trait;
@@ -170,13 +175,69 @@ fn release_objects(manifest: &str, target: &ReleaseTarget) -> Result<Vec<Object>
     Ok(objs)
 }
 
-/// Renders the chart: Helm's manifest text (non-hook documents, `# Source:` headers) and the
-/// chart record.
+/// A rendered release: Helm's manifest text (non-hook documents, `# Source:` headers), the
+/// hook documents, the chart's NOTES.txt and the chart record.
+struct Rendered {
+    manifest: String,
+    hooks: Vec<trueup_gotmpl::RenderedFile>,
+    notes: String,
+    chart: Chart,
+}
+
+/// Flux's `postRenderers`: each kustomize post-renderer in order, run by the native overlay
+/// renderer over the chart's manifest (hooks are not post-rendered, as in Helm). The result is
+/// the release manifest.
+fn post_render(
+    manifest: String,
+    renderers: &[trueup_core::api::helm::PostRenderer],
+) -> Result<String, ReleaseError> {
+    use trueup_core::api::meta::Patch;
+    let mut manifest = manifest;
+    for (i, pr) in renderers.iter().enumerate() {
+        let Some(k) = &pr.kustomize else {
+            continue;
+        };
+        let field = format!("spec.postRenderers[{i}].kustomize");
+        let perr = |m: String| err(ReleaseErrorKind::Render, format!("{field}: {m}"));
+        let mut patches = k.patches.clone();
+        for p in &k.patches_strategic_merge {
+            patches.push(Patch {
+                patch: serde_yaml::to_string(p).map_err(|e| perr(e.to_string()))?,
+                target: None,
+            });
+        }
+        for p in &k.patches_json6902 {
+            patches.push(Patch {
+                patch: serde_json::to_string(&p.patch).map_err(|e| perr(e.to_string()))?,
+                target: Some(p.target.clone()),
+            });
+        }
+        let overlay = crate::kustomize::Overlay {
+            patches,
+            images: k.images.clone(),
+            ..Default::default()
+        };
+        let tmp = tempfile::tempdir().map_err(|e| perr(e.to_string()))?;
+        std::fs::write(tmp.path().join("helm-output.yaml"), &manifest)
+            .map_err(|e| perr(e.to_string()))?;
+        let set = crate::kustomize::render_with_overlay(
+            tmp.path(),
+            &overlay,
+            &crate::kustomize::RenderOptions::flux(),
+        )
+        .map_err(|e| perr(e.to_string().replace(&tmp.path().display().to_string(), "")))?;
+        let objs: Vec<Object> = set.iter().cloned().collect();
+        manifest = crate::kustomize::to_yaml(&objs);
+    }
+    Ok(manifest)
+}
+
+/// Renders the chart as `helm install/upgrade` does.
 fn render(
     chart_dir: &Path,
     target: &ReleaseTarget,
     values: &Value,
-) -> Result<(String, Chart), ReleaseError> {
+) -> Result<Rendered, ReleaseError> {
     let root = chart_root(chart_dir)?;
     let chart = chart_record(&root)?;
     let opts = trueup_gotmpl::ChartOptions {
@@ -188,9 +249,103 @@ fn render(
         .map_err(|e| err(ReleaseErrorKind::Render, e.helm_message()))?;
     let mut manifest = String::new();
     for f in files.iter().filter(|f| !f.hook) {
-        manifest.push_str(&format!("---\n# Source: {}\n{}\n", f.path, f.content));
+        manifest.push_str(&format!("---\n# Source: {}\n{}\n\n", f.path, f.content));
     }
-    Ok((manifest, chart))
+    // The release notes are the top chart's NOTES.txt, rendered with the same values. The
+    // chart renderer leaves NOTES.txt out of the manifests, so they take a second pass, only
+    // for charts that have notes.
+    let notes = if root.join("templates/NOTES.txt").is_file() {
+        let gv = trueup_gotmpl::Value::from_json(values);
+        let name = format!("{}/templates/NOTES.txt", chart_name(&chart));
+        trueup_gotmpl::render_templates(&root, &opts, &gv)
+            .map_err(|e| err(ReleaseErrorKind::Render, e.helm_message()))?
+            .into_iter()
+            .find(|(p, _)| *p == name)
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(Rendered {
+        manifest,
+        hooks: files.into_iter().filter(|f| f.hook).collect(),
+        notes,
+        chart,
+    })
+}
+
+fn chart_name(chart: &Chart) -> String {
+    chart
+        .metadata
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `install.crds` / `upgrade.crds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrdPolicy {
+    /// Leave the chart's CRDs alone.
+    Skip,
+    /// Create the CRDs that do not exist; never change existing ones.
+    Create,
+    /// Create new CRDs and update existing ones.
+    CreateReplace,
+}
+
+fn crd_policy(v: Option<&str>, default: CrdPolicy, field: &str) -> Result<CrdPolicy, ReleaseError> {
+    match v {
+        None | Some("") => Ok(default),
+        Some("Skip") => Ok(CrdPolicy::Skip),
+        Some("Create") => Ok(CrdPolicy::Create),
+        Some("CreateReplace") => Ok(CrdPolicy::CreateReplace),
+        Some(o) => Err(err(
+            ReleaseErrorKind::Render,
+            format!("{field}: unsupported policy '{o}' (Skip, Create, CreateReplace)"),
+        )),
+    }
+}
+
+/// The chart's `crds/` files (and its subcharts'), as Helm installs them: not templated, not
+/// part of the release manifest.
+fn chart_crds(chart_dir: &Path) -> Result<Vec<Object>, ReleaseError> {
+    let root = chart_root(chart_dir)?;
+    let mut dirs = vec![root.join("crds")];
+    if let Ok(rd) = std::fs::read_dir(root.join("charts")) {
+        let mut subs: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("crds")).collect();
+        subs.sort();
+        dirs.extend(subs);
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                err(
+                    ReleaseErrorKind::Render,
+                    format!("chart {}: {e}", f.display()),
+                )
+            })?;
+            let name = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
+            out.extend(
+                parse_manifest(&text, &format!("chart {name}"))
+                    .map_err(|e| err(ReleaseErrorKind::Render, e))?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// A set of object identities, for pruning.
@@ -248,9 +403,14 @@ impl HelmReleaseApplier {
         backend: &dyn Backend,
         objs: &[Object],
         changes: &mut Vec<(ObjectRef, ApplyAction)>,
+        force: bool,
     ) -> Result<(), ReleaseError> {
+        // `force`: Helm's replacement strategy; fields other managers own are taken and an
+        // object whose immutable fields changed is deleted and created again.
         let opts = ApplyOptions {
             field_manager: "helm".into(),
+            force_conflicts: force,
+            recreate_on_immutable: force,
             ..Default::default()
         };
         for o in objs {
@@ -350,6 +510,94 @@ impl HelmReleaseApplier {
         }
     }
 
+    /// Installs the chart's CRDs by `policy` and waits until they are established, so that
+    /// the chart's custom resources apply.
+    async fn crds(
+        &self,
+        backend: &dyn Backend,
+        crds: &[Object],
+        policy: CrdPolicy,
+        timeout: Duration,
+        notes: &mut Vec<String>,
+    ) -> Result<(), ReleaseError> {
+        if policy == CrdPolicy::Skip || crds.is_empty() {
+            return Ok(());
+        }
+        let opts = ApplyOptions {
+            field_manager: "helm".into(),
+            force_conflicts: true,
+            ..Default::default()
+        };
+        let mut applied = Vec::new();
+        for c in crds {
+            let r = c.object_ref();
+            if policy == CrdPolicy::Create {
+                let exists = backend
+                    .get(&r)
+                    .await
+                    .map_err(|e| err(ReleaseErrorKind::Apply, format!("{r}: {e}")))?
+                    .is_some();
+                if exists {
+                    continue;
+                }
+            }
+            backend
+                .apply(c, &opts)
+                .await
+                .map_err(|e| err(ReleaseErrorKind::Apply, format!("CRD {r}: {e}")))?;
+            applied.push(c.clone());
+        }
+        if !applied.is_empty() {
+            self.wait(backend, &applied, timeout).await?;
+            notes.push(format!(
+                "{} CRD(s) {}",
+                applied.len(),
+                if policy == CrdPolicy::Create {
+                    "created"
+                } else {
+                    "created or replaced"
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs the release's hooks of `event`; the record keeps their last runs.
+    async fn hooks(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        rel: &mut Release,
+        event: &str,
+        timeout: Duration,
+        notes: &mut Vec<String>,
+    ) -> Result<(), ReleaseError> {
+        if !rel.hooks.iter().any(|h| h.has_event(event)) {
+            return Ok(());
+        }
+        let ran = hooks::run(
+            backend,
+            &mut rel.hooks,
+            event,
+            &target.namespace,
+            timeout,
+            self.poll,
+            &|_| true,
+        )
+        .await;
+        // The record shows the hooks' runs, failed or not.
+        self.write(backend, target, rel).await?;
+        let ran = ran?;
+        if !ran.not_waited.is_empty() {
+            notes.push(format!(
+                "{event} hooks {} counted as done once written: {} runs no workloads",
+                ran.not_waited.join(", "),
+                backend.describe()
+            ));
+        }
+        Ok(())
+    }
+
     /// The shared install/upgrade path: new record pending, apply, prune, wait, settle record.
     async fn release(
         &self,
@@ -369,9 +617,17 @@ impl HelmReleaseApplier {
                 p.version, p.info.status
             )));
         }
-        let (manifest, chart) = render(req.chart_dir, target, req.values)?;
+        let Rendered {
+            manifest,
+            hooks: hook_files,
+            notes,
+            chart,
+        } = render(req.chart_dir, target, req.values)?;
+        let manifest = post_render(manifest, &req.spec.post_renderers)?;
         let objs =
             release_objects(&manifest, target).map_err(|e| err(ReleaseErrorKind::Render, e))?;
+        let release_hooks =
+            hooks::parse(&hook_files).map_err(|e| err(ReleaseErrorKind::Render, e))?;
         let previous = history
             .iter()
             .rev()
@@ -400,26 +656,56 @@ impl HelmReleaseApplier {
                     rs::PENDING_INSTALL
                 }
                 .into(),
-                notes: String::new(),
+                notes,
             },
             chart,
             config: req.values.clone(),
             manifest,
-            hooks: Vec::new(),
+            hooks: release_hooks,
             version,
             namespace: target.namespace.clone(),
+            apply_method: record::APPLY_METHOD_SSA.into(),
         };
         self.write(backend, target, &rel).await?;
 
-        let (opts_wait, cleanup) = if upgrade {
+        let (opts_wait, cleanup, disable_hooks, force, crds) = if upgrade {
             let u = req.spec.upgrade.clone().unwrap_or_default();
-            (!u.disable_wait, u.cleanup_on_fail)
+            let crds = crd_policy(u.crds.as_deref(), CrdPolicy::Skip, "spec.upgrade.crds")?;
+            (
+                !u.disable_wait,
+                u.cleanup_on_fail,
+                u.disable_hooks,
+                u.force,
+                crds,
+            )
         } else {
             let i = req.spec.install.clone().unwrap_or_default();
-            (!i.disable_wait, false)
+            let crds = if i.skip_crds && i.crds.is_none() {
+                CrdPolicy::Skip
+            } else {
+                crd_policy(i.crds.as_deref(), CrdPolicy::Create, "spec.install.crds")?
+            };
+            (!i.disable_wait, false, i.disable_hooks, false, crds)
         };
+        let crd_objs = chart_crds(req.chart_dir)?;
+        let (pre, post) = if upgrade {
+            (hooks::PRE_UPGRADE, hooks::POST_UPGRADE)
+        } else {
+            (hooks::PRE_INSTALL, hooks::POST_INSTALL)
+        };
+        let mut notes = Vec::new();
         let mut changes = Vec::new();
-        let mut result = self.apply_all(backend, &objs, &mut changes).await;
+        let mut result = self
+            .crds(backend, &crd_objs, crds, req.timeout, &mut notes)
+            .await;
+        if result.is_ok() && !disable_hooks {
+            result = self
+                .hooks(backend, target, &mut rel, pre, req.timeout, &mut notes)
+                .await;
+        }
+        if result.is_ok() {
+            result = self.apply_all(backend, &objs, &mut changes, force).await;
+        }
         if result.is_ok() {
             // What the deployed revision had and this one does not goes away (Helm deletes
             // resources dropped by an upgrade).
@@ -436,6 +722,11 @@ impl HelmReleaseApplier {
         }
         if result.is_ok() && opts_wait {
             result = self.wait(backend, &objs, req.timeout).await;
+        }
+        if result.is_ok() && !disable_hooks {
+            result = self
+                .hooks(backend, target, &mut rel, post, req.timeout, &mut notes)
+                .await;
         }
         let now = trueup_core::time::now_rfc3339();
         rel.info.last_deployed = now;
@@ -458,7 +749,9 @@ impl HelmReleaseApplier {
                     req.spec.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
                 )
                 .await;
-                Ok(record::info_of(&rel))
+                let mut info = record::info_of(&rel);
+                info.messages = notes;
+                Ok(info)
             }
             Err(mut e) => {
                 rel.info.status = rs::FAILED.into();
@@ -543,10 +836,30 @@ impl ReleaseManager for HelmReleaseApplier {
             hooks: to_rel.hooks.clone(),
             version,
             namespace: target.namespace.clone(),
+            apply_method: record::APPLY_METHOD_SSA.into(),
         };
         self.write(backend, target, &rel).await?;
+        let rb = spec.rollback.clone().unwrap_or_default();
+        let mut notes = Vec::new();
         let mut changes = Vec::new();
-        let mut result = self.apply_all(backend, &objs, &mut changes).await;
+        let mut result = Ok(());
+        if !rb.disable_hooks {
+            result = self
+                .hooks(
+                    backend,
+                    target,
+                    &mut rel,
+                    hooks::PRE_ROLLBACK,
+                    timeout,
+                    &mut notes,
+                )
+                .await;
+        }
+        if result.is_ok() {
+            result = self
+                .apply_all(backend, &objs, &mut changes, rb.force || rb.recreate)
+                .await;
+        }
         if result.is_ok() {
             if let Some(c) = &current {
                 let keep = ids(&objs);
@@ -559,9 +872,20 @@ impl ReleaseManager for HelmReleaseApplier {
                 result = self.delete_all(backend, gone).await.map(|_| ());
             }
         }
-        let wait = !spec.rollback.as_ref().is_some_and(|r| r.disable_wait);
-        if result.is_ok() && wait {
+        if result.is_ok() && !rb.disable_wait {
             result = self.wait(backend, &objs, timeout).await;
+        }
+        if result.is_ok() && !rb.disable_hooks {
+            result = self
+                .hooks(
+                    backend,
+                    target,
+                    &mut rel,
+                    hooks::POST_ROLLBACK,
+                    timeout,
+                    &mut notes,
+                )
+                .await;
         }
         match result {
             Ok(()) => {
@@ -582,7 +906,9 @@ impl ReleaseManager for HelmReleaseApplier {
                     spec.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
                 )
                 .await;
-                Ok(record::info_of(&rel))
+                let mut info = record::info_of(&rel);
+                info.messages = notes;
+                Ok(info)
             }
             Err(mut e) => {
                 rel.info.status = rs::FAILED.into();
@@ -599,11 +925,27 @@ impl ReleaseManager for HelmReleaseApplier {
         backend: &dyn Backend,
         target: &ReleaseTarget,
         keep_history: bool,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
     ) -> Result<Vec<ObjectRef>, ReleaseError> {
         let history = self.records(backend, target).await?;
-        let Some(latest) = history.last().cloned() else {
+        let Some(mut latest) = history.last().cloned() else {
             return Ok(Vec::new());
         };
+        let un = spec.uninstall.clone().unwrap_or_default();
+        let timeout = un.timeout.as_ref().map(|t| t.duration()).unwrap_or(timeout);
+        let mut notes = Vec::new();
+        if !un.disable_hooks {
+            self.hooks(
+                backend,
+                target,
+                &mut latest,
+                hooks::PRE_DELETE,
+                timeout,
+                &mut notes,
+            )
+            .await?;
+        }
         // The latest record says what is there now; a deployed one underneath a failed
         // attempt may still own objects the attempt did not touch.
         let mut refs: Vec<ObjectRef> = Vec::new();
@@ -618,6 +960,17 @@ impl ReleaseManager for HelmReleaseApplier {
             }
         }
         let deleted = self.delete_all(backend, refs).await?;
+        if !un.disable_hooks {
+            self.hooks(
+                backend,
+                target,
+                &mut latest,
+                hooks::POST_DELETE,
+                timeout,
+                &mut notes,
+            )
+            .await?;
+        }
         if keep_history {
             let mut l = latest;
             l.info.status = rs::UNINSTALLED.into();
@@ -641,6 +994,127 @@ impl ReleaseManager for HelmReleaseApplier {
         Ok(deleted)
     }
 
+    async fn test(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
+    ) -> Result<ReleaseInfo, ReleaseError> {
+        let history = self.records(backend, target).await?;
+        let Some(mut rel) = history
+            .into_iter()
+            .rev()
+            .find(|r| r.info.status == rs::DEPLOYED)
+        else {
+            return Err(storage_err(format!(
+                "release {} has no deployed revision to test",
+                target.name
+            )));
+        };
+        let filters = spec
+            .test
+            .as_ref()
+            .map(|t| t.filters.clone())
+            .unwrap_or_default();
+        // Flux's filters: names with exclude=false are the only tests run (when any), names
+        // with exclude=true are never run.
+        let only = move |h: &hooks::Hook| {
+            let includes: Vec<&str> = filters
+                .iter()
+                .filter(|f| !f.exclude)
+                .map(|f| f.name.as_str())
+                .collect();
+            (includes.is_empty() || includes.contains(&h.name.as_str()))
+                && !filters.iter().any(|f| f.exclude && f.name == h.name)
+        };
+        // Test runs of an earlier test step do not count for this one.
+        for h in rel.hooks.iter_mut().filter(|h| h.has_event(hooks::TEST)) {
+            h.last_run = hooks::HookExecution::default();
+        }
+        let ran = hooks::run(
+            backend,
+            &mut rel.hooks,
+            hooks::TEST,
+            &target.namespace,
+            timeout,
+            self.poll,
+            &only,
+        )
+        .await;
+        self.write(backend, target, &rel).await?;
+        ran.map_err(|mut e| {
+            e.release = Some(Box::new(record::info_of(&rel)));
+            e
+        })?;
+        Ok(record::info_of(&rel))
+    }
+
+    async fn drift(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        correct: bool,
+    ) -> Result<Vec<String>, ReleaseError> {
+        let history = self.records(backend, target).await?;
+        let Some(rel) = history.iter().rev().find(|r| r.info.status == rs::DEPLOYED) else {
+            return Ok(Vec::new());
+        };
+        let rules = spec
+            .drift_detection
+            .as_ref()
+            .map(|d| d.ignore.clone())
+            .unwrap_or_default();
+        let objs = release_objects(&rel.manifest, target).map_err(storage_err)?;
+        let dry = ApplyOptions {
+            field_manager: "helm".into(),
+            dry_run: true,
+            force_conflicts: true,
+            ..Default::default()
+        };
+        let fix = ApplyOptions {
+            dry_run: false,
+            ..dry.clone()
+        };
+        let mut out = Vec::new();
+        for o in objs {
+            let r = o.object_ref();
+            let ignore = drift::ignored_paths(&rules, &o);
+            let live = backend
+                .get(&r)
+                .await
+                .map_err(|e| err(ReleaseErrorKind::Apply, format!("{r}: {e}")))?;
+            let (line, desired) = match live {
+                None => (format!("{r}: missing"), o),
+                Some(live) => {
+                    let (_, would) = backend
+                        .apply(&o, &dry)
+                        .await
+                        .map_err(|e| err(ReleaseErrorKind::Apply, format!("{r}: dry-run: {e}")))?;
+                    let paths = drift::without_ignored(
+                        drift::diff(&Value::Object(live.0.clone()), &Value::Object(would.0)),
+                        &ignore,
+                    );
+                    if paths.is_empty() {
+                        continue;
+                    }
+                    let mut desired = o;
+                    drift::keep_live(&mut desired, &live, &ignore);
+                    (format!("{r}: {}", paths.join(", ")), desired)
+                }
+            };
+            if correct {
+                backend
+                    .apply(&desired, &fix)
+                    .await
+                    .map_err(|e| err(ReleaseErrorKind::Apply, format!("correcting {r}: {e}")))?;
+            }
+            out.push(line);
+        }
+        Ok(out)
+    }
+
     async fn mark_failed(
         &self,
         backend: &dyn Backend,
@@ -655,5 +1129,37 @@ impl ReleaseManager for HelmReleaseApplier {
         r.info.status = rs::FAILED.into();
         r.info.description = description.to_string();
         self.write(backend, target, &r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_renderer_images_and_json6902() {
+        let manifest = "---\n# Source: c/templates/d.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.25\n\n";
+        let prs: Vec<trueup_core::api::helm::PostRenderer> = serde_yaml::from_str(
+            r#"
+- kustomize:
+    images:
+    - {name: nginx, newName: registry.local/nginx, newTag: "1.27"}
+- kustomize:
+    patchesJson6902:
+    - target: {kind: Deployment, name: web}
+      patch:
+      - {op: add, path: /spec/replicas, value: 3}
+"#,
+        )
+        .unwrap();
+        let out = post_render(manifest.into(), &prs).unwrap();
+        let objs = parse_manifest(&out, "out").unwrap();
+        assert_eq!(
+            objs[0].0["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.local/nginx:1.27"
+        );
+        assert_eq!(objs[0].0["spec"]["replicas"], 3);
+        // No post-renderers: the manifest is left as rendered.
+        assert_eq!(post_render(manifest.into(), &[]).unwrap(), manifest);
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use trueup_core::object::Object;
-use trueup_core::reconcile::helmrelease::{config_digest, ReleaseInfo};
+use trueup_core::reconcile::helmrelease::{config_digest, ReleaseInfo, TestHookStatus};
 
 /// The Secret type Helm gives release records.
 pub const SECRET_TYPE: &str = "helm.sh/release.v1";
@@ -32,12 +32,32 @@ pub struct Release {
     pub config: Value,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub manifest: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hooks: Vec<Value>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub hooks: Vec<super::hooks::Hook>,
     #[serde(default)]
     pub version: i64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
+    /// How the objects were applied: `ssa` (server-side apply, what trueup does) or `csa`.
+    /// Helm 4 reads it to pick how `helm rollback`/`upgrade` apply; Helm 3 records lack it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub apply_method: String,
+}
+
+/// The apply method trueup records: server-side apply with the field manager `helm`, as Helm 4.
+pub const APPLY_METHOD_SSA: &str = "ssa";
+
+/// Go writes empty slices and maps as `null`; read those as empty.
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Helm's `release.Info`. Times are RFC 3339; Helm writes a zero time as `""`.
@@ -47,7 +67,7 @@ pub struct Info {
     pub first_deployed: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_deployed: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub deleted: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -65,13 +85,13 @@ pub struct Chart {
     pub metadata: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub templates: Vec<File>,
     #[serde(default)]
     pub values: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub files: Vec<File>,
 }
 
@@ -115,8 +135,8 @@ pub fn decode(text: &str) -> Result<Release, String> {
     serde_json::from_slice(&json).map_err(|e| format!("release data is not a Helm release: {e}"))
 }
 
-/// The Secret Helm's driver writes for a release.
-pub fn to_secret(rel: &Release, namespace: &str, created_at: u64) -> Result<Object, String> {
+/// The Secret Helm's driver writes for a release (Helm 4 labels it `modifiedAt`, unix seconds).
+pub fn to_secret(rel: &Release, namespace: &str, modified_at: u64) -> Result<Object, String> {
     let encoded = encode(rel)?;
     let v = json!({
         "apiVersion": "v1",
@@ -129,7 +149,7 @@ pub fn to_secret(rel: &Release, namespace: &str, created_at: u64) -> Result<Obje
                 "owner": "helm",
                 "status": rel.info.status,
                 "version": rel.version.to_string(),
-                "createdAt": created_at.to_string(),
+                "modifiedAt": modified_at.to_string(),
             },
         },
         "type": SECRET_TYPE,
@@ -186,6 +206,25 @@ pub fn info_of(rel: &Release) -> ReleaseInfo {
         last_deployed: rel.info.last_deployed.clone(),
         deleted: rel.info.deleted.clone(),
         description: rel.info.description.clone(),
+        test_hooks: {
+            let tests: std::collections::BTreeMap<String, TestHookStatus> = rel
+                .hooks
+                .iter()
+                .filter(|h| h.has_event(super::hooks::TEST) && !h.last_run.phase.is_empty())
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        TestHookStatus {
+                            last_started: h.last_run.started_at.clone(),
+                            last_completed: h.last_run.completed_at.clone(),
+                            phase: h.last_run.phase.clone(),
+                        },
+                    )
+                })
+                .collect();
+            (!tests.is_empty()).then_some(tests)
+        },
+        messages: Vec::new(),
     }
 }
 
@@ -211,5 +250,15 @@ mod tests {
         assert_eq!(from_secret(&s).unwrap(), rel);
         assert!(from_secret(&Object::new("v1", "Secret", Some("a"), "x")).is_err());
         assert!(decode("!!").is_err());
+        // What Helm 4 writes: Go's nulls for empty lists, times with nanoseconds.
+        let helm = r#"{"name":"x","info":{"first_deployed":"2026-11-24T04:45:12.673458105Z",
+            "last_deployed":"2026-11-24T04:45:12.673458105Z","description":"Install complete",
+            "status":"deployed","notes":"n\n"},"chart":{"metadata":{"name":"demo","version":"0.1.0"},
+            "lock":null,"templates":null,"values":{},"schema":null,"files":null},
+            "config":null,"hooks":null,"version":1,"namespace":"default","apply_method":"ssa"}"#;
+        let r: Release = serde_json::from_str(helm).unwrap();
+        assert_eq!(r.chart.files, Vec::new());
+        assert_eq!(r.apply_method, "ssa");
+        assert_eq!(info_of(&r).chart_version, "0.1.0");
     }
 }

@@ -20,12 +20,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 /// Condition types of a HelmRelease.
 pub const RELEASED: &str = "Released";
 pub const REMEDIATED: &str = "Remediated";
+pub const TEST_SUCCESS: &str = "TestSuccess";
 
 /// Reasons of the HelmRelease conditions, as Flux names them.
 pub mod helm_reason {
@@ -37,6 +39,12 @@ pub mod helm_reason {
     pub const ROLLBACK_FAILED: &str = "RollbackFailed";
     pub const UNINSTALL_SUCCEEDED: &str = "UninstallSucceeded";
     pub const UNINSTALL_FAILED: &str = "UninstallFailed";
+    pub const TEST_SUCCEEDED: &str = "TestSucceeded";
+    pub const TEST_FAILED: &str = "TestFailed";
+    /// The backend runs no workloads, so test Pods could not run.
+    pub const TEST_NOT_RUN: &str = "TestNotRun";
+    pub const DRIFT_DETECTED: &str = "DriftDetected";
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
     pub const VALUES_ERROR: &str = "InitFailed";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExceeded";
 }
@@ -76,6 +84,25 @@ pub struct ReleaseInfo {
     pub deleted: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The last runs of the release's test hooks, by hook name (Flux's `testHooks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_hooks: Option<BTreeMap<String, TestHookStatus>>,
+    /// What the action wants the status message to say about how it ran (e.g. hooks a backend
+    /// could only write, not run). Not stored.
+    #[serde(skip)]
+    pub messages: Vec<String>,
+}
+
+/// One test hook's last run, as Flux's `TestHookStatus`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestHookStatus {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_started: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_completed: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
 }
 
 impl ReleaseInfo {
@@ -120,6 +147,10 @@ pub enum ReleaseErrorKind {
     Health,
     /// Release records could not be read or written.
     Storage,
+    /// A release hook failed (or did not finish in time).
+    Hook,
+    /// A Helm test failed: the release itself was deployed.
+    Test,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +203,32 @@ pub trait ReleaseManager: Send + Sync {
         backend: &dyn Backend,
         target: &ReleaseTarget,
         keep_history: bool,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
     ) -> Result<Vec<ObjectRef>, ReleaseError>;
+
+    /// Runs the test hooks of the deployed release (Helm's `helm test`), keeping only those
+    /// `spec.test.filters` select, and records their runs in the release. Called only on
+    /// backends that run workloads.
+    async fn test(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        timeout: Duration,
+    ) -> Result<ReleaseInfo, ReleaseError>;
+
+    /// Compares the deployed release's objects with what the backend holds (Flux's drift
+    /// detection), leaving out `spec.driftDetection.ignore`. Returns one line per drifted
+    /// object (`Kind/ns/name: /changed/paths` or `... : missing`); with `correct`, applies the
+    /// drifted objects again (ignored fields keep their cluster values).
+    async fn drift(
+        &self,
+        backend: &dyn Backend,
+        target: &ReleaseTarget,
+        spec: &HelmReleaseSpec,
+        correct: bool,
+    ) -> Result<Vec<String>, ReleaseError>;
 
     /// Marks a record `failed` (recovers a release left pending by a crash).
     async fn mark_failed(
@@ -264,6 +320,43 @@ pub fn release_target(hr: &HelmRelease) -> ReleaseTarget {
 pub fn config_digest(values: &Value) -> String {
     let bytes = serde_json::to_vec(values).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Annotation that, set to the same token as `reconcile.fluxcd.io/requestedAt`, runs the
+/// release action once even when nothing changed or remediation is exhausted.
+pub const FORCE_AT: &str = "reconcile.fluxcd.io/forceAt";
+/// Annotation that, set to the same token as `reconcile.fluxcd.io/requestedAt`, resets the
+/// failure counts (so remediation retries start over).
+pub const RESET_AT: &str = "reconcile.fluxcd.io/resetAt";
+
+/// `flux reconcile helmrelease --force`: asks for one forced release run. The token is any
+/// string that differs from the last one (Flux uses the time).
+pub fn request_force(hr: &mut Object, token: &str) {
+    hr.set_annotation(crate::runtime::REQUESTED_AT, token);
+    hr.set_annotation(FORCE_AT, token);
+}
+
+/// `flux reconcile helmrelease --reset`: asks for the failure counts to be reset.
+pub fn request_reset(hr: &mut Object, token: &str) {
+    hr.set_annotation(crate::runtime::REQUESTED_AT, token);
+    hr.set_annotation(RESET_AT, token);
+}
+
+/// The token of an annotation (`forceAt`/`resetAt`) that asks for action now: equal to
+/// `requestedAt` (helm-controller's rule, so a stale annotation does nothing) and not handled
+/// yet.
+fn pending_request(obj: &Object, annotation: &str, handled: &str) -> Option<String> {
+    let token = obj.annotation(annotation)?;
+    let requested = obj.annotation(crate::runtime::REQUESTED_AT)?;
+    (token == requested && token != handled && !token.is_empty()).then(|| token.to_string())
+}
+
+/// `sha256:<hex>` of `spec.postRenderers`, empty without any.
+pub fn post_renderers_digest(spec: &HelmReleaseSpec) -> String {
+    if spec.post_renderers.is_empty() {
+        return String::new();
+    }
+    config_digest(&serde_json::to_value(&spec.post_renderers).unwrap_or_default())
 }
 
 /// Merges `src` over `dst` the way Helm merges values maps (maps merge, anything else replaces).
@@ -434,6 +527,16 @@ pub struct HelmReleaseStatus {
     pub helm_chart: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub storage_namespace: String,
+    /// The `reconcile.fluxcd.io/forceAt` token last acted on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_handled_force_at: String,
+    /// The `reconcile.fluxcd.io/resetAt` token last acted on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_handled_reset_at: String,
+    /// Digest of the `spec.postRenderers` the deployed release was rendered with (Flux's
+    /// `observedPostRenderersDigest`); a change upgrades the release.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub observed_post_renderers_digest: String,
     /// The chart artifact kept in the store (revision = chart version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart_artifact: Option<Artifact>,
@@ -449,6 +552,9 @@ const HR_FIELDS: &[&str] = &[
     "lastAttemptedReleaseAction",
     "helmChart",
     "storageNamespace",
+    "observedPostRenderersDigest",
+    "lastHandledForceAt",
+    "lastHandledResetAt",
     "chartArtifact",
 ];
 
@@ -570,6 +676,132 @@ impl<M> HelmReleaseReconciler<M>
 where
     M: ReleaseManager,
 {
+    /// Flux's test step after a successful install or upgrade (`spec.test.enable`): the
+    /// TestSuccess condition, an event, and a failed test as a failed release unless
+    /// `ignoreFailures`. A backend that runs no workloads cannot run test Pods: the condition
+    /// says so.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tests(
+        &self,
+        hr: &HelmRelease,
+        me: &ObjectRef,
+        target: &ReleaseTarget,
+        backend: &dyn Backend,
+        timeout: Duration,
+        generation: i64,
+        is_install: bool,
+        result: Result<ReleaseInfo, ReleaseError>,
+        status: &mut Status,
+        events: &mut Vec<Event>,
+    ) -> Result<ReleaseInfo, ReleaseError> {
+        let test = hr.spec.test.clone().unwrap_or_default();
+        let Ok(rel) = result else {
+            return result;
+        };
+        let now = crate::time::now_rfc3339();
+        if !test.enable {
+            status.remove_condition(TEST_SUCCESS);
+            return Ok(rel);
+        }
+        let name = format!("{}/{}.v{}", target.namespace, rel.name, rel.version);
+        if !backend.runs_workloads() {
+            let msg = format!(
+                "Helm tests of release {name} were not run: {} runs no workloads",
+                backend.describe()
+            );
+            status.set_condition(
+                Condition::new(
+                    TEST_SUCCESS,
+                    ConditionStatus::Unknown,
+                    helm_reason::TEST_NOT_RUN,
+                    msg.clone(),
+                ),
+                generation,
+                &now,
+            );
+            let mut rel = rel;
+            rel.messages.push(msg);
+            return Ok(rel);
+        }
+        let timeout = test
+            .timeout
+            .as_ref()
+            .map(|t| t.duration())
+            .unwrap_or(timeout);
+        let ignore = test.ignore_failures || {
+            let rem = if is_install {
+                hr.spec
+                    .install
+                    .as_ref()
+                    .and_then(|i| i.remediation.as_ref())
+            } else {
+                hr.spec
+                    .upgrade
+                    .as_ref()
+                    .and_then(|u| u.remediation.as_ref())
+            };
+            rem.and_then(|r| r.ignore_test_failures).unwrap_or(false)
+        };
+        match self.manager.test(backend, target, &hr.spec, timeout).await {
+            Ok(t) => {
+                let n = t.test_hooks.as_ref().map(|h| h.len()).unwrap_or(0);
+                let msg = format!(
+                    "Helm test succeeded for release {name} with chart {}@{}: {n} test hook(s) completed successfully",
+                    rel.chart_name, rel.chart_version
+                );
+                status.set_condition(
+                    Condition::new(
+                        TEST_SUCCESS,
+                        ConditionStatus::True,
+                        helm_reason::TEST_SUCCEEDED,
+                        msg.clone(),
+                    ),
+                    generation,
+                    &now,
+                );
+                events.push(Event::new(
+                    me.clone(),
+                    Severity::Info,
+                    helm_reason::TEST_SUCCEEDED,
+                    msg,
+                ));
+                let mut t = t;
+                t.messages = rel.messages;
+                Ok(t)
+            }
+            Err(mut e) => {
+                let msg = format!(
+                    "Helm test failed for release {name} with chart {}@{}: {}",
+                    rel.chart_name, rel.chart_version, e.message
+                );
+                status.set_condition(
+                    Condition::new(
+                        TEST_SUCCESS,
+                        ConditionStatus::False,
+                        helm_reason::TEST_FAILED,
+                        msg.clone(),
+                    ),
+                    generation,
+                    &now,
+                );
+                events.push(Event::new(
+                    me.clone(),
+                    Severity::Error,
+                    helm_reason::TEST_FAILED,
+                    msg.clone(),
+                ));
+                if ignore {
+                    let mut rel = rel;
+                    rel.messages.push("test failures ignored".into());
+                    return Ok(rel);
+                }
+                e.kind = ReleaseErrorKind::Test;
+                e.release = Some(Box::new(rel));
+                Err(e)
+            }
+        }
+    }
+
     /// Makes sure the chart's source exists and is ready, and returns the chart artifact
     /// (revision = chart version). `SOURCE_NOT_READY` errors mean waiting, not failing.
     async fn chart_artifact(
@@ -892,16 +1124,26 @@ where
         };
         let digest = config_digest(&values);
 
-        // A new desired state (spec, chart version or values) starts the failure counts over.
+        let force = pending_request(obj, FORCE_AT, &hst.last_handled_force_at);
+        let reset = pending_request(obj, RESET_AT, &hst.last_handled_reset_at);
+        // A new desired state (spec, chart version or values), or a reset request, starts the
+        // failure counts over.
         if hst.last_attempted_generation != generation
             || status.last_attempted_revision != chart_version
             || hst.last_attempted_config_digest != digest
+            || reset.is_some()
         {
             hst.failures = 0;
             hst.install_failures = 0;
             hst.upgrade_failures = 0;
         }
         status.observed_generation = generation;
+        if let Some(t) = reset {
+            hst.last_handled_reset_at = t;
+        }
+        if let Some(t) = &force {
+            hst.last_handled_force_at = t.clone();
+        }
 
         let mut history = match self.manager.history(backend, &target).await {
             Ok(h) => h,
@@ -961,26 +1203,88 @@ where
             .cloned();
         let now = crate::time::now_rfc3339();
 
-        // Up to date: the deployed release is the latest record and matches what is desired.
+        // Up to date: the deployed release is the latest record and matches what is desired
+        // (chart version and values). The record may have been written by someone else, e.g.
+        // a `helm rollback` to a revision that is what the spec asks for: it is taken as the
+        // current one, not fought. A release this object never managed (no history in its
+        // status, e.g. one `helm install`ed) is adopted by an upgrade, as Flux does.
+        let managed = !hst.history.is_empty();
+        let post_renderers = post_renderers_digest(&hr.spec);
         if let (Some(d), Some(l)) = (&deployed, &latest) {
             if d.version == l.version
                 && d.chart_version == chart_version
                 && d.config_digest == digest
-                && hst.last_attempted_generation == generation
+                && hst.observed_post_renderers_digest == post_renderers
+                && managed
+                && force.is_none()
             {
+                hst.last_attempted_generation = generation;
+                let mut msg = format!(
+                    "Helm release '{}' is up to date ({})",
+                    target.name, d.description
+                );
+                let dd = hr.spec.drift_detection.clone().unwrap_or_default();
+                let mode = dd.mode.as_deref().unwrap_or("disabled");
+                if !matches!(mode, "enabled" | "warn" | "disabled" | "") {
+                    hst.write_to(&mut status);
+                    return Outcome::failed(
+                        obj,
+                        status,
+                        reason::INVALID_SPEC,
+                        format!("spec.driftDetection.mode: unsupported mode '{mode}' (enabled, warn, disabled)"),
+                        true,
+                    );
+                }
+                if matches!(mode, "enabled" | "warn") {
+                    let correct = mode == "enabled";
+                    match self
+                        .manager
+                        .drift(backend, &target, &hr.spec, correct)
+                        .await
+                    {
+                        Ok(drifted) if drifted.is_empty() => {}
+                        Ok(drifted) => {
+                            let (why, sev, what) = if correct {
+                                (helm_reason::DRIFT_CORRECTED, Severity::Info, "corrected")
+                            } else {
+                                (
+                                    helm_reason::DRIFT_DETECTED,
+                                    Severity::Error,
+                                    "detected (warn mode: not corrected)",
+                                )
+                            };
+                            let text = format!(
+                                "Cluster state of release {}/{}.v{} drifted from the release, {what}:\n{}",
+                                target.namespace,
+                                target.name,
+                                d.version,
+                                drifted.join("\n")
+                            );
+                            events.push(
+                                Event::new(me.clone(), sev, why, text)
+                                    .with_revision(chart_version.clone()),
+                            );
+                            msg.push_str(&format!("; drift {what} in {} object(s)", drifted.len()));
+                        }
+                        Err(e) => {
+                            hst.write_to(&mut status);
+                            let mut out = Outcome::failed(
+                                obj,
+                                status,
+                                helm_reason::DRIFT_DETECTED,
+                                format!("drift detection failed: {}", e.message),
+                                false,
+                            );
+                            out.events.extend(events);
+                            return out;
+                        }
+                    }
+                }
                 hst.history = snapshots(history);
                 hst.write_to(&mut status);
                 status.last_attempted_revision = chart_version.clone();
                 status.last_applied_revision = chart_version.clone();
-                status.mark_ready(
-                    reason::RECONCILIATION_SUCCEEDED,
-                    format!(
-                        "Helm release '{}' is up to date ({})",
-                        target.name, d.description
-                    ),
-                    generation,
-                    &now,
-                );
+                status.mark_ready(reason::RECONCILIATION_SUCCEEDED, msg, generation, &now);
                 let mut out = Outcome::new(Verdict::Ready, status);
                 out.events = events;
                 return out;
@@ -993,11 +1297,11 @@ where
         } else {
             (hst.upgrade_failures, upgrade_rem.retries.unwrap_or(0))
         };
-        if exhausted(failures, retries) {
+        if exhausted(failures, retries) && force.is_none() {
             hst.history = snapshots(history);
             hst.write_to(&mut status);
             let msg = format!(
-                "Failed to {} after {failures} attempt(s); change the HelmRelease to try again",
+                "Failed to {} after {failures} attempt(s); change the HelmRelease, or request a reset or a forced run (reconcile.fluxcd.io/resetAt, forceAt), to try again",
                 if is_install { "install" } else { "upgrade" }
             );
             return Outcome::failed(obj, status, helm_reason::RETRIES_EXHAUSTED, msg, true);
@@ -1010,7 +1314,11 @@ where
                 .as_ref()
                 .is_some_and(|l| l.status != release_status::UNINSTALLED)
         {
-            if let Err(e) = self.manager.uninstall(backend, &target, false).await {
+            if let Err(e) = self
+                .manager
+                .uninstall(backend, &target, false, &hr.spec, timeout)
+                .await
+            {
                 hst.write_to(&mut status);
                 return Outcome::failed(
                     obj,
@@ -1042,10 +1350,25 @@ where
             self.manager.upgrade(req).await
         };
 
+        let result = self
+            .run_tests(
+                &hr,
+                &me,
+                &target,
+                backend,
+                timeout,
+                generation,
+                is_install,
+                result,
+                &mut status,
+                &mut events,
+            )
+            .await;
+
         let verdict;
         match result {
             Ok(rel) => {
-                let (why, msg) = if is_install {
+                let (why, mut msg) = if is_install {
                     (
                         helm_reason::INSTALL_SUCCEEDED,
                         format!(
@@ -1070,12 +1393,16 @@ where
                         ),
                     )
                 };
+                for m in &rel.messages {
+                    msg.push_str(&format!(" ({m})"));
+                }
                 status.set_condition(
                     Condition::new(RELEASED, ConditionStatus::True, why, msg.clone()),
                     generation,
                     &now,
                 );
                 status.remove_condition(REMEDIATED);
+                hst.observed_post_renderers_digest = post_renderers;
                 status.last_applied_revision = chart_version.clone();
                 status.mark_ready(why, msg.clone(), generation, &now);
                 events.push(
@@ -1093,19 +1420,34 @@ where
                     (helm_reason::UPGRADE_FAILED, &upgrade_rem)
                 };
                 hst.failures += 1;
-                let msg = format!(
-                    "Helm {} failed for release {}/{} with chart {}: {}",
-                    if is_install { "install" } else { "upgrade" },
-                    target.namespace,
-                    target.name,
-                    chart_version,
-                    e.message
-                );
-                status.set_condition(
-                    Condition::new(RELEASED, ConditionStatus::False, why, msg.clone()),
-                    generation,
-                    &now,
-                );
+                let tested = e.kind == ReleaseErrorKind::Test;
+                let msg = if tested {
+                    format!(
+                        "Helm test failed for release {}/{} with chart {}: {}",
+                        target.namespace, target.name, chart_version, e.message
+                    )
+                } else {
+                    format!(
+                        "Helm {} failed for release {}/{} with chart {}: {}",
+                        if is_install { "install" } else { "upgrade" },
+                        target.namespace,
+                        target.name,
+                        chart_version,
+                        e.message
+                    )
+                };
+                let why = if tested {
+                    helm_reason::TEST_FAILED
+                } else {
+                    why
+                };
+                if !tested {
+                    status.set_condition(
+                        Condition::new(RELEASED, ConditionStatus::False, why, msg.clone()),
+                        generation,
+                        &now,
+                    );
+                }
                 events.push(
                     Event::new(me.clone(), Severity::Error, why, msg.clone())
                         .with_revision(chart_version.clone()),
@@ -1143,7 +1485,7 @@ where
                             .map_err(|e| (helm_reason::ROLLBACK_FAILED, e.message)),
                         _ => self
                             .manager
-                            .uninstall(backend, &target, false)
+                            .uninstall(backend, &target, false, &hr.spec, timeout)
                             .await
                             .map(|_| {
                                 (
@@ -1196,8 +1538,18 @@ where
         };
         let target = release_target(&hr);
         let keep = hr.spec.uninstall.as_ref().is_some_and(|u| u.keep_history);
+        let timeout = hr
+            .spec
+            .timeout
+            .as_ref()
+            .map(|d| d.duration())
+            .unwrap_or(Duration::from_secs(300));
         let me = obj.object_ref();
-        let mut out = match self.manager.uninstall(backend, &target, keep).await {
+        let mut out = match self
+            .manager
+            .uninstall(backend, &target, keep, &hr.spec, timeout)
+            .await
+        {
             Ok(removed) => {
                 let mut msg = format!(
                     "Helm uninstall succeeded for release {}/{}",
