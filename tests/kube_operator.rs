@@ -750,7 +750,10 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
         "taken only after expiry: {:?}",
         killed.elapsed()
     );
-    eprintln!("expired Lease (20s) taken {:?} after SIGKILL", killed.elapsed());
+    eprintln!(
+        "expired Lease (20s) taken {:?} after SIGKILL",
+        killed.elapsed()
+    );
     assert_eq!(lease_holder(kc, flux, lease), Some((id_c, 2)));
     requested_at(kc, KS, flux, "apps", "c-leads");
     wait_for("replica c handles a requested reconcile", 60, &[&c], || {

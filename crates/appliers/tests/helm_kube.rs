@@ -163,7 +163,6 @@ async fn cluster(ns: &str) -> Option<(KubeBackend, &'static Tools)> {
     Some((b, t))
 }
 
-
 /// Runs the real helm CLI against the test server; returns stdout, panics with stderr.
 fn helm(t: &Tools, args: &[&str]) -> String {
     let (ok, out, errs) = helm_try(t, args);

@@ -997,7 +997,6 @@ async fn runtime_reconciles_git_into_the_cluster_and_prunes() {
     );
 }
 
-
 /// Runs kubectl with `stdin`, returning (success, stdout, stderr).
 fn kubectl_stdin(kc: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
     use std::io::Write;
@@ -1641,7 +1640,6 @@ async fn every_field_trueup_accepts_is_kept_by_the_server_in_every_version() {
         }
     }
 }
-
 
 // ---------- leader election ----------
 
