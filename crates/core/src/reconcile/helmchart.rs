@@ -1137,8 +1137,28 @@ mod tests {
             _: &dyn Backend,
             _: &ReleaseTarget,
             _: bool,
+            _: &crate::api::helm::HelmReleaseSpec,
+            _: Duration,
         ) -> Result<Vec<ObjectRef>, ReleaseError> {
             Ok(Vec::new())
+        }
+        async fn test(
+            &self,
+            _: &dyn Backend,
+            _: &ReleaseTarget,
+            _: &crate::api::helm::HelmReleaseSpec,
+            _: Duration,
+        ) -> Result<ReleaseInfo, ReleaseError> {
+            panic!("no test expected")
+        }
+        async fn drift(
+            &self,
+            _: &dyn Backend,
+            _: &ReleaseTarget,
+            _: &crate::api::helm::HelmReleaseSpec,
+            _: bool,
+        ) -> Result<Vec<String>, ReleaseError> {
+            panic!("no drift detection expected")
         }
         async fn mark_failed(
             &self,
