@@ -232,17 +232,23 @@ fn post_render(
     Ok(manifest)
 }
 
-/// Renders the chart as `helm install/upgrade` does.
+/// Renders the chart as `helm install/upgrade` does: `.Release.IsInstall`/`IsUpgrade` and
+/// `.Release.Revision` say which operation this is and the revision it will write.
 fn render(
     chart_dir: &Path,
     target: &ReleaseTarget,
     values: &Value,
+    upgrade: bool,
+    revision: i64,
 ) -> Result<Rendered, ReleaseError> {
     let root = chart_root(chart_dir)?;
     let chart = chart_record(&root)?;
     let opts = trueup_gotmpl::ChartOptions {
         release_name: target.name.clone(),
         namespace: target.namespace.clone(),
+        is_install: !upgrade,
+        is_upgrade: upgrade,
+        revision,
         ..Default::default()
     };
     let files = trueup_gotmpl::render_chart(&root, &opts, values)
@@ -617,12 +623,13 @@ impl HelmReleaseApplier {
                 p.version, p.info.status
             )));
         }
+        let version = history.last().map(|r| r.version).unwrap_or(0) + 1;
         let Rendered {
             manifest,
             hooks: hook_files,
             notes,
             chart,
-        } = render(req.chart_dir, target, req.values)?;
+        } = render(req.chart_dir, target, req.values, upgrade, version)?;
         let manifest = post_render(manifest, &req.spec.post_renderers)?;
         let objs =
             release_objects(&manifest, target).map_err(|e| err(ReleaseErrorKind::Render, e))?;
@@ -633,7 +640,6 @@ impl HelmReleaseApplier {
             .rev()
             .find(|r| r.info.status == rs::DEPLOYED)
             .cloned();
-        let version = history.last().map(|r| r.version).unwrap_or(0) + 1;
         let now = trueup_core::time::now_rfc3339();
         let first = previous
             .as_ref()
