@@ -4,7 +4,7 @@
 use super::kustfile::{FieldSpec, ImageSpec, StringMap};
 use super::resource::Res;
 use serde_json::{Map, Value};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// A field spec with its path split into segments (`\/` escapes a slash in a key).
 #[derive(Clone, Debug)]
@@ -267,6 +267,12 @@ pub fn prefix_suffix(r: &mut Res, prefix: &str, suffix: &str) {
     }
     if matches!(r.kind(), "CustomResourceDefinition" | "Namespace") {
         return;
+    }
+    if !prefix.is_empty() {
+        r.prefixes.push(Arc::from(prefix));
+    }
+    if !suffix.is_empty() {
+        r.suffixes.push(Arc::from(suffix));
     }
     let name = format!("{prefix}{}{suffix}", r.name());
     r.set_name(name);
