@@ -469,7 +469,7 @@ impl<'a> Parser<'a> {
     fn inline_value(&mut self, p: usize, parent: isize) -> R<(Value, Option<usize>)> {
         match self.s[p] {
             b'"' | b'\'' => {
-                let (s, e) = self.quoted(p)?;
+                let (s, e) = self.quoted_folding(p, parent)?;
                 Ok((Value::String(s), Some(e)))
             }
             b'[' | b'{' => {
@@ -497,7 +497,134 @@ impl<'a> Parser<'a> {
                 {
                     return Err(Fallback);
                 }
+                if j == end && parent >= 0 {
+                    if let Some((folded, e)) = self.plain_continuation(raw, end, parent)? {
+                        return Ok((resolve_plain(&folded)?, Some(e)));
+                    }
+                }
                 Ok((resolve_plain(raw)?, Some(p + raw.len())))
+            }
+        }
+    }
+
+    /// The continuation lines of a plain scalar whose first line ends at `end` (a line break
+    /// or the end): lines indented past `parent` fold into it as libyaml folds them (one
+    /// break is a space, each further empty line a `\n`). Returns the folded text and the
+    /// position after its last character, or `None` when the scalar is a single line.
+    fn plain_continuation(
+        &self,
+        first: &str,
+        end: usize,
+        parent: isize,
+    ) -> R<Option<(String, usize)>> {
+        let mut folded: Option<String> = None;
+        let mut last = end;
+        let mut breaks = 0usize;
+        let mut ls = end + 1;
+        while ls < self.s.len() {
+            let mut i = ls;
+            while self.at(i) == Some(&b' ') {
+                i += 1;
+            }
+            match self.at(i) {
+                None => break,
+                Some(b'\n') => {
+                    breaks += 1;
+                    ls = i + 1;
+                    continue;
+                }
+                Some(b'\t') => return Err(Fallback),
+                Some(b'#') => break,
+                Some(_) => {}
+            }
+            if (i - ls) as isize <= parent {
+                break;
+            }
+            let e = self.line_end(i);
+            let line = self.text[i..e].trim_end_matches(' ');
+            if line.contains(": ")
+                || line.ends_with(':')
+                || line.contains(" #")
+                || line.contains('\t')
+            {
+                return Err(Fallback);
+            }
+            let t = folded.get_or_insert_with(|| first.to_string());
+            if breaks == 0 {
+                t.push(' ');
+            }
+            for _ in 0..breaks {
+                t.push('\n');
+            }
+            breaks = 0;
+            t.push_str(line);
+            last = i + line.len();
+            ls = e + 1;
+        }
+        Ok(folded.map(|t| (t, last)))
+    }
+
+    /// A quoted scalar in block context: a single-quoted one may span lines indented past
+    /// `parent` (folded as libyaml folds them); anything else must close on its line.
+    fn quoted_folding(&self, p: usize, parent: isize) -> R<(String, usize)> {
+        if self.s[p] != b'\'' || parent < 0 {
+            return self.quoted(p);
+        }
+        let mut out = String::new();
+        let mut i = p + 1;
+        let mut run = i;
+        loop {
+            let Some(&b) = self.at(i) else {
+                return Err(Fallback);
+            };
+            match b {
+                b'\'' => {
+                    out.push_str(&self.text[run..i]);
+                    if self.at(i + 1) == Some(&b'\'') {
+                        out.push('\'');
+                        i += 2;
+                        run = i;
+                    } else {
+                        return Ok((out, i + 1));
+                    }
+                }
+                b'\n' => {
+                    out.push_str(&self.text[run..i]);
+                    // Spaces before a break are dropped; one break folds to a space, each
+                    // further (empty) line to a `\n`; the next line's indentation is dropped.
+                    let kept = out.trim_end_matches([' ', '\t']).len();
+                    out.truncate(kept);
+                    let mut breaks = 0usize;
+                    let mut ls = i + 1;
+                    loop {
+                        let mut j = ls;
+                        while self.at(j) == Some(&b' ') {
+                            j += 1;
+                        }
+                        match self.at(j) {
+                            None | Some(b'\t') => return Err(Fallback),
+                            Some(b'\n') => {
+                                breaks += 1;
+                                ls = j + 1;
+                            }
+                            Some(_) => {
+                                if (j - ls) as isize <= parent {
+                                    return Err(Fallback);
+                                }
+                                i = j;
+                                break;
+                            }
+                        }
+                    }
+                    if breaks == 0 {
+                        out.push(' ');
+                    }
+                    for _ in 0..breaks {
+                        out.push('\n');
+                    }
+                    run = i;
+                }
+                _ => i += 1,
             }
         }
     }
@@ -1232,6 +1359,24 @@ mod tests {
             check(c);
         }
         fast_ok("k: 'it''s'\n");
+        // Long strings folded over several lines, as older CRD generators write them.
+        fast_ok("a:\n  description: one two\n    three\n\n    four  \n      five\n  type: x\n");
+        fast_ok("- a b\n  c\n- d\n");
+        fast_ok("k:\n  x y\n  z\nn: 1\n");
+        fast_ok("a:\n  d: 'it''s a\n    long one ''q''  \n\n\n    end'\n  t: 1\n");
+        fast_ok("d: '  lead\n  x'\n");
+        for c in [
+            "a: b\n  c: d\n",
+            "a: b\n  c # x\n",
+            "a: b\n# c\n  d\n",
+            "a: 'b\nc'\n",
+            "a: 'b\n\tc'\n",
+            "- 'a\n  b'\n",
+            "a: 'b\n---\n  c'\n",
+            "a: b\n  c:\n",
+        ] {
+            check(c);
+        }
         fast_ok("k: |+\n  a\n  b\n\n\n");
         fast_ok("k: >\n  a\n  b\n\n  c\n   d\n  e\n");
     }
