@@ -74,9 +74,7 @@ impl Emitter {
     }
 
     fn spaces(&mut self, n: usize) {
-        for _ in 0..n {
-            self.out.push(' ');
-        }
+        push_spaces(&mut self.out, n);
         self.column += n;
     }
 
@@ -187,6 +185,10 @@ impl Emitter {
             self.raw(s);
             return;
         }
+        if s.is_ascii() {
+            self.plain_ascii(s, indent);
+            return;
+        }
         let mut spaces = false;
         let mut chars = s.chars().peekable();
         while let Some(c) = chars.next() {
@@ -205,7 +207,84 @@ impl Emitter {
         }
     }
 
+    /// `plain` for ASCII text (one byte per column): copies the runs between fold points.
+    fn plain_ascii(&mut self, s: &str, indent: usize) {
+        let b = s.as_bytes();
+        let mut col = self.column;
+        let mut start = 0;
+        let mut spaces = false;
+        for i in 0..b.len() {
+            if b[i] == b' ' {
+                if !spaces && col > BEST_WIDTH && b.get(i + 1) != Some(&b' ') {
+                    self.out.push_str(&s[start..i]);
+                    self.out.push('\n');
+                    push_spaces(&mut self.out, indent);
+                    col = indent;
+                    start = i + 1;
+                } else {
+                    col += 1;
+                }
+                spaces = true;
+            } else {
+                col += 1;
+                spaces = false;
+            }
+        }
+        self.out.push_str(&s[start..]);
+        self.column = col;
+    }
+
+    /// `single_quoted` for ASCII text without line breaks.
+    fn single_quoted_ascii(&mut self, s: &str, indent: usize, allow_breaks: bool) {
+        let b = s.as_bytes();
+        let n = b.len();
+        self.out.push('\'');
+        let mut col = self.column + 1;
+        let mut start = 0;
+        let mut spaces = false;
+        for i in 0..n {
+            match b[i] {
+                b' ' => {
+                    if allow_breaks
+                        && !spaces
+                        && col > BEST_WIDTH
+                        && i > 0
+                        && i + 1 < n
+                        && b[i + 1] != b' '
+                    {
+                        self.out.push_str(&s[start..i]);
+                        self.out.push('\n');
+                        push_spaces(&mut self.out, indent);
+                        col = indent;
+                        start = i + 1;
+                    } else {
+                        col += 1;
+                    }
+                    spaces = true;
+                }
+                b'\'' => {
+                    self.out.push_str(&s[start..i]);
+                    self.out.push('\'');
+                    start = i;
+                    col += 2;
+                    spaces = false;
+                }
+                _ => {
+                    col += 1;
+                    spaces = false;
+                }
+            }
+        }
+        self.out.push_str(&s[start..]);
+        self.out.push('\'');
+        self.column = col + 1;
+    }
+
     fn single_quoted(&mut self, s: &str, indent: usize, allow_breaks: bool) {
+        if s.is_ascii() && !s.bytes().any(|c| c == b'\n' || c == b'\r') {
+            self.single_quoted_ascii(s, indent, allow_breaks);
+            return;
+        }
         self.push('\'');
         let mut spaces = false;
         let mut breaks = false;
@@ -328,6 +407,25 @@ impl Emitter {
             _ => {}
         }
         self.push('\n');
+        // Only `\n` breaks (nearly always): whole lines are copied, empty ones unindented.
+        if !s.contains(|c: char| c != '\n' && is_break(c)) {
+            let mut lines = s.split('\n').peekable();
+            while let Some(line) = lines.next() {
+                let last = lines.peek().is_none();
+                if !line.is_empty() {
+                    push_spaces(&mut self.out, indent);
+                    self.out.push_str(line);
+                    if last {
+                        self.out.push('\n');
+                    }
+                }
+                if !last {
+                    self.out.push('\n');
+                }
+            }
+            self.column = 0;
+            return;
+        }
         let mut at_line_start = true;
         for c in s.chars() {
             if c == '\n' {
@@ -349,6 +447,16 @@ impl Emitter {
             self.push('\n');
         }
     }
+}
+
+fn push_spaces(out: &mut String, n: usize) {
+    const SPACES: &str = "                                                                ";
+    let mut n = n;
+    while n > SPACES.len() {
+        out.push_str(SPACES);
+        n -= SPACES.len();
+    }
+    out.push_str(&SPACES[..n]);
 }
 
 fn char_count(s: &str) -> usize {
@@ -415,6 +523,7 @@ fn is_printable(c: char) -> bool {
 }
 
 /// What a string's characters allow, as libyaml's `yaml_emitter_analyze_scalar` works it out.
+#[derive(Debug, PartialEq, Eq)]
 struct Analysis {
     multiline: bool,
     block_plain: bool,
@@ -423,6 +532,13 @@ struct Analysis {
 }
 
 fn analyze(s: &str) -> Analysis {
+    if s.is_ascii() {
+        return analyze_ascii(s.as_bytes());
+    }
+    analyze_chars(s)
+}
+
+fn analyze_chars(s: &str) -> Analysis {
     if s.is_empty() {
         return Analysis {
             multiline: false,
@@ -507,6 +623,105 @@ fn analyze(s: &str) -> Analysis {
         preceded_by_ws = c == ' ' || c == '\t' || is_break(c);
         i += 1;
     }
+    let mut a = Analysis {
+        multiline: line_breaks,
+        block_plain: true,
+        single_quoted: true,
+        block: true,
+    };
+    if leading_space || leading_break || trailing_space || trailing_break {
+        a.block_plain = false;
+    }
+    if trailing_space {
+        a.block = false;
+    }
+    if break_space {
+        a.block_plain = false;
+        a.single_quoted = false;
+    }
+    if space_break || special {
+        a.block_plain = false;
+        a.single_quoted = false;
+        a.block = false;
+    }
+    if line_breaks {
+        a.block_plain = false;
+    }
+    if block_indicators {
+        a.block_plain = false;
+    }
+    a
+}
+
+/// `analyze` for ASCII text, byte by byte (the same rules: for ASCII, the breaks are `\n` and
+/// `\r`, and the printable characters `\n` and 0x20..=0x7E).
+fn analyze_ascii(b: &[u8]) -> Analysis {
+    let n = b.len();
+    if n == 0 {
+        return Analysis {
+            multiline: false,
+            block_plain: true,
+            single_quoted: true,
+            block: false,
+        };
+    }
+    let brk = |c: u8| c == b'\n' || c == b'\r';
+    let ws = |c: u8| c == b' ' || c == b'\t' || brk(c);
+    let mut block_indicators = b.starts_with(b"---") || b.starts_with(b"...");
+    let mut line_breaks = false;
+    let mut special = false;
+    let mut break_space = false;
+    let mut space_break = false;
+    let mut previous_space = false;
+    let mut previous_break = false;
+    let followed_by_ws = |i: usize| i + 1 >= n || ws(b[i + 1]);
+    match b[0] {
+        b'#' | b',' | b'[' | b']' | b'{' | b'}' | b'&' | b'*' | b'!' | b'|' | b'>' | b'\''
+        | b'"' | b'%' | b'@' | b'`' => block_indicators = true,
+        b'?' | b':' | b'-' if followed_by_ws(0) => block_indicators = true,
+        _ => {}
+    }
+    for i in 0..n {
+        let c = b[i];
+        match c {
+            b' ' => {
+                if previous_break {
+                    break_space = true;
+                }
+                previous_space = true;
+                previous_break = false;
+            }
+            b'\n' | b'\r' => {
+                line_breaks = true;
+                if c == b'\r' {
+                    special = true;
+                }
+                if previous_space {
+                    space_break = true;
+                }
+                previous_space = false;
+                previous_break = true;
+            }
+            _ => {
+                if i > 0 {
+                    match c {
+                        b':' if followed_by_ws(i) => block_indicators = true,
+                        b'#' if ws(b[i - 1]) => block_indicators = true,
+                        _ => {}
+                    }
+                }
+                if !(0x20..=0x7e).contains(&c) {
+                    special = true;
+                }
+                previous_space = false;
+                previous_break = false;
+            }
+        }
+    }
+    let leading_space = b[0] == b' ';
+    let leading_break = brk(b[0]);
+    let trailing_space = b[n - 1] == b' ';
+    let trailing_break = brk(b[n - 1]);
     let mut a = Analysis {
         multiline: line_breaks,
         block_plain: true,
@@ -886,6 +1101,27 @@ mod tests {
             out,
             "a: '*x'\nb: 'a: b'\nc: |-\n  multi\n  line\nd: |2\n    lead\n  x\ne: |+\n  line\n\nf: \"x\\ty\"\ng: it's\nh: 'trailing '\nl:\n- 1\n- two\n- x: 1\n- {}\n- []\n"
         );
+    }
+
+    #[test]
+    fn ascii_analysis_agrees_with_the_general_one() {
+        let alphabet = b" \t\n\rab:#-?'\"|>,[]{}&*!%@`.\x01";
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 7) as usize;
+            let s: String = (0..len)
+                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize] as char)
+                .collect();
+            assert_eq!(analyze_ascii(s.as_bytes()), analyze_chars(&s), "{s:?}");
+        }
+        for s in [
+            "---x", "...", "a: b", "a #b", "a#b", "- x", "-x", "x\n y", "x \ny", "x\t",
+        ] {
+            assert_eq!(analyze_ascii(s.as_bytes()), analyze_chars(s), "{s:?}");
+        }
     }
 
     #[test]
