@@ -653,6 +653,17 @@ fn analyze_chars(s: &str) -> Analysis {
     a
 }
 
+/// The bytes `analyze_ascii` stops at: breaks, `:`, `#`, and the non-printable ones.
+const INTERESTING: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i == 0x7f || i == b':' as usize || i == b'#' as usize;
+        i += 1;
+    }
+    t
+};
+
 /// `analyze` for ASCII text, byte by byte (the same rules: for ASCII, the breaks are `\n` and
 /// `\r`, and the printable characters `\n` and 0x20..=0x7E).
 fn analyze_ascii(b: &[u8]) -> Analysis {
@@ -672,8 +683,6 @@ fn analyze_ascii(b: &[u8]) -> Analysis {
     let mut special = false;
     let mut break_space = false;
     let mut space_break = false;
-    let mut previous_space = false;
-    let mut previous_break = false;
     let followed_by_ws = |i: usize| i + 1 >= n || ws(b[i + 1]);
     match b[0] {
         b'#' | b',' | b'[' | b']' | b'{' | b'}' | b'&' | b'*' | b'!' | b'|' | b'>' | b'\''
@@ -681,41 +690,29 @@ fn analyze_ascii(b: &[u8]) -> Analysis {
         b'?' | b':' | b'-' if followed_by_ws(0) => block_indicators = true,
         _ => {}
     }
-    for i in 0..n {
-        let c = b[i];
+    // Only breaks, `:`, `#` and non-printable bytes matter inside the text; the spaces
+    // around a break are looked at from the break.
+    for (i, &c) in b.iter().enumerate() {
+        if !INTERESTING[c as usize] {
+            continue;
+        }
         match c {
-            b' ' => {
-                if previous_break {
-                    break_space = true;
-                }
-                previous_space = true;
-                previous_break = false;
-            }
             b'\n' | b'\r' => {
                 line_breaks = true;
                 if c == b'\r' {
                     special = true;
                 }
-                if previous_space {
+                if i > 0 && b[i - 1] == b' ' {
                     space_break = true;
                 }
-                previous_space = false;
-                previous_break = true;
-            }
-            _ => {
-                if i > 0 {
-                    match c {
-                        b':' if followed_by_ws(i) => block_indicators = true,
-                        b'#' if ws(b[i - 1]) => block_indicators = true,
-                        _ => {}
-                    }
+                if i + 1 < n && b[i + 1] == b' ' {
+                    break_space = true;
                 }
-                if !(0x20..=0x7e).contains(&c) {
-                    special = true;
-                }
-                previous_space = false;
-                previous_break = false;
             }
+            b':' if i > 0 && followed_by_ws(i) => block_indicators = true,
+            b'#' if i > 0 && ws(b[i - 1]) => block_indicators = true,
+            b':' | b'#' => {}
+            _ => special = true,
         }
     }
     let leading_space = b[0] == b' ';

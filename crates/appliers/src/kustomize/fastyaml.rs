@@ -147,10 +147,14 @@ impl<'a> Parser<'a> {
     }
 
     fn line_end(&self, from: usize) -> usize {
-        self.s[from..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.s.len(), |i| from + i)
+        // `str::find` of an ASCII byte is a memchr.
+        match self.text.get(from..) {
+            Some(t) => t.find('\n').map_or(self.s.len(), |i| from + i),
+            None => self.s[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.s.len(), |i| from + i),
+        }
     }
 
     fn next_line(&self, from: usize) -> usize {
