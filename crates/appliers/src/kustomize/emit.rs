@@ -181,12 +181,18 @@ impl Emitter {
     fn plain(&mut self, s: &str, indent: usize, allow_breaks: bool) {
         // Nearly every plain scalar has no space or ends before the folding column: then no
         // break can happen and the text goes out in one copy.
-        if !allow_breaks || !s.contains(' ') || self.column + char_count(s) <= BEST_WIDTH {
-            self.raw(s);
+        if s.is_ascii() {
+            // A plain scalar has no line breaks: the column moves by its length.
+            if !allow_breaks || self.column + s.len() <= BEST_WIDTH {
+                self.out.push_str(s);
+                self.column += s.len();
+            } else {
+                self.plain_ascii(s, indent);
+            }
             return;
         }
-        if s.is_ascii() {
-            self.plain_ascii(s, indent);
+        if !allow_breaks || !s.contains(' ') || self.column + char_count(s) <= BEST_WIDTH {
+            self.raw(s);
             return;
         }
         let mut spaces = false;
@@ -408,7 +414,13 @@ impl Emitter {
         }
         self.push('\n');
         // Only `\n` breaks (nearly always): whole lines are copied, empty ones unindented.
-        if !s.contains(|c: char| c != '\n' && is_break(c)) {
+        // (Literal style was chosen, so the text has no `\r`: libyaml counts it special.)
+        let only_lf = if s.is_ascii() {
+            !s.as_bytes().contains(&b'\r')
+        } else {
+            !s.contains(|c: char| c != '\n' && is_break(c))
+        };
+        if only_lf {
             let mut lines = s.split('\n').peekable();
             while let Some(line) = lines.next() {
                 let last = lines.peek().is_none();
