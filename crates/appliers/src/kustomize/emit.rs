@@ -761,7 +761,30 @@ fn analyze_ascii(b: &[u8]) -> Analysis {
     a
 }
 
+/// Bytes of a "word" (`metadata`, `x-kubernetes-list-type`, `apps/v1`): none is an indicator,
+/// a space, a break or special, so such a text is plain unless it reads back as something else.
+const WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.' || c == b'/';
+        i += 1;
+    }
+    t
+};
+
 fn choose_style(s: &str, simple_key: bool) -> Style {
+    // Most keys and many values are words starting with a letter: no indicator, no number,
+    // timestamp or base-60 form; only the keyword spellings need quotes.
+    let b = s.as_bytes();
+    if b.first().is_some_and(u8::is_ascii_alphabetic) && b.iter().all(|&c| WORD[c as usize]) {
+        return if resolves_to_str(s) && !is_old_bool(s) {
+            Style::Plain
+        } else {
+            Style::Double
+        };
+    }
     // go-yaml's `stringv`: quote whatever would not read back as this very string.
     let can_plain = resolves_to_str(s) && !is_base60_float(s) && !is_old_bool(s);
     let mut style = if s.contains('\n') && !simple_key {
@@ -1130,6 +1153,26 @@ mod tests {
             "---x", "...", "a: b", "a #b", "a#b", "- x", "-x", "x\n y", "x \ny", "x\t",
         ] {
             assert_eq!(analyze_ascii(s.as_bytes()), analyze_chars(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn words_take_the_same_style_as_any_text() {
+        for w in [
+            "metadata", "yes", "Yes", "n", "null", "True", "a.b", "a/b-c_d", "x1", "NaN", "y",
+            "off", "e1", "Inf",
+        ] {
+            let general = {
+                let can_plain = resolves_to_str(w) && !is_base60_float(w) && !is_old_bool(w);
+                let a = analyze_chars(w);
+                if can_plain && a.block_plain {
+                    Style::Plain
+                } else {
+                    Style::Double
+                }
+            };
+            assert_eq!(choose_style(w, false), general, "{w}");
+            assert_eq!(choose_style(w, true), general, "{w}");
         }
     }
 
