@@ -961,8 +961,9 @@ fn plain_start_ok(s: &[u8], flow: bool) -> bool {
         | b'"' | b'%' | b'@' | b'`' => false,
         b'-' | b'?' | b':' => {
             let next = s.get(1);
-            !(is_ws_or_end(next) || (flow && matches!(next, Some(b',' | b']' | b'}'))))
-                && !(c == b'-' && s.starts_with(b"---"))
+            let ends = flow && matches!(next, Some(b',' | b']' | b'}'));
+            let marker = c == b'-' && s.starts_with(b"---");
+            !(is_ws_or_end(next) || ends || marker)
         }
         _ => true,
     }
