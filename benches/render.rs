@@ -798,7 +798,7 @@ fn generate_heavy_tree(root: &Path, crds: usize, apps: usize, overlays: usize) -
             );
             let _ = writeln!(k, "- {name}.yaml");
         }
-        let _ = write!(k, "configMapGenerator:\n");
+        k.push_str("configMapGenerator:\n");
         for c in 0..components {
             let _ = write!(k, "- name: app{a}-c{c}-dashboards\n  files:\n");
             for d in 0..2 {
