@@ -33,6 +33,19 @@ pub fn documents_to_string<'a>(docs: impl IntoIterator<Item = &'a Map<String, Va
     e.out
 }
 
+/// `documents_to_string` for owned documents: each is dropped right after it is written,
+/// while its memory is still in cache.
+pub fn documents_into_string(docs: impl IntoIterator<Item = Map<String, Value>>) -> String {
+    let mut e = Emitter::default();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if i > 0 {
+            e.raw("---\n");
+        }
+        e.document(&doc);
+    }
+    e.out
+}
+
 /// Writes one mapping as a YAML document.
 pub fn map_to_string(doc: &Map<String, Value>) -> String {
     let mut e = Emitter::default();
