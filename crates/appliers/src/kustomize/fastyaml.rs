@@ -366,11 +366,12 @@ impl<'a> Parser<'a> {
             _ => {
                 // A plain key ends at `:` followed by whitespace or the end of the line, and
                 // cannot cross a comment.
-                let end = self.line_end(p);
+                // One pass to the colon, a comment or the end of the line.
                 let mut j = p;
                 let mut found = None;
-                while j < end {
+                while j < self.s.len() {
                     match self.s[j] {
+                        b'\n' => break,
                         b':' if is_ws_or_end(self.at(j + 1)) => {
                             found = Some(j);
                             break;
@@ -487,14 +488,20 @@ impl<'a> Parser<'a> {
             }
             b'|' | b'>' => Ok((Value::String(self.block_scalar(p, parent)?), None)),
             _ => {
-                let end = self.line_end(p);
+                // One pass to a comment or the end of the line.
                 let mut j = p;
-                while j < end {
-                    if self.s[j] == b'#' && self.s[j - 1] == b' ' {
-                        break;
+                while j < self.s.len() {
+                    match self.s[j] {
+                        b'\n' => break,
+                        b'#' if self.s[j - 1] == b' ' => break,
+                        _ => j += 1,
                     }
-                    j += 1;
                 }
+                let end = if j < self.s.len() && self.s[j] == b'#' {
+                    usize::MAX
+                } else {
+                    j
+                };
                 let raw = self.text[p..j].trim_end_matches(' ');
                 let rb = raw.as_bytes();
                 if !plain_start_ok(rb, false)
