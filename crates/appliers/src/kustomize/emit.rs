@@ -192,42 +192,21 @@ impl Emitter {
     }
 
     fn plain(&mut self, s: &str, indent: usize, allow_breaks: bool) {
-        // Nearly every plain scalar has no space or ends before the folding column: then no
-        // break can happen and the text goes out in one copy.
-        if s.is_ascii() {
-            // A plain scalar has no line breaks: the column moves by its length.
-            if !allow_breaks || self.column + s.len() <= BEST_WIDTH {
-                self.out.push_str(s);
-                self.column += s.len();
-            } else {
-                self.plain_ascii(s, indent);
-            }
-            return;
-        }
-        if !allow_breaks || !s.contains(' ') || self.column + char_count(s) <= BEST_WIDTH {
-            self.raw(s);
-            return;
-        }
-        let mut spaces = false;
-        let mut chars = s.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == ' ' {
-                let next_is_space = chars.peek() == Some(&' ');
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && !next_is_space {
-                    self.newline_indent(indent);
-                } else {
-                    self.push(c);
-                }
-                spaces = true;
-            } else {
-                self.push(c);
-                spaces = false;
-            }
+        // Nearly every plain scalar ends before the folding column: then no break can happen
+        // and the text goes out in one copy. A plain scalar has no line breaks: the column
+        // moves by its length in characters.
+        let width = char_count(s);
+        if !allow_breaks || self.column + width <= BEST_WIDTH {
+            self.out.push_str(s);
+            self.column += width;
+        } else {
+            self.plain_runs(s, indent);
         }
     }
 
-    /// `plain` for ASCII text (one byte per column): copies the runs between fold points.
-    fn plain_ascii(&mut self, s: &str, indent: usize) {
+    /// Folds a long plain scalar at spaces past the folding column, copying the runs between
+    /// fold points. Columns count characters (UTF-8 continuation bytes add none).
+    fn plain_runs(&mut self, s: &str, indent: usize) {
         let b = s.as_bytes();
         let mut col = self.column;
         let mut start = 0;
@@ -245,7 +224,7 @@ impl Emitter {
                 }
                 spaces = true;
             } else {
-                col += 1;
+                col += usize::from(b[i] & 0xC0 != 0x80);
                 spaces = false;
             }
         }
@@ -1187,6 +1166,24 @@ mod tests {
             assert_eq!(choose_style(w, false), general, "{w}");
             assert_eq!(choose_style(w, true), general, "{w}");
         }
+    }
+
+    #[test]
+    fn folds_long_plain_scalars_counting_characters() {
+        let long = "wörd ".repeat(30);
+        let long = long.trim_end();
+        let out = emit(json!({ "k": long }));
+        // Folding happens at the first space past column 80, counted in characters.
+        let first = out.lines().next().unwrap();
+        assert_eq!(first.chars().count(), 82, "{out}");
+        assert_eq!(
+            out,
+            format!(
+                "k: {}\n  {}\n",
+                "wörd ".repeat(16).trim_end(),
+                "wörd ".repeat(14).trim_end()
+            )
+        );
     }
 
     #[test]

@@ -118,18 +118,36 @@ fn check_chars(text: &str) -> R<()> {
     {
         return Err(Fallback);
     }
-    if !text.is_ascii()
-        && text.chars().any(|c| {
-            matches!(
-                c,
-                '\u{80}'
-                    ..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
-            )
-        })
-    {
+    if !text.is_ascii() && has_unusual_chars(text.as_bytes()) {
         return Err(Fallback);
     }
     Ok(())
+}
+
+/// Whether UTF-8 text holds U+0080..U+009F, U+2028, U+2029, U+FEFF, U+FFFE or U+FFFF. Their
+/// encodings start with 0xC2, 0xE2 or 0xEF: blocks without those bytes are skipped
+/// branch-free, the others looked at byte by byte.
+fn has_unusual_chars(b: &[u8]) -> bool {
+    let lead = |c: u8| (c == 0xC2) | (c == 0xE2) | (c == 0xEF);
+    let at = |i: usize| b.get(i).copied().unwrap_or(0);
+    for (k, block) in b.chunks(64).enumerate() {
+        if !block.iter().fold(false, |acc, &c| acc | lead(c)) {
+            continue;
+        }
+        for (j, &c) in block.iter().enumerate() {
+            let i = k * 64 + j;
+            let hit = match c {
+                0xC2 => (0x80..=0x9F).contains(&at(i + 1)),
+                0xE2 => at(i + 1) == 0x80 && matches!(at(i + 2), 0xA8 | 0xA9),
+                0xEF => matches!((at(i + 1), at(i + 2)), (0xBB, 0xBF) | (0xBF, 0xBE | 0xBF)),
+                _ => false,
+            };
+            if hit {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 struct Parser<'a> {
@@ -1140,6 +1158,56 @@ mod tests {
             .into_iter()
             .filter_map(|p| Some((p.display().to_string(), std::fs::read_to_string(&p).ok()?)))
             .collect()
+    }
+
+    #[test]
+    fn unusual_characters_are_found_byte_wise() {
+        let chars = [
+            'a',
+            ' ',
+            '\n',
+            'é',
+            '\u{7f}',
+            '\u{80}',
+            '\u{9f}',
+            '\u{a0}',
+            '\u{2027}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202a}',
+            '\u{feff}',
+            '\u{fefe}',
+            '\u{fffd}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{10000}',
+            '’',
+            '—',
+            '€',
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 90) as usize;
+            let text: String = (0..len)
+                .map(|i| chars[((x >> (i % 50)) as usize + i * 7) % chars.len()])
+                .collect();
+            let expected = text.chars().any(|c| {
+                matches!(
+                    c,
+                    '\u{80}'
+                        ..='\u{9f}'
+                            | '\u{2028}'
+                            | '\u{2029}'
+                            | '\u{feff}'
+                            | '\u{fffe}'
+                            | '\u{ffff}'
+                )
+            });
+            assert_eq!(has_unusual_chars(text.as_bytes()), expected, "{text:?}");
+        }
     }
 
     #[test]
