@@ -260,12 +260,14 @@ pub fn add_labels(r: &mut Res, pairs: &StringMap, specs: &[Fs]) {
 }
 
 /// namePrefix / nameSuffix. CustomResourceDefinitions keep their names (they must be
-/// `<plural>.<group>`), as in kustomize.
+/// `<plural>.<group>`), and so do Namespaces and APIServices, as in kustomize.
 pub fn prefix_suffix(r: &mut Res, prefix: &str, suffix: &str) {
     if prefix.is_empty() && suffix.is_empty() {
         return;
     }
-    if matches!(r.kind(), "CustomResourceDefinition" | "Namespace") {
+    if matches!(r.kind(), "CustomResourceDefinition" | "Namespace")
+        || (r.kind() == "APIService" && r.group() == "apiregistration.k8s.io")
+    {
         return;
     }
     if !prefix.is_empty() {
