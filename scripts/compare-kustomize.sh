@@ -5,7 +5,11 @@
 # Usage: scripts/compare-kustomize.sh [DIR] [RUNS]
 #   DIR   a kustomization directory; when omitted, the benchmark's large overlay tree is
 #         generated into a temporary directory (size knobs: TRUEUP_BENCH_BASES,
-#         TRUEUP_BENCH_PER_BASE, TRUEUP_BENCH_OVERLAYS, see benches/render.rs).
+#         TRUEUP_BENCH_PER_BASE, TRUEUP_BENCH_OVERLAYS, see benches/render.rs). With
+#         TRUEUP_BENCH_TREE=heavy it is the heavy tree instead, shaped like the largest real
+#         trees (~10 MB of YAML out: CRD bundles with deep schemas and long descriptions,
+#         long embedded configs, overlays sharing bases; knobs TRUEUP_BENCH_CRDS,
+#         TRUEUP_BENCH_APPS, TRUEUP_BENCH_OVERLAYS).
 #   RUNS  runs per tool (default 5).
 #
 # Needs kubectl and GNU time (`/usr/bin/time`, Debian package `time`). trueup is the release

@@ -33,6 +33,19 @@ pub fn documents_to_string<'a>(docs: impl IntoIterator<Item = &'a Map<String, Va
     e.out
 }
 
+/// `documents_to_string` for owned documents: each is dropped right after it is written,
+/// while its memory is still in cache.
+pub fn documents_into_string(docs: impl IntoIterator<Item = Map<String, Value>>) -> String {
+    let mut e = Emitter::default();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if i > 0 {
+            e.raw("---\n");
+        }
+        e.document(&doc);
+    }
+    e.out
+}
+
 /// Writes one mapping as a YAML document.
 pub fn map_to_string(doc: &Map<String, Value>) -> String {
     let mut e = Emitter::default();
@@ -74,9 +87,7 @@ impl Emitter {
     }
 
     fn spaces(&mut self, n: usize) {
-        for _ in 0..n {
-            self.out.push(' ');
-        }
+        push_spaces(&mut self.out, n);
         self.column += n;
     }
 
@@ -181,31 +192,97 @@ impl Emitter {
     }
 
     fn plain(&mut self, s: &str, indent: usize, allow_breaks: bool) {
-        // Nearly every plain scalar has no space or ends before the folding column: then no
-        // break can happen and the text goes out in one copy.
-        if !allow_breaks || !s.contains(' ') || self.column + char_count(s) <= BEST_WIDTH {
-            self.raw(s);
-            return;
-        }
-        let mut spaces = false;
-        let mut chars = s.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == ' ' {
-                let next_is_space = chars.peek() == Some(&' ');
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && !next_is_space {
-                    self.newline_indent(indent);
-                } else {
-                    self.push(c);
-                }
-                spaces = true;
-            } else {
-                self.push(c);
-                spaces = false;
-            }
+        // Nearly every plain scalar ends before the folding column: then no break can happen
+        // and the text goes out in one copy. A plain scalar has no line breaks: the column
+        // moves by its length in characters.
+        let width = char_count(s);
+        if !allow_breaks || self.column + width <= BEST_WIDTH {
+            self.out.push_str(s);
+            self.column += width;
+        } else {
+            self.plain_runs(s, indent);
         }
     }
 
+    /// Folds a long plain scalar at spaces past the folding column, copying the runs between
+    /// fold points. Columns count characters (UTF-8 continuation bytes add none).
+    fn plain_runs(&mut self, s: &str, indent: usize) {
+        let b = s.as_bytes();
+        let mut col = self.column;
+        let mut start = 0;
+        let mut spaces = false;
+        for i in 0..b.len() {
+            if b[i] == b' ' {
+                if !spaces && col > BEST_WIDTH && b.get(i + 1) != Some(&b' ') {
+                    self.out.push_str(&s[start..i]);
+                    self.out.push('\n');
+                    push_spaces(&mut self.out, indent);
+                    col = indent;
+                    start = i + 1;
+                } else {
+                    col += 1;
+                }
+                spaces = true;
+            } else {
+                col += usize::from(b[i] & 0xC0 != 0x80);
+                spaces = false;
+            }
+        }
+        self.out.push_str(&s[start..]);
+        self.column = col;
+    }
+
+    /// `single_quoted` for ASCII text without line breaks.
+    fn single_quoted_ascii(&mut self, s: &str, indent: usize, allow_breaks: bool) {
+        let b = s.as_bytes();
+        let n = b.len();
+        self.out.push('\'');
+        let mut col = self.column + 1;
+        let mut start = 0;
+        let mut spaces = false;
+        for i in 0..n {
+            match b[i] {
+                b' ' => {
+                    if allow_breaks
+                        && !spaces
+                        && col > BEST_WIDTH
+                        && i > 0
+                        && i + 1 < n
+                        && b[i + 1] != b' '
+                    {
+                        self.out.push_str(&s[start..i]);
+                        self.out.push('\n');
+                        push_spaces(&mut self.out, indent);
+                        col = indent;
+                        start = i + 1;
+                    } else {
+                        col += 1;
+                    }
+                    spaces = true;
+                }
+                b'\'' => {
+                    self.out.push_str(&s[start..i]);
+                    self.out.push('\'');
+                    start = i;
+                    col += 2;
+                    spaces = false;
+                }
+                _ => {
+                    col += 1;
+                    spaces = false;
+                }
+            }
+        }
+        self.out.push_str(&s[start..]);
+        self.out.push('\'');
+        self.column = col + 1;
+    }
+
     fn single_quoted(&mut self, s: &str, indent: usize, allow_breaks: bool) {
+        if s.is_ascii() && !s.bytes().any(|c| c == b'\n' || c == b'\r') {
+            self.single_quoted_ascii(s, indent, allow_breaks);
+            return;
+        }
         self.push('\'');
         let mut spaces = false;
         let mut breaks = false;
@@ -328,6 +405,31 @@ impl Emitter {
             _ => {}
         }
         self.push('\n');
+        // Only `\n` breaks (nearly always): whole lines are copied, empty ones unindented.
+        // (Literal style was chosen, so the text has no `\r`: libyaml counts it special.)
+        let only_lf = if s.is_ascii() {
+            !s.as_bytes().contains(&b'\r')
+        } else {
+            !s.contains(|c: char| c != '\n' && is_break(c))
+        };
+        if only_lf {
+            let mut lines = s.split('\n').peekable();
+            while let Some(line) = lines.next() {
+                let last = lines.peek().is_none();
+                if !line.is_empty() {
+                    push_spaces(&mut self.out, indent);
+                    self.out.push_str(line);
+                    if last {
+                        self.out.push('\n');
+                    }
+                }
+                if !last {
+                    self.out.push('\n');
+                }
+            }
+            self.column = 0;
+            return;
+        }
         let mut at_line_start = true;
         for c in s.chars() {
             if c == '\n' {
@@ -349,6 +451,16 @@ impl Emitter {
             self.push('\n');
         }
     }
+}
+
+fn push_spaces(out: &mut String, n: usize) {
+    const SPACES: &str = "                                                                ";
+    let mut n = n;
+    while n > SPACES.len() {
+        out.push_str(SPACES);
+        n -= SPACES.len();
+    }
+    out.push_str(&SPACES[..n]);
 }
 
 fn char_count(s: &str) -> usize {
@@ -415,6 +527,7 @@ fn is_printable(c: char) -> bool {
 }
 
 /// What a string's characters allow, as libyaml's `yaml_emitter_analyze_scalar` works it out.
+#[derive(Debug, PartialEq, Eq)]
 struct Analysis {
     multiline: bool,
     block_plain: bool,
@@ -423,6 +536,13 @@ struct Analysis {
 }
 
 fn analyze(s: &str) -> Analysis {
+    if s.is_ascii() {
+        return analyze_ascii(s.as_bytes());
+    }
+    analyze_chars(s)
+}
+
+fn analyze_chars(s: &str) -> Analysis {
     if s.is_empty() {
         return Analysis {
             multiline: false,
@@ -537,7 +657,126 @@ fn analyze(s: &str) -> Analysis {
     a
 }
 
+/// The bytes `analyze_ascii` stops at: breaks, `:`, `#`, and the non-printable ones.
+const INTERESTING: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i == 0x7f || i == b':' as usize || i == b'#' as usize;
+        i += 1;
+    }
+    t
+};
+
+/// `analyze` for ASCII text, byte by byte (the same rules: for ASCII, the breaks are `\n` and
+/// `\r`, and the printable characters `\n` and 0x20..=0x7E).
+fn analyze_ascii(b: &[u8]) -> Analysis {
+    let n = b.len();
+    if n == 0 {
+        return Analysis {
+            multiline: false,
+            block_plain: true,
+            single_quoted: true,
+            block: false,
+        };
+    }
+    let brk = |c: u8| c == b'\n' || c == b'\r';
+    let ws = |c: u8| c == b' ' || c == b'\t' || brk(c);
+    let mut block_indicators = b.starts_with(b"---") || b.starts_with(b"...");
+    let mut line_breaks = false;
+    let mut special = false;
+    let mut break_space = false;
+    let mut space_break = false;
+    let followed_by_ws = |i: usize| i + 1 >= n || ws(b[i + 1]);
+    match b[0] {
+        b'#' | b',' | b'[' | b']' | b'{' | b'}' | b'&' | b'*' | b'!' | b'|' | b'>' | b'\''
+        | b'"' | b'%' | b'@' | b'`' => block_indicators = true,
+        b'?' | b':' | b'-' if followed_by_ws(0) => block_indicators = true,
+        _ => {}
+    }
+    // Only breaks, `:`, `#` and non-printable bytes matter inside the text; the spaces
+    // around a break are looked at from the break.
+    for (i, &c) in b.iter().enumerate() {
+        if !INTERESTING[c as usize] {
+            continue;
+        }
+        match c {
+            b'\n' | b'\r' => {
+                line_breaks = true;
+                if c == b'\r' {
+                    special = true;
+                }
+                if i > 0 && b[i - 1] == b' ' {
+                    space_break = true;
+                }
+                if i + 1 < n && b[i + 1] == b' ' {
+                    break_space = true;
+                }
+            }
+            b':' if i > 0 && followed_by_ws(i) => block_indicators = true,
+            b'#' if i > 0 && ws(b[i - 1]) => block_indicators = true,
+            b':' | b'#' => {}
+            _ => special = true,
+        }
+    }
+    let leading_space = b[0] == b' ';
+    let leading_break = brk(b[0]);
+    let trailing_space = b[n - 1] == b' ';
+    let trailing_break = brk(b[n - 1]);
+    let mut a = Analysis {
+        multiline: line_breaks,
+        block_plain: true,
+        single_quoted: true,
+        block: true,
+    };
+    if leading_space || leading_break || trailing_space || trailing_break {
+        a.block_plain = false;
+    }
+    if trailing_space {
+        a.block = false;
+    }
+    if break_space {
+        a.block_plain = false;
+        a.single_quoted = false;
+    }
+    if space_break || special {
+        a.block_plain = false;
+        a.single_quoted = false;
+        a.block = false;
+    }
+    if line_breaks {
+        a.block_plain = false;
+    }
+    if block_indicators {
+        a.block_plain = false;
+    }
+    a
+}
+
+/// Bytes of a "word" (`metadata`, `x-kubernetes-list-type`, `apps/v1`): none is an indicator,
+/// a space, a break or special, so such a text is plain unless it reads back as something else.
+const WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.' || c == b'/';
+        i += 1;
+    }
+    t
+};
+
 fn choose_style(s: &str, simple_key: bool) -> Style {
+    // Most keys and many values are words starting with a letter: no indicator, no number,
+    // timestamp or base-60 form; only the keyword spellings need quotes.
+    let b = s.as_bytes();
+    if b.first().is_some_and(u8::is_ascii_alphabetic) && b.iter().all(|&c| WORD[c as usize]) {
+        return if resolves_to_str(s) && !is_old_bool(s) {
+            Style::Plain
+        } else {
+            Style::Double
+        };
+    }
     // go-yaml's `stringv`: quote whatever would not read back as this very string.
     let can_plain = resolves_to_str(s) && !is_base60_float(s) && !is_old_bool(s);
     let mut style = if s.contains('\n') && !simple_key {
@@ -885,6 +1124,65 @@ mod tests {
         assert_eq!(
             out,
             "a: '*x'\nb: 'a: b'\nc: |-\n  multi\n  line\nd: |2\n    lead\n  x\ne: |+\n  line\n\nf: \"x\\ty\"\ng: it's\nh: 'trailing '\nl:\n- 1\n- two\n- x: 1\n- {}\n- []\n"
+        );
+    }
+
+    #[test]
+    fn ascii_analysis_agrees_with_the_general_one() {
+        let alphabet = b" \t\n\rab:#-?'\"|>,[]{}&*!%@`.\x01";
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 7) as usize;
+            let s: String = (0..len)
+                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize] as char)
+                .collect();
+            assert_eq!(analyze_ascii(s.as_bytes()), analyze_chars(&s), "{s:?}");
+        }
+        for s in [
+            "---x", "...", "a: b", "a #b", "a#b", "- x", "-x", "x\n y", "x \ny", "x\t",
+        ] {
+            assert_eq!(analyze_ascii(s.as_bytes()), analyze_chars(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn words_take_the_same_style_as_any_text() {
+        for w in [
+            "metadata", "yes", "Yes", "n", "null", "True", "a.b", "a/b-c_d", "x1", "NaN", "y",
+            "off", "e1", "Inf",
+        ] {
+            let general = {
+                let can_plain = resolves_to_str(w) && !is_base60_float(w) && !is_old_bool(w);
+                let a = analyze_chars(w);
+                if can_plain && a.block_plain {
+                    Style::Plain
+                } else {
+                    Style::Double
+                }
+            };
+            assert_eq!(choose_style(w, false), general, "{w}");
+            assert_eq!(choose_style(w, true), general, "{w}");
+        }
+    }
+
+    #[test]
+    fn folds_long_plain_scalars_counting_characters() {
+        let long = "wörd ".repeat(30);
+        let long = long.trim_end();
+        let out = emit(json!({ "k": long }));
+        // Folding happens at the first space past column 80, counted in characters.
+        let first = out.lines().next().unwrap();
+        assert_eq!(first.chars().count(), 82, "{out}");
+        assert_eq!(
+            out,
+            format!(
+                "k: {}\n  {}\n",
+                "wörd ".repeat(16).trim_end(),
+                "wörd ".repeat(14).trim_end()
+            )
         );
     }
 

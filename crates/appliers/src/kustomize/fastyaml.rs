@@ -109,24 +109,45 @@ pub fn parse_stream(text: &str) -> R<Vec<Value>> {
 /// control characters (libyaml rejects them), and among non-ASCII the C1 controls, NEL,
 /// LS/PS (YAML 1.1 line breaks), BOMs and non-characters.
 fn check_chars(text: &str) -> R<()> {
+    // Branch-free over 64-byte blocks, so the compiler can vectorize the scan.
+    let bad = |b: u8| ((b < 0x20) & (b != b'\n') & (b != b'\t')) | (b == 0x7f);
     if text
-        .bytes()
-        .any(|b| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f)
+        .as_bytes()
+        .chunks(64)
+        .any(|block| block.iter().fold(false, |acc, &b| acc | bad(b)))
     {
         return Err(Fallback);
     }
-    if !text.is_ascii()
-        && text.chars().any(|c| {
-            matches!(
-                c,
-                '\u{80}'
-                    ..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
-            )
-        })
-    {
+    if !text.is_ascii() && has_unusual_chars(text.as_bytes()) {
         return Err(Fallback);
     }
     Ok(())
+}
+
+/// Whether UTF-8 text holds U+0080..U+009F, U+2028, U+2029, U+FEFF, U+FFFE or U+FFFF. Their
+/// encodings start with 0xC2, 0xE2 or 0xEF: blocks without those bytes are skipped
+/// branch-free, the others looked at byte by byte.
+fn has_unusual_chars(b: &[u8]) -> bool {
+    let lead = |c: u8| (c == 0xC2) | (c == 0xE2) | (c == 0xEF);
+    let at = |i: usize| b.get(i).copied().unwrap_or(0);
+    for (k, block) in b.chunks(64).enumerate() {
+        if !block.iter().fold(false, |acc, &c| acc | lead(c)) {
+            continue;
+        }
+        for (j, &c) in block.iter().enumerate() {
+            let i = k * 64 + j;
+            let hit = match c {
+                0xC2 => (0x80..=0x9F).contains(&at(i + 1)),
+                0xE2 => at(i + 1) == 0x80 && matches!(at(i + 2), 0xA8 | 0xA9),
+                0xEF => matches!((at(i + 1), at(i + 2)), (0xBB, 0xBF) | (0xBF, 0xBE | 0xBF)),
+                _ => false,
+            };
+            if hit {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 struct Parser<'a> {
@@ -147,10 +168,14 @@ impl<'a> Parser<'a> {
     }
 
     fn line_end(&self, from: usize) -> usize {
-        self.s[from..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.s.len(), |i| from + i)
+        // `str::find` of an ASCII byte is a memchr.
+        match self.text.get(from..) {
+            Some(t) => t.find('\n').map_or(self.s.len(), |i| from + i),
+            None => self.s[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.s.len(), |i| from + i),
+        }
     }
 
     fn next_line(&self, from: usize) -> usize {
@@ -359,11 +384,12 @@ impl<'a> Parser<'a> {
             _ => {
                 // A plain key ends at `:` followed by whitespace or the end of the line, and
                 // cannot cross a comment.
-                let end = self.line_end(p);
+                // One pass to the colon, a comment or the end of the line.
                 let mut j = p;
                 let mut found = None;
-                while j < end {
+                while j < self.s.len() {
                     match self.s[j] {
+                        b'\n' => break,
                         b':' if is_ws_or_end(self.at(j + 1)) => {
                             found = Some(j);
                             break;
@@ -469,7 +495,7 @@ impl<'a> Parser<'a> {
     fn inline_value(&mut self, p: usize, parent: isize) -> R<(Value, Option<usize>)> {
         match self.s[p] {
             b'"' | b'\'' => {
-                let (s, e) = self.quoted(p)?;
+                let (s, e) = self.quoted_folding(p, parent)?;
                 Ok((Value::String(s), Some(e)))
             }
             b'[' | b'{' => {
@@ -480,14 +506,20 @@ impl<'a> Parser<'a> {
             }
             b'|' | b'>' => Ok((Value::String(self.block_scalar(p, parent)?), None)),
             _ => {
-                let end = self.line_end(p);
+                // One pass to a comment or the end of the line.
                 let mut j = p;
-                while j < end {
-                    if self.s[j] == b'#' && self.s[j - 1] == b' ' {
-                        break;
+                while j < self.s.len() {
+                    match self.s[j] {
+                        b'\n' => break,
+                        b'#' if self.s[j - 1] == b' ' => break,
+                        _ => j += 1,
                     }
-                    j += 1;
                 }
+                let end = if j < self.s.len() && self.s[j] == b'#' {
+                    usize::MAX
+                } else {
+                    j
+                };
                 let raw = self.text[p..j].trim_end_matches(' ');
                 let rb = raw.as_bytes();
                 if !plain_start_ok(rb, false)
@@ -497,7 +529,134 @@ impl<'a> Parser<'a> {
                 {
                     return Err(Fallback);
                 }
+                if j == end && parent >= 0 {
+                    if let Some((folded, e)) = self.plain_continuation(raw, end, parent)? {
+                        return Ok((resolve_plain(&folded)?, Some(e)));
+                    }
+                }
                 Ok((resolve_plain(raw)?, Some(p + raw.len())))
+            }
+        }
+    }
+
+    /// The continuation lines of a plain scalar whose first line ends at `end` (a line break
+    /// or the end): lines indented past `parent` fold into it as libyaml folds them (one
+    /// break is a space, each further empty line a `\n`). Returns the folded text and the
+    /// position after its last character, or `None` when the scalar is a single line.
+    fn plain_continuation(
+        &self,
+        first: &str,
+        end: usize,
+        parent: isize,
+    ) -> R<Option<(String, usize)>> {
+        let mut folded: Option<String> = None;
+        let mut last = end;
+        let mut breaks = 0usize;
+        let mut ls = end + 1;
+        while ls < self.s.len() {
+            let mut i = ls;
+            while self.at(i) == Some(&b' ') {
+                i += 1;
+            }
+            match self.at(i) {
+                None => break,
+                Some(b'\n') => {
+                    breaks += 1;
+                    ls = i + 1;
+                    continue;
+                }
+                Some(b'\t') => return Err(Fallback),
+                Some(b'#') => break,
+                Some(_) => {}
+            }
+            if (i - ls) as isize <= parent {
+                break;
+            }
+            let e = self.line_end(i);
+            let line = self.text[i..e].trim_end_matches(' ');
+            if line.contains(": ")
+                || line.ends_with(':')
+                || line.contains(" #")
+                || line.contains('\t')
+            {
+                return Err(Fallback);
+            }
+            let t = folded.get_or_insert_with(|| first.to_string());
+            if breaks == 0 {
+                t.push(' ');
+            }
+            for _ in 0..breaks {
+                t.push('\n');
+            }
+            breaks = 0;
+            t.push_str(line);
+            last = i + line.len();
+            ls = e + 1;
+        }
+        Ok(folded.map(|t| (t, last)))
+    }
+
+    /// A quoted scalar in block context: a single-quoted one may span lines indented past
+    /// `parent` (folded as libyaml folds them); anything else must close on its line.
+    fn quoted_folding(&self, p: usize, parent: isize) -> R<(String, usize)> {
+        if self.s[p] != b'\'' || parent < 0 {
+            return self.quoted(p);
+        }
+        let mut out = String::new();
+        let mut i = p + 1;
+        let mut run = i;
+        loop {
+            let Some(&b) = self.at(i) else {
+                return Err(Fallback);
+            };
+            match b {
+                b'\'' => {
+                    out.push_str(&self.text[run..i]);
+                    if self.at(i + 1) == Some(&b'\'') {
+                        out.push('\'');
+                        i += 2;
+                        run = i;
+                    } else {
+                        return Ok((out, i + 1));
+                    }
+                }
+                b'\n' => {
+                    out.push_str(&self.text[run..i]);
+                    // Spaces before a break are dropped; one break folds to a space, each
+                    // further (empty) line to a `\n`; the next line's indentation is dropped.
+                    let kept = out.trim_end_matches([' ', '\t']).len();
+                    out.truncate(kept);
+                    let mut breaks = 0usize;
+                    let mut ls = i + 1;
+                    loop {
+                        let mut j = ls;
+                        while self.at(j) == Some(&b' ') {
+                            j += 1;
+                        }
+                        match self.at(j) {
+                            None | Some(b'\t') => return Err(Fallback),
+                            Some(b'\n') => {
+                                breaks += 1;
+                                ls = j + 1;
+                            }
+                            Some(_) => {
+                                if (j - ls) as isize <= parent {
+                                    return Err(Fallback);
+                                }
+                                i = j;
+                                break;
+                            }
+                        }
+                    }
+                    if breaks == 0 {
+                        out.push(' ');
+                    }
+                    for _ in 0..breaks {
+                        out.push('\n');
+                    }
+                    run = i;
+                }
+                _ => i += 1,
             }
         }
     }
@@ -827,8 +986,9 @@ fn plain_start_ok(s: &[u8], flow: bool) -> bool {
         | b'"' | b'%' | b'@' | b'`' => false,
         b'-' | b'?' | b':' => {
             let next = s.get(1);
-            !(is_ws_or_end(next) || (flow && matches!(next, Some(b',' | b']' | b'}'))))
-                && !(c == b'-' && s.starts_with(b"---"))
+            let ends = flow && matches!(next, Some(b',' | b']' | b'}'));
+            let marker = c == b'-' && s.starts_with(b"---");
+            !(is_ws_or_end(next) || ends || marker)
         }
         _ => true,
     }
@@ -998,6 +1158,56 @@ mod tests {
             .into_iter()
             .filter_map(|p| Some((p.display().to_string(), std::fs::read_to_string(&p).ok()?)))
             .collect()
+    }
+
+    #[test]
+    fn unusual_characters_are_found_byte_wise() {
+        let chars = [
+            'a',
+            ' ',
+            '\n',
+            'é',
+            '\u{7f}',
+            '\u{80}',
+            '\u{9f}',
+            '\u{a0}',
+            '\u{2027}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202a}',
+            '\u{feff}',
+            '\u{fefe}',
+            '\u{fffd}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{10000}',
+            '’',
+            '—',
+            '€',
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 90) as usize;
+            let text: String = (0..len)
+                .map(|i| chars[((x >> (i % 50)) as usize + i * 7) % chars.len()])
+                .collect();
+            let expected = text.chars().any(|c| {
+                matches!(
+                    c,
+                    '\u{80}'
+                        ..='\u{9f}'
+                            | '\u{2028}'
+                            | '\u{2029}'
+                            | '\u{feff}'
+                            | '\u{fffe}'
+                            | '\u{ffff}'
+                )
+            });
+            assert_eq!(has_unusual_chars(text.as_bytes()), expected, "{text:?}");
+        }
     }
 
     #[test]
@@ -1232,6 +1442,24 @@ mod tests {
             check(c);
         }
         fast_ok("k: 'it''s'\n");
+        // Long strings folded over several lines, as older CRD generators write them.
+        fast_ok("a:\n  description: one two\n    three\n\n    four  \n      five\n  type: x\n");
+        fast_ok("- a b\n  c\n- d\n");
+        fast_ok("k:\n  x y\n  z\nn: 1\n");
+        fast_ok("a:\n  d: 'it''s a\n    long one ''q''  \n\n\n    end'\n  t: 1\n");
+        fast_ok("d: '  lead\n  x'\n");
+        for c in [
+            "a: b\n  c: d\n",
+            "a: b\n  c # x\n",
+            "a: b\n# c\n  d\n",
+            "a: 'b\nc'\n",
+            "a: 'b\n\tc'\n",
+            "- 'a\n  b'\n",
+            "a: 'b\n---\n  c'\n",
+            "a: b\n  c:\n",
+        ] {
+            check(c);
+        }
         fast_ok("k: |+\n  a\n  b\n\n\n");
         fast_ok("k: >\n  a\n  b\n\n  c\n   d\n  e\n");
     }

@@ -70,7 +70,9 @@ pub fn render_dir(dir: &Path, opts: &RenderOptions) -> Result<ResourceSet, Rende
 pub fn render_to_yaml(dir: &Path, opts: &RenderOptions) -> Result<String, RenderError> {
     let objects =
         build::Builder::new(opts).render_with(dir, None, opts.generate_missing_kustomization)?;
-    Ok(to_yaml(&objects))
+    Ok(emit::documents_into_string(
+        objects.into_iter().map(|o| o.0),
+    ))
 }
 
 /// Writes objects the way `kubectl kustomize` prints them: documents separated by `---`,

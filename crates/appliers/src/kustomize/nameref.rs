@@ -271,6 +271,18 @@ struct Cand {
     cluster: bool,
     /// Whether the name ever changed: unchanged names need no rewrite.
     renamed: bool,
+    prefixes: Vec<std::sync::Arc<str>>,
+    suffixes: Vec<std::sync::Arc<str>>,
+}
+
+/// kustomize's `SameEndingSubSlice`: the shorter list ends the longer one (two empty lists
+/// match; an empty list matches only an empty one).
+fn same_ending(a: &[std::sync::Arc<str>], b: &[std::sync::Arc<str>]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.is_empty() {
+        return long.is_empty();
+    }
+    long[long.len() - short.len()..] == *short
 }
 
 /// Rewrites every reference in `res` to the current names, using extra rules (from
@@ -293,6 +305,8 @@ pub fn fix(res: &mut [Res], extra: &[RefRule]) {
                 names,
                 ids,
                 cluster: r.is_cluster_scoped(),
+                prefixes: r.prefixes.clone(),
+                suffixes: r.suffixes.clone(),
             }
         })
         .collect();
@@ -338,6 +352,7 @@ pub fn fix(res: &mut [Res], extra: &[RefRule]) {
     for r in res.iter_mut() {
         let referrer_cluster = r.is_cluster_scoped();
         let referrer_ns = r.namespace().to_string();
+        let (r_prefixes, r_suffixes) = (r.prefixes.clone(), r.suffixes.clone());
         let (r_kind, r_group, r_version) = (
             r.kind().to_string(),
             r.group().to_string(),
@@ -349,12 +364,24 @@ pub fn fix(res: &mut [Res], extra: &[RefRule]) {
                 if !f.selects_gvk(&r_kind, &r_group, &r_version) {
                     continue;
                 }
+                let ns_ok = |c: &&Cand| {
+                    referrer_cluster
+                        || c.cluster
+                        || c.kind == "ServiceAccount"
+                        || effective_ns(&c.ns) == effective_ns(&referrer_ns)
+                };
+                // As kustomize's `selectReferral`: one candidate in reach is the referral;
+                // among several, the one named with the referrer's prefixes and suffixes.
                 let pick = |old: &str| -> Option<&Cand> {
-                    p.by_name.get(old)?.iter().copied().find(|c| {
-                        referrer_cluster
-                            || c.cluster
-                            || c.kind == "ServiceAccount"
-                            || effective_ns(&c.ns) == effective_ns(&referrer_ns)
+                    let list = p.by_name.get(old)?;
+                    let mut reach = list.iter().copied().filter(ns_ok);
+                    let first = reach.next()?;
+                    if reach.next().is_none() {
+                        return Some(first);
+                    }
+                    list.iter().copied().filter(ns_ok).find(|c| {
+                        same_ending(&c.prefixes, &r_prefixes)
+                            && same_ending(&c.suffixes, &r_suffixes)
                     })
                 };
                 let is_subjects = f.path.last().map(String::as_str) == Some("subjects");

@@ -14,6 +14,10 @@ pub struct Res {
     pub needs_hash: bool,
     /// Where the resource came from, for errors.
     pub origin: Arc<str>,
+    /// The name prefixes and suffixes applied to it, innermost first (kustomize uses them to
+    /// choose between several resources that had the same name).
+    pub prefixes: Vec<Arc<str>>,
+    pub suffixes: Vec<Arc<str>>,
 }
 
 impl Res {
@@ -23,6 +27,8 @@ impl Res {
             prev: Vec::new(),
             needs_hash: false,
             origin,
+            prefixes: Vec::new(),
+            suffixes: Vec::new(),
         }
     }
 

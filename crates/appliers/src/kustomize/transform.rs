@@ -4,7 +4,7 @@
 use super::kustfile::{FieldSpec, ImageSpec, StringMap};
 use super::resource::Res;
 use serde_json::{Map, Value};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// A field spec with its path split into segments (`\/` escapes a slash in a key).
 #[derive(Clone, Debug)]
@@ -260,13 +260,21 @@ pub fn add_labels(r: &mut Res, pairs: &StringMap, specs: &[Fs]) {
 }
 
 /// namePrefix / nameSuffix. CustomResourceDefinitions keep their names (they must be
-/// `<plural>.<group>`), as in kustomize.
+/// `<plural>.<group>`), and so do Namespaces and APIServices, as in kustomize.
 pub fn prefix_suffix(r: &mut Res, prefix: &str, suffix: &str) {
     if prefix.is_empty() && suffix.is_empty() {
         return;
     }
-    if matches!(r.kind(), "CustomResourceDefinition" | "Namespace") {
+    if matches!(r.kind(), "CustomResourceDefinition" | "Namespace")
+        || (r.kind() == "APIService" && r.group() == "apiregistration.k8s.io")
+    {
         return;
+    }
+    if !prefix.is_empty() {
+        r.prefixes.push(Arc::from(prefix));
+    }
+    if !suffix.is_empty() {
+        r.suffixes.push(Arc::from(suffix));
     }
     let name = format!("{prefix}{}{suffix}", r.name());
     r.set_name(name);
