@@ -1334,3 +1334,51 @@ async fn drift_detection_warns_corrects_and_ignores() {
         .message
         .contains("spec.driftDetection.mode"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_namespace_and_jobs_left_unwaited() {
+    let ns = "hk-newns";
+    let Some((b, _t)) = cluster(ns).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    // A Job nothing will run here (no kubelet): waiting for it could only time out.
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-migrate\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: example/migrate:1\n";
+    let (_, tgz) = chart_with(tmp.path(), "0.1.0", &[("templates/job.yaml", job)]);
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo, ns).await;
+    let rec = reconciler(&tmp.path().join("store"));
+    let namespace = |n: &str| ObjectRef::new("", "Namespace", "", n);
+
+    // Into a namespace that does not exist: the install fails and names it.
+    let spec = "  targetNamespace: hk-fresh-a\n  install: {disableWaitForJobs: true}\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "a", 1, spec, None), &b)
+        .await;
+    assert!(
+        matches!(out.verdict, Verdict::Failed { .. }),
+        "{:?}",
+        out.status
+    );
+    let msg = &out.status.condition("Ready").unwrap().message;
+    assert!(msg.contains("hk-fresh-a"), "{msg}");
+    assert!(b.get(&namespace("hk-fresh-a")).await.unwrap().is_none());
+
+    // With createNamespace it is made first; with disableWaitForJobs the release waits for
+    // everything but the Job, which stays incomplete.
+    let spec = "  targetNamespace: hk-fresh-b\n  install: {createNamespace: true, disableWaitForJobs: true}\n";
+    let out = rec
+        .reconcile(&helm_release(ns, "b", 1, spec, None), &b)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    assert!(b.get(&namespace("hk-fresh-b")).await.unwrap().is_some());
+    let j = b
+        .get(&ObjectRef::new("batch", "Job", "hk-fresh-b", "b-migrate"))
+        .await
+        .unwrap()
+        .expect("the chart's Job");
+    assert!(j.0["status"].get("succeeded").is_none(), "{j:?}");
+    let health = b.health(&j.object_ref()).await.unwrap();
+    assert!(matches!(health, Health::InProgress(_)), "{health:?}");
+}

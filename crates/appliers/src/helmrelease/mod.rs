@@ -232,6 +232,34 @@ fn post_render(
     Ok(manifest)
 }
 
+/// Creates namespace `ns` unless it exists.
+async fn ensure_namespace(backend: &dyn Backend, ns: &str) -> Result<(), ReleaseError> {
+    let r = ObjectRef::new("", "Namespace", "", ns);
+    let exists = backend
+        .get(&r)
+        .await
+        .map_err(|e| err(ReleaseErrorKind::Apply, format!("namespace {ns}: {e}")))?
+        .is_some();
+    if !exists {
+        let o = Object::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns},
+        }))
+        .map_err(|e| err(ReleaseErrorKind::Apply, format!("namespace {ns}: {e}")))?;
+        backend
+            .apply(&o, &ApplyOptions::default())
+            .await
+            .map_err(|e| {
+                err(
+                    ReleaseErrorKind::Apply,
+                    format!("creating namespace {ns}: {e}"),
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// Renders the chart as `helm install/upgrade` does: `.Release.IsInstall`/`IsUpgrade` and
 /// `.Release.Revision` say which operation this is and the revision it will write.
 fn render(
@@ -672,6 +700,17 @@ impl HelmReleaseApplier {
             namespace: target.namespace.clone(),
             apply_method: record::APPLY_METHOD_SSA.into(),
         };
+        // `install.createNamespace` (Helm's `--create-namespace`): before anything is written
+        // there, records included when they share it.
+        if !upgrade
+            && req
+                .spec
+                .install
+                .as_ref()
+                .is_some_and(|i| i.create_namespace)
+        {
+            ensure_namespace(backend, &target.namespace).await?;
+        }
         self.write(backend, target, &rel).await?;
 
         let (opts_wait, cleanup, disable_hooks, force, crds) = if upgrade {
@@ -727,7 +766,25 @@ impl HelmReleaseApplier {
             }
         }
         if result.is_ok() && opts_wait {
-            result = self.wait(backend, &objs, req.timeout).await;
+            // Helm's `--wait-for-jobs` is on unless `disableWaitForJobs`: without it, Jobs
+            // are not waited for.
+            let wait_for_jobs = !if upgrade {
+                req.spec
+                    .upgrade
+                    .as_ref()
+                    .is_some_and(|u| u.disable_wait_for_jobs)
+            } else {
+                req.spec
+                    .install
+                    .as_ref()
+                    .is_some_and(|i| i.disable_wait_for_jobs)
+            };
+            let awaited: Vec<Object> = objs
+                .iter()
+                .filter(|o| wait_for_jobs || !(o.group() == "batch" && o.kind() == "Job"))
+                .cloned()
+                .collect();
+            result = self.wait(backend, &awaited, req.timeout).await;
         }
         if result.is_ok() && !disable_hooks {
             result = self
