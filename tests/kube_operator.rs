@@ -1018,3 +1018,167 @@ fn a_bad_watch_label_selector_is_named() {
         "{err}"
     );
 }
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn deleting_a_kustomization_prunes_its_objects_before_it_goes() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-fin-apps", "t-fin-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("pruned/cm.yaml", &config_map(apps, "pruned", "", "p")),
+            ("kept/cm.yaml", &config_map(apps, "kept", "", "k")),
+            ("paused/cm.yaml", &config_map(apps, "paused", "", "s")),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: finalizers";
+    // The namespace stays out of Git: without a namespace controller a deleted namespace
+    // never goes.
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(flux, "pruned", "fleet", "./pruned", label, ""),
+            kustomization(flux, "kept", "fleet", "./kept", label, "")
+                .replace("prune: true", "prune: false"),
+            kustomization(flux, "paused", "fleet", "./paused", label, ""),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "finalizers",
+        &["--watch-label-selector", "e2e.trueup.dev/test=finalizers"],
+    );
+    for name in ["pruned", "kept", "paused"] {
+        wait_for(&format!("Kustomization {name} Ready"), 120, &[&op], || {
+            is_ready(kc, KS, flux, name).then_some(())
+        });
+        assert!(data_v(kc, apps, name).is_some(), "{name} was applied");
+        let ks = get(kc, KS, flux, name).unwrap();
+        assert_eq!(finalizers(&ks), vec!["finalizers.fluxcd.io".to_string()]);
+    }
+    // The GitRepository carries it too, as with Flux.
+    assert!(finalizers(&get(kc, GR, flux, "fleet").unwrap())
+        .contains(&"finalizers.fluxcd.io".to_string()));
+
+    // `kubectl delete` waits until the object is gone; the finalizer keeps it until the
+    // objects it applied are pruned.
+    kubectl(
+        kc,
+        &[
+            "delete",
+            KS,
+            "pruned",
+            "-n",
+            flux,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, KS, flux, "pruned"), None);
+    assert_eq!(
+        data_v(kc, apps, "pruned"),
+        None,
+        "pruned before the Kustomization went\n{}",
+        op.log()
+    );
+
+    // prune: false leaves its objects.
+    kubectl(
+        kc,
+        &[
+            "delete",
+            KS,
+            "kept",
+            "-n",
+            flux,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, KS, flux, "kept"), None);
+    assert_eq!(data_v(kc, apps, "kept").as_deref(), Some("k"));
+
+    // A suspended Kustomization releases its finalizer without pruning.
+    kubectl(
+        kc,
+        &[
+            "patch",
+            KS,
+            "paused",
+            "-n",
+            flux,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+    );
+    wait_for("the suspension seen", 60, &[&op], || {
+        get(kc, KS, flux, "paused")
+            .filter(|o| o["spec"]["suspend"] == true)
+            .map(|_| ())
+    });
+    kubectl(
+        kc,
+        &[
+            "delete",
+            KS,
+            "paused",
+            "-n",
+            flux,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, KS, flux, "paused"), None);
+    assert_eq!(data_v(kc, apps, "paused").as_deref(), Some("s"));
+    // The clean-up ran once: the deletion event that followed the finalizer's removal did not
+    // run it again.
+    let events: Value = serde_json::from_str(&kubectl(
+        kc,
+        &[
+            "get",
+            "events",
+            "-n",
+            flux,
+            "--field-selector",
+            "involvedObject.name=pruned,reason=Pruned",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let pruned: Vec<&Value> = events["items"].as_array().unwrap().iter().collect();
+    let count: i64 = pruned
+        .iter()
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .sum();
+    assert_eq!(count, 1, "{events}\n{}", op.log());
+    assert!(
+        pruned[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap/t-fin-apps/pruned deleted"),
+        "{events}"
+    );
+}

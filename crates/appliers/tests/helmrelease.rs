@@ -448,8 +448,15 @@ async fn install_upgrade_rollback() {
     assert_eq!(out.status.last_attempted_revision, "58.0.0");
 
     // Templates see an install of revision 1, as under `helm install`.
-    let data = configmap(&b, "kube-prometheus-stack-config").await.unwrap().0["data"].clone();
-    assert_eq!((&data["revision"], &data["operation"]), (&"1".into(), &"install".into()));
+    let data = configmap(&b, "kube-prometheus-stack-config")
+        .await
+        .unwrap()
+        .0["data"]
+        .clone();
+    assert_eq!(
+        (&data["revision"], &data["operation"]),
+        (&"1".into(), &"install".into())
+    );
 
     // Nothing changed: no new revision.
     let out = run(&rec, &b).await;
@@ -466,8 +473,15 @@ async fn install_upgrade_rollback() {
     assert_eq!(states, [("superseded", 1), ("deployed", 2)]);
     assert_eq!(recs[1].1.info.description, "Upgrade complete");
     // ... and an upgrade to revision 2 renders with `.Release.IsUpgrade`.
-    let data = configmap(&b, "kube-prometheus-stack-config").await.unwrap().0["data"].clone();
-    assert_eq!((&data["revision"], &data["operation"]), (&"2".into(), &"upgrade".into()));
+    let data = configmap(&b, "kube-prometheus-stack-config")
+        .await
+        .unwrap()
+        .0["data"]
+        .clone();
+    assert_eq!(
+        (&data["revision"], &data["operation"]),
+        (&"2".into(), &"upgrade".into())
+    );
     assert_eq!(
         configmap(&b, "kube-prometheus-stack-extra")
             .await

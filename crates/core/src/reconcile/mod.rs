@@ -131,6 +131,8 @@ pub trait Reconciler: Send + Sync {
     async fn reconcile(&self, obj: &Object, backend: &dyn Backend) -> Outcome;
 
     /// Cleans up after an object was deleted (prune its inventory when it asked for pruning).
+    /// An event of severity Error says the clean-up failed: on a backend that holds finalizers
+    /// the object keeps Flux's finalizer and the clean-up runs again after a backoff.
     async fn finalize(&self, obj: &Object, backend: &dyn Backend) -> Vec<Event> {
         let _ = (obj, backend);
         Vec::new()
