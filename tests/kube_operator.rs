@@ -1182,3 +1182,238 @@ fn deleting_a_kustomization_prunes_its_objects_before_it_goes() {
         "{events}"
     );
 }
+
+/// Why a process cannot get a private mount namespace here, if it cannot.
+fn no_mount_namespace() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root: a private mount namespace needs `unshare --mount` as root".into());
+    }
+    match Command::new("unshare")
+        .args(["--mount", "true"])
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "`unshare --mount` fails here: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("`unshare` is missing: {e}")),
+    }
+}
+
+/// The container args of the operator Deployment in config/manager.
+fn deployment_args() -> Vec<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/manager/deployment.yaml"),
+    )
+    .unwrap();
+    let d: Value = serde_yaml::from_str(&text).unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["name"], "manager");
+    c["args"]
+        .as_array()
+        .expect("the manager container has args")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn in_cluster_with_the_deploy_manifests_and_a_service_account_token() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    if let Some(why) = no_mount_namespace() {
+        // A missing `unshare` is a missing tool; not being root is how the test runs, which
+        // no installation changes.
+        if apiserver::require_oracles() && why.contains("missing") {
+            panic!("TRUEUP_REQUIRE_ORACLES=1 but {why}");
+        }
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    // What `kubectl apply -k config/default` installs: the CRDs, flux-system, the
+    // ServiceAccount, its RBAC and the Deployment (no kubelet runs it here).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    kubectl(
+        kc,
+        &["apply", "-k", root.join("config/default").to_str().unwrap()],
+    );
+    let mut crds = vec!["wait", "--for", "condition=established", "--timeout=60s"];
+    let names: Vec<String> = FluxKind::ALL
+        .iter()
+        .map(|k| format!("crd/{}.{}", plural(k.kind()), k.group()))
+        .collect();
+    crds.extend(names.iter().map(String::as_str));
+    kubectl(kc, &crds);
+
+    // A token for the ServiceAccount, as the kubelet gets one for a pod (TokenRequest API).
+    let tmp = tempfile::tempdir().unwrap();
+    let request = tmp.path().join("token-request.json");
+    std::fs::write(
+        &request,
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#,
+    )
+    .unwrap();
+    let resp: Value = serde_json::from_str(&kubectl(
+        kc,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/flux-system/serviceaccounts/trueup/token",
+            "-f",
+            request.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let token = resp["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    // The API server authenticates the token as the ServiceAccount.
+    let review = kubectl_raw(
+        kc,
+        &["create", "-o", "json", "-f", "-"],
+        Some(&format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n"
+        )),
+    );
+    assert!(review.status.success());
+    let review: Value = serde_json::from_slice(&review.stdout).unwrap();
+    assert_eq!(
+        review["status"]["user"]["username"],
+        "system:serviceaccount:flux-system:trueup"
+    );
+
+    // What a pod of that Deployment sees: the token, the cluster's CA and the namespace under
+    // /var/run/secrets/kubernetes.io/serviceaccount, and the service's address in the env.
+    let server_url = kubectl(
+        kc,
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+    );
+    let (host, port) = server_url
+        .trim()
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let ca = kubectl(
+        kc,
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ],
+    );
+    let files = tmp.path().join("sa");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("token"), &token).unwrap();
+    std::fs::write(files.join("ca.b64"), ca.trim()).unwrap();
+    std::fs::write(files.join("namespace"), "flux-system").unwrap();
+
+    let (apps, flux) = ("t-ic-apps", "t-ic-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[("apps/cm.yaml", &config_map(apps, "in-cluster", "", "ok"))],
+    );
+    let label = "e2e.trueup.dev/test: incluster";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(flux, "apps", "fleet", "./apps", label, ""),
+        ),
+    );
+
+    let mut args = deployment_args();
+    assert_eq!(args, ["operator", "--in-cluster", "--leader-elect"]);
+    // Artifacts in the test's directory; and only this test's Flux objects, as the other
+    // tests share the server (the watch selector narrows lists and watches, not rights).
+    args.extend([
+        "--storage-path".to_string(),
+        tmp.path().join("artifacts").to_str().unwrap().to_string(),
+        "--watch-label-selector".to_string(),
+        "e2e.trueup.dev/test=incluster".to_string(),
+    ]);
+    let sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        r#"set -e
+if [ ! -d {sa_dir} ]; then
+  # Not on this machine: a tmpfs over /run (this namespace only) to make the mount point in.
+  mount -t tmpfs -o mode=0755 tmpfs /run
+  mkdir -p {sa_dir}
+fi
+mount -t tmpfs -o mode=0755 tmpfs {sa_dir}
+cp "$1/token" "$1/namespace" {sa_dir}/
+base64 -d "$1/ca.b64" > {sa_dir}/ca.crt
+shift
+exec env -i HOME="$HOME_DIR" TMPDIR="$HOME_DIR" KUBERNETES_SERVICE_HOST={host} KUBERNETES_SERVICE_PORT={port} "$@"
+"#
+    );
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = tmp.path().join("in-cluster.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(&files)
+        .arg(trueup_bin())
+        .args(&args)
+        .env("HOME_DIR", &home)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("unshare starts");
+    let mut op = Operator {
+        child: Some(child),
+        log,
+    };
+
+    // It takes the Lease in the pod's namespace...
+    let holder = wait_for("the Lease taken", 120, &[&op], || {
+        lease_holder(kc, "flux-system", "trueup-leader-election")
+            .map(|(h, _)| h)
+            .filter(|h| !h.is_empty())
+    });
+    assert_eq!(holder, identity(&op), "{}", op.log());
+    // ... and reconciles with nothing but the ServiceAccount's rights.
+    wait_for("the in-cluster Kustomization Ready", 120, &[&op], || {
+        is_ready(kc, KS, flux, "apps").then_some(())
+    });
+    assert_eq!(data_v(kc, apps, "in-cluster").as_deref(), Some("ok"));
+    assert!(is_ready(kc, GR, flux, "fleet"));
+    // SIGTERM, as the kubelet stops a pod: it releases the Lease and exits 0.
+    op.signal("TERM");
+    assert_eq!(op.wait_exit(60), Some(0), "{}", op.log());
+    assert_eq!(
+        lease_holder(kc, "flux-system", "trueup-leader-election").map(|(h, _)| h),
+        Some(String::new()),
+        "{}",
+        op.log()
+    );
+    // No token in what it printed.
+    assert!(!op.log().contains(&token));
+}
