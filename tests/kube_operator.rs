@@ -1417,3 +1417,80 @@ exec env -i HOME="$HOME_DIR" TMPDIR="$HOME_DIR" KUBERNETES_SERVICE_HOST={host} K
     // No token in what it printed.
     assert!(!op.log().contains(&token));
 }
+
+#[test]
+fn a_service_account_name_applies_with_that_accounts_rights() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-sa-apps", "t-sa-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[("apps/cm.yaml", &config_map(apps, "tenant", "", "t"))],
+    );
+    let label = "e2e.trueup.dev/test: impersonation";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: deployer\n  namespace: {flux}\n---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(
+                flux,
+                "tenant",
+                "fleet",
+                "./apps",
+                label,
+                "  serviceAccountName: deployer\n"
+            ),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "impersonation",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=impersonation",
+        ],
+    );
+    // The operator itself may do anything; the account it acts as for this Kustomization may
+    // not: Ready=False names the refused request.
+    let message = wait_for("the refusal in Ready", 120, &[&op], || {
+        let ks = get(kc, KS, flux, "tenant")?;
+        let r = ready(&ks)?;
+        (r["status"] == "False")
+            .then(|| r["message"].as_str().unwrap_or("").to_string())
+            .filter(|m| m.contains("forbidden"))
+    });
+    assert!(
+        message.contains("system:serviceaccount:t-sa-flux:deployer")
+            && message.contains("configmaps")
+            && message.contains(apps),
+        "{message}"
+    );
+    assert_eq!(data_v(kc, apps, "tenant"), None);
+
+    // Rights in the target namespace: it reconciles.
+    kubectl_apply(
+        kc,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: deployer\n  namespace: {apps}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list, watch, create, update, patch, delete]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer\n  namespace: {apps}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: deployer\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n  namespace: {flux}\n"
+        ),
+    );
+    wait_for("the Kustomization Ready with the Role", 120, &[&op], || {
+        is_ready(kc, KS, flux, "tenant").then_some(())
+    });
+    assert_eq!(data_v(kc, apps, "tenant").as_deref(), Some("t"));
+    // The Kustomization's own status is still written by the operator: the account was never
+    // given rights on it.
+    let ks = get(kc, KS, flux, "tenant").unwrap();
+    assert!(ready(&ks).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Applied revision"));
+}
