@@ -1479,7 +1479,7 @@ fn a_service_account_name_applies_with_that_accounts_rights() {
     kubectl_apply(
         kc,
         &format!(
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: deployer\n  namespace: {apps}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list, watch, create, update, patch, delete]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer\n  namespace: {apps}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: deployer\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n  namespace: {flux}\n"
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: deployer\n  namespace: {apps}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list, watch, create, update, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer\n  namespace: {apps}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: deployer\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n  namespace: {flux}\n"
         ),
     );
     wait_for("the Kustomization Ready with the Role", 120, &[&op], || {
@@ -1493,4 +1493,58 @@ fn a_service_account_name_applies_with_that_accounts_rights() {
         .as_str()
         .unwrap()
         .starts_with("Applied revision"));
+
+    // The account may not delete: deleting the Kustomization cannot prune, so the finalizer
+    // keeps it, and the failure is an event naming the refused request.
+    kubectl(kc, &["delete", KS, "tenant", "-n", flux, "--wait=false"]);
+    let failure = wait_for("a PruneFailed event", 60, &[&op], || {
+        let ev: Value = serde_json::from_str(&kubectl(
+            kc,
+            &[
+                "get",
+                "events",
+                "-n",
+                flux,
+                "--field-selector",
+                "involvedObject.name=tenant,reason=PruneFailed",
+                "-o",
+                "json",
+            ],
+        ))
+        .ok()?;
+        ev["items"]
+            .as_array()?
+            .first()
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+    });
+    assert!(
+        failure.contains("forbidden") && failure.contains("delete"),
+        "{failure}"
+    );
+    let ks = get(kc, KS, flux, "tenant").expect("held by its finalizer");
+    assert!(!ks["metadata"]["deletionTimestamp"].is_null());
+    assert_eq!(finalizers(&ks), vec!["finalizers.fluxcd.io".to_string()]);
+    assert_eq!(data_v(kc, apps, "tenant").as_deref(), Some("t"));
+
+    // Given the right, the retry prunes and lets the Kustomization go.
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "role",
+            "deployer",
+            "-n",
+            apps,
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/rules/0/verbs/-","value":"delete"}]"#,
+        ],
+    );
+    wait_for(
+        "the Kustomization gone after the retry",
+        120,
+        &[&op],
+        || get(kc, KS, flux, "tenant").is_none().then_some(()),
+    );
+    assert_eq!(data_v(kc, apps, "tenant"), None);
 }
