@@ -1548,3 +1548,77 @@ fn a_service_account_name_applies_with_that_accounts_rights() {
     );
     assert_eq!(data_v(kc, apps, "tenant"), None);
 }
+
+#[test]
+fn a_helm_release_with_a_service_account_name_installs_with_that_accounts_rights() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = "t-sah";
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            (
+                "chart/Chart.yaml",
+                "apiVersion: v2\nname: tenant\nversion: 0.1.0\n",
+            ),
+            (
+                "chart/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  v: \"h\"\n",
+            ),
+        ],
+    );
+    // The HelmChart it creates carries the label too (spec.chart.metadata), or this
+    // operator's selector would not see it.
+    let label = "e2e.trueup.dev/test: helm-impersonation";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: deployer\n  namespace: {ns}\n---\n{}---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: tenant\n  namespace: {ns}\n  labels: {{{label}}}\nspec:\n  interval: 5s\n  serviceAccountName: deployer\n  chart:\n    metadata:\n      labels: {{{label}}}\n    spec:\n      chart: ./chart\n      sourceRef:\n        kind: GitRepository\n        name: fleet\n",
+            namespace(ns),
+            git_repository(ns, "fleet", &repo.url(), label),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "helm-impersonation",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=helm-impersonation",
+        ],
+    );
+    let hr = "helmreleases.helm.toolkit.fluxcd.io";
+    let message = wait_for(
+        "the refusal in the HelmRelease's Ready",
+        120,
+        &[&op],
+        || {
+            let o = get(kc, hr, ns, "tenant")?;
+            let r = ready(&o)?;
+            (r["status"] == "False")
+                .then(|| r["message"].as_str().unwrap_or("").to_string())
+                .filter(|m| m.contains("forbidden"))
+        },
+    );
+    assert!(
+        message.contains("system:serviceaccount:t-sah:deployer"),
+        "{message}"
+    );
+    assert_eq!(data_v(kc, ns, "tenant-cm"), None);
+
+    // Rights on the release's storage (Secrets) and its objects: it installs.
+    kubectl_apply(
+        kc,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: deployer\n  namespace: {ns}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps, secrets]\n  verbs: [get, list, watch, create, update, patch, delete]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer\n  namespace: {ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: deployer\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n  namespace: {ns}\n"
+        ),
+    );
+    wait_for("the HelmRelease Ready with the Role", 120, &[&op], || {
+        is_ready(kc, hr, ns, "tenant").then_some(())
+    });
+    assert_eq!(data_v(kc, ns, "tenant-cm").as_deref(), Some("h"));
+}

@@ -13,36 +13,6 @@ use crate::traits::{Applier, Backend};
 use async_trait::async_trait;
 use std::time::{Duration, Instant};
 
-/// The backend acting as the Kustomization's `spec.serviceAccountName` (None: the
-/// controller's own), and what the Ready message says when the backend has no identities to
-/// act as. Such a backend (the local one) applies anyway: it has no rights to check, so
-/// refusing would only make multi-tenant fleets unusable on it; the message says so.
-#[allow(clippy::type_complexity)]
-fn acting_backend(
-    k: &Kustomization,
-    backend: &dyn Backend,
-) -> Result<(Option<std::sync::Arc<dyn Backend>>, String), String> {
-    let Some(sa) = k
-        .spec
-        .service_account_name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-    else {
-        return Ok((None, String::new()));
-    };
-    match backend.for_service_account(k.namespace(), sa) {
-        Ok(Some(b)) => Ok((Some(b), String::new())),
-        Ok(None) => Ok((
-            None,
-            format!(" (spec.serviceAccountName '{sa}' not enforced: this backend has no service accounts)"),
-        )),
-        Err(e) => Err(format!(
-            "spec.serviceAccountName: acting as ServiceAccount '{}/{sa}': {e}",
-            k.namespace()
-        )),
-    }
-}
-
 /// Reconciles Kustomization objects with any [`Applier`] that reads a `KustomizationSpec`.
 pub struct KustomizationReconciler<A> {
     applier: A,
@@ -142,7 +112,11 @@ where
 
         let me = obj.object_ref();
         // spec.serviceAccountName: apply and prune as that account.
-        let (acting, not_enforced) = match acting_backend(&k, backend) {
+        let (acting, not_enforced) = match super::acting_backend(
+            k.namespace(),
+            k.spec.service_account_name.as_deref(),
+            backend,
+        ) {
             Ok(b) => b,
             Err(msg) => {
                 return Outcome::failed(obj, status, reason::RECONCILIATION_FAILED, msg, false)
@@ -246,7 +220,11 @@ where
             return Vec::new();
         };
         let me = obj.object_ref();
-        let acting = match acting_backend(&k, backend) {
+        let acting = match super::acting_backend(
+            k.namespace(),
+            k.spec.service_account_name.as_deref(),
+            backend,
+        ) {
             Ok((b, _)) => b,
             Err(msg) => return vec![Event::new(me, Severity::Error, reason::PRUNE_FAILED, msg)],
         };
