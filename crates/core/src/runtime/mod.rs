@@ -421,10 +421,9 @@ impl Runtime {
             }
             let ours = has_finalizer(&obj, FLUX_FINALIZER);
             match st.entries.get_mut(&r) {
-                Some(e) if e.running => {
-                    if ours {
-                        e.deleting = Some(obj);
-                    }
+                // Its clean-up waits for the run in flight.
+                Some(e) if e.running && ours => {
+                    e.deleting = Some(obj);
                     e.due = None;
                     e.rerun = false;
                     return;
