@@ -893,10 +893,14 @@ async fn finalize_with_finalizer(
 ) {
     let r = obj.object_ref();
     let mut failures = 0u32;
+    // The clean-up succeeded but the finalizer could not be removed yet: do not clean up again.
+    let mut cleaned = false;
     loop {
         let schedule = rec.schedule(&obj).ok();
         let suspended = schedule.as_ref().is_some_and(|s| s.suspend);
-        let ok = if suspended {
+        let ok = if cleaned {
+            true
+        } else if suspended {
             tracing::info!(object = %r, "suspended: finalizer released without clean-up");
             true
         } else {
@@ -907,6 +911,7 @@ async fn finalize_with_finalizer(
             publish(backend.as_ref(), &notifiers, &events).await;
             !failed
         };
+        cleaned = ok;
         if ok {
             match backend.remove_finalizer(&r, FLUX_FINALIZER).await {
                 Ok(_) | Err(crate::traits::BackendError::NotFound(_)) => return,
