@@ -1550,7 +1550,7 @@ fn a_service_account_name_applies_with_that_accounts_rights() {
 }
 
 #[test]
-fn a_helm_release_with_a_service_account_name_installs_with_that_accounts_rights() {
+fn a_helm_release_with_a_service_account_name_installs_and_uninstalls_with_its_rights() {
     let Some(server) = apiserver::server() else {
         return;
     };
@@ -1621,4 +1621,26 @@ fn a_helm_release_with_a_service_account_name_installs_with_that_accounts_rights
         is_ready(kc, hr, ns, "tenant").then_some(())
     });
     assert_eq!(data_v(kc, ns, "tenant-cm").as_deref(), Some("h"));
+
+    // Deleting the HelmRelease uninstalls the release (as the ServiceAccount) before the
+    // finalizer lets it go, then its HelmChart goes too.
+    let chart = "helmcharts.source.toolkit.fluxcd.io";
+    assert!(get(kc, chart, ns, "t-sah-tenant").is_some());
+    kubectl(
+        kc,
+        &[
+            "delete",
+            hr,
+            "tenant",
+            "-n",
+            ns,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, hr, ns, "tenant"), None);
+    assert_eq!(data_v(kc, ns, "tenant-cm"), None, "{}", op.log());
+    wait_for("the HelmChart gone", 60, &[&op], || {
+        get(kc, chart, ns, "t-sah-tenant").is_none().then_some(())
+    });
 }

@@ -22,7 +22,7 @@ async fn bootstrap(backend: &LocalBackend, url: &str, branch: &str) {
          apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: {url}\n  ref: {{branch: {branch}}}\n---\n\
          apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./clusters/production\n  prune: true\n  sourceRef: {{kind: GitRepository, name: flux-system}}\n"
     );
-    apply_yaml(&backend, &text).await;
+    apply_yaml(backend, &text).await;
 }
 
 /// A local cluster under `root/cluster`; durable writes are not what these tests check.
