@@ -1018,3 +1018,629 @@ fn a_bad_watch_label_selector_is_named() {
         "{err}"
     );
 }
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn deleting_a_kustomization_prunes_its_objects_before_it_goes() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-fin-apps", "t-fin-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("pruned/cm.yaml", &config_map(apps, "pruned", "", "p")),
+            ("kept/cm.yaml", &config_map(apps, "kept", "", "k")),
+            ("paused/cm.yaml", &config_map(apps, "paused", "", "s")),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: finalizers";
+    // The namespace stays out of Git: without a namespace controller a deleted namespace
+    // never goes.
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(flux, "pruned", "fleet", "./pruned", label, ""),
+            kustomization(flux, "kept", "fleet", "./kept", label, "")
+                .replace("prune: true", "prune: false"),
+            kustomization(flux, "paused", "fleet", "./paused", label, ""),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "finalizers",
+        &["--watch-label-selector", "e2e.trueup.dev/test=finalizers"],
+    );
+    for name in ["pruned", "kept", "paused"] {
+        wait_for(&format!("Kustomization {name} Ready"), 120, &[&op], || {
+            is_ready(kc, KS, flux, name).then_some(())
+        });
+        assert!(data_v(kc, apps, name).is_some(), "{name} was applied");
+        let ks = get(kc, KS, flux, name).unwrap();
+        assert_eq!(finalizers(&ks), vec!["finalizers.fluxcd.io".to_string()]);
+    }
+    // The GitRepository carries it too, as with Flux.
+    assert!(finalizers(&get(kc, GR, flux, "fleet").unwrap())
+        .contains(&"finalizers.fluxcd.io".to_string()));
+
+    // `kubectl delete` waits until the object is gone; the finalizer keeps it until the
+    // objects it applied are pruned.
+    kubectl(
+        kc,
+        &[
+            "delete",
+            KS,
+            "pruned",
+            "-n",
+            flux,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, KS, flux, "pruned"), None);
+    assert_eq!(
+        data_v(kc, apps, "pruned"),
+        None,
+        "pruned before the Kustomization went\n{}",
+        op.log()
+    );
+
+    // prune: false leaves its objects.
+    kubectl(
+        kc,
+        &[
+            "delete",
+            KS,
+            "kept",
+            "-n",
+            flux,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, KS, flux, "kept"), None);
+    assert_eq!(data_v(kc, apps, "kept").as_deref(), Some("k"));
+
+    // A suspended Kustomization releases its finalizer without pruning.
+    kubectl(
+        kc,
+        &[
+            "patch",
+            KS,
+            "paused",
+            "-n",
+            flux,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+    );
+    wait_for("the suspension seen", 60, &[&op], || {
+        get(kc, KS, flux, "paused")
+            .filter(|o| o["spec"]["suspend"] == true)
+            .map(|_| ())
+    });
+    kubectl(
+        kc,
+        &[
+            "delete",
+            KS,
+            "paused",
+            "-n",
+            flux,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, KS, flux, "paused"), None);
+    assert_eq!(data_v(kc, apps, "paused").as_deref(), Some("s"));
+    // The clean-up ran once: the deletion event that followed the finalizer's removal did not
+    // run it again.
+    let events: Value = serde_json::from_str(&kubectl(
+        kc,
+        &[
+            "get",
+            "events",
+            "-n",
+            flux,
+            "--field-selector",
+            "involvedObject.name=pruned,reason=Pruned",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let pruned: Vec<&Value> = events["items"].as_array().unwrap().iter().collect();
+    let count: i64 = pruned
+        .iter()
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .sum();
+    assert_eq!(count, 1, "{events}\n{}", op.log());
+    assert!(
+        pruned[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap/t-fin-apps/pruned deleted"),
+        "{events}"
+    );
+}
+
+/// Why a process cannot get a private mount namespace here, if it cannot.
+fn no_mount_namespace() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root: a private mount namespace needs `unshare --mount` as root".into());
+    }
+    match Command::new("unshare")
+        .args(["--mount", "true"])
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "`unshare --mount` fails here: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("`unshare` is missing: {e}")),
+    }
+}
+
+/// The container args of the operator Deployment in config/manager.
+fn deployment_args() -> Vec<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/manager/deployment.yaml"),
+    )
+    .unwrap();
+    let d: Value = serde_yaml::from_str(&text).unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["name"], "manager");
+    c["args"]
+        .as_array()
+        .expect("the manager container has args")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn in_cluster_with_the_deploy_manifests_and_a_service_account_token() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    if let Some(why) = no_mount_namespace() {
+        // A missing `unshare` is a missing tool; not being root is how the test runs, which
+        // no installation changes.
+        if apiserver::require_oracles() && why.contains("missing") {
+            panic!("TRUEUP_REQUIRE_ORACLES=1 but {why}");
+        }
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    // What `kubectl apply -k config/default` installs: the CRDs, flux-system, the
+    // ServiceAccount, its RBAC and the Deployment (no kubelet runs it here).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    kubectl(
+        kc,
+        &["apply", "-k", root.join("config/default").to_str().unwrap()],
+    );
+    let mut crds = vec!["wait", "--for", "condition=established", "--timeout=60s"];
+    let names: Vec<String> = FluxKind::ALL
+        .iter()
+        .map(|k| format!("crd/{}.{}", plural(k.kind()), k.group()))
+        .collect();
+    crds.extend(names.iter().map(String::as_str));
+    kubectl(kc, &crds);
+
+    // A token for the ServiceAccount, as the kubelet gets one for a pod (TokenRequest API).
+    let tmp = tempfile::tempdir().unwrap();
+    let request = tmp.path().join("token-request.json");
+    std::fs::write(
+        &request,
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#,
+    )
+    .unwrap();
+    let resp: Value = serde_json::from_str(&kubectl(
+        kc,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/flux-system/serviceaccounts/trueup/token",
+            "-f",
+            request.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let token = resp["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    // The API server authenticates the token as the ServiceAccount.
+    let review = kubectl_raw(
+        kc,
+        &["create", "-o", "json", "-f", "-"],
+        Some(&format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n"
+        )),
+    );
+    assert!(review.status.success());
+    let review: Value = serde_json::from_slice(&review.stdout).unwrap();
+    assert_eq!(
+        review["status"]["user"]["username"],
+        "system:serviceaccount:flux-system:trueup"
+    );
+
+    // What a pod of that Deployment sees: the token, the cluster's CA and the namespace under
+    // /var/run/secrets/kubernetes.io/serviceaccount, and the service's address in the env.
+    let server_url = kubectl(
+        kc,
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+    );
+    let (host, port) = server_url
+        .trim()
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let ca = kubectl(
+        kc,
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ],
+    );
+    let files = tmp.path().join("sa");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("token"), &token).unwrap();
+    std::fs::write(files.join("ca.b64"), ca.trim()).unwrap();
+    std::fs::write(files.join("namespace"), "flux-system").unwrap();
+
+    let (apps, flux) = ("t-ic-apps", "t-ic-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[("apps/cm.yaml", &config_map(apps, "in-cluster", "", "ok"))],
+    );
+    let label = "e2e.trueup.dev/test: incluster";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(flux, "apps", "fleet", "./apps", label, ""),
+        ),
+    );
+
+    let mut args = deployment_args();
+    assert_eq!(args, ["operator", "--in-cluster", "--leader-elect"]);
+    // Artifacts in the test's directory; and only this test's Flux objects, as the other
+    // tests share the server (the watch selector narrows lists and watches, not rights).
+    args.extend([
+        "--storage-path".to_string(),
+        tmp.path().join("artifacts").to_str().unwrap().to_string(),
+        "--watch-label-selector".to_string(),
+        "e2e.trueup.dev/test=incluster".to_string(),
+    ]);
+    let sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        r#"set -e
+if [ ! -d {sa_dir} ]; then
+  # Not on this machine: a tmpfs over /run (this namespace only) to make the mount point in.
+  mount -t tmpfs -o mode=0755 tmpfs /run
+  mkdir -p {sa_dir}
+fi
+mount -t tmpfs -o mode=0755 tmpfs {sa_dir}
+cp "$1/token" "$1/namespace" {sa_dir}/
+base64 -d "$1/ca.b64" > {sa_dir}/ca.crt
+shift
+exec env -i HOME="$HOME_DIR" TMPDIR="$HOME_DIR" KUBERNETES_SERVICE_HOST={host} KUBERNETES_SERVICE_PORT={port} "$@"
+"#
+    );
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = tmp.path().join("in-cluster.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(&files)
+        .arg(trueup_bin())
+        .args(&args)
+        .env("HOME_DIR", &home)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("unshare starts");
+    let mut op = Operator {
+        child: Some(child),
+        log,
+    };
+
+    // It takes the Lease in the pod's namespace...
+    let holder = wait_for("the Lease taken", 120, &[&op], || {
+        lease_holder(kc, "flux-system", "trueup-leader-election")
+            .map(|(h, _)| h)
+            .filter(|h| !h.is_empty())
+    });
+    assert_eq!(holder, identity(&op), "{}", op.log());
+    // ... and reconciles with nothing but the ServiceAccount's rights.
+    wait_for("the in-cluster Kustomization Ready", 120, &[&op], || {
+        is_ready(kc, KS, flux, "apps").then_some(())
+    });
+    assert_eq!(data_v(kc, apps, "in-cluster").as_deref(), Some("ok"));
+    assert!(is_ready(kc, GR, flux, "fleet"));
+    // SIGTERM, as the kubelet stops a pod: it releases the Lease and exits 0.
+    op.signal("TERM");
+    assert_eq!(op.wait_exit(60), Some(0), "{}", op.log());
+    assert_eq!(
+        lease_holder(kc, "flux-system", "trueup-leader-election").map(|(h, _)| h),
+        Some(String::new()),
+        "{}",
+        op.log()
+    );
+    // No token in what it printed.
+    assert!(!op.log().contains(&token));
+}
+
+#[test]
+fn a_service_account_name_applies_with_that_accounts_rights() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-sa-apps", "t-sa-flux");
+    let repo = Repo::new(
+        tmp.path(),
+        &[("apps/cm.yaml", &config_map(apps, "tenant", "", "t"))],
+    );
+    let label = "e2e.trueup.dev/test: impersonation";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: deployer\n  namespace: {flux}\n---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(
+                flux,
+                "tenant",
+                "fleet",
+                "./apps",
+                label,
+                "  serviceAccountName: deployer\n"
+            ),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "impersonation",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=impersonation",
+        ],
+    );
+    // The operator itself may do anything; the account it acts as for this Kustomization may
+    // not: Ready=False names the refused request.
+    let message = wait_for("the refusal in Ready", 120, &[&op], || {
+        let ks = get(kc, KS, flux, "tenant")?;
+        let r = ready(&ks)?;
+        (r["status"] == "False")
+            .then(|| r["message"].as_str().unwrap_or("").to_string())
+            .filter(|m| m.contains("forbidden"))
+    });
+    assert!(
+        message.contains("system:serviceaccount:t-sa-flux:deployer")
+            && message.contains("configmaps")
+            && message.contains(apps),
+        "{message}"
+    );
+    assert_eq!(data_v(kc, apps, "tenant"), None);
+
+    // Rights in the target namespace: it reconciles.
+    kubectl_apply(
+        kc,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: deployer\n  namespace: {apps}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list, watch, create, update, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer\n  namespace: {apps}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: deployer\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n  namespace: {flux}\n"
+        ),
+    );
+    wait_for("the Kustomization Ready with the Role", 120, &[&op], || {
+        is_ready(kc, KS, flux, "tenant").then_some(())
+    });
+    assert_eq!(data_v(kc, apps, "tenant").as_deref(), Some("t"));
+    // The Kustomization's own status is still written by the operator: the account was never
+    // given rights on it.
+    let ks = get(kc, KS, flux, "tenant").unwrap();
+    assert!(ready(&ks).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Applied revision"));
+
+    // The account may not delete: deleting the Kustomization cannot prune, so the finalizer
+    // keeps it, and the failure is an event naming the refused request.
+    kubectl(kc, &["delete", KS, "tenant", "-n", flux, "--wait=false"]);
+    let failure = wait_for("a PruneFailed event", 60, &[&op], || {
+        let ev: Value = serde_json::from_str(&kubectl(
+            kc,
+            &[
+                "get",
+                "events",
+                "-n",
+                flux,
+                "--field-selector",
+                "involvedObject.name=tenant,reason=PruneFailed",
+                "-o",
+                "json",
+            ],
+        ))
+        .ok()?;
+        ev["items"]
+            .as_array()?
+            .first()
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+    });
+    assert!(
+        failure.contains("forbidden") && failure.contains("delete"),
+        "{failure}"
+    );
+    let ks = get(kc, KS, flux, "tenant").expect("held by its finalizer");
+    assert!(!ks["metadata"]["deletionTimestamp"].is_null());
+    assert_eq!(finalizers(&ks), vec!["finalizers.fluxcd.io".to_string()]);
+    assert_eq!(data_v(kc, apps, "tenant").as_deref(), Some("t"));
+
+    // Given the right, the retry prunes and lets the Kustomization go.
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "role",
+            "deployer",
+            "-n",
+            apps,
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/rules/0/verbs/-","value":"delete"}]"#,
+        ],
+    );
+    wait_for(
+        "the Kustomization gone after the retry",
+        120,
+        &[&op],
+        || get(kc, KS, flux, "tenant").is_none().then_some(()),
+    );
+    assert_eq!(data_v(kc, apps, "tenant"), None);
+}
+
+#[test]
+fn a_helm_release_with_a_service_account_name_installs_and_uninstalls_with_its_rights() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = "t-sah";
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            (
+                "chart/Chart.yaml",
+                "apiVersion: v2\nname: tenant\nversion: 0.1.0\n",
+            ),
+            (
+                "chart/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  v: \"h\"\n",
+            ),
+        ],
+    );
+    // The HelmChart it creates carries the label too (spec.chart.metadata), or this
+    // operator's selector would not see it.
+    let label = "e2e.trueup.dev/test: helm-impersonation";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: deployer\n  namespace: {ns}\n---\n{}---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: tenant\n  namespace: {ns}\n  labels: {{{label}}}\nspec:\n  interval: 5s\n  serviceAccountName: deployer\n  chart:\n    metadata:\n      labels: {{{label}}}\n    spec:\n      chart: ./chart\n      sourceRef:\n        kind: GitRepository\n        name: fleet\n",
+            namespace(ns),
+            git_repository(ns, "fleet", &repo.url(), label),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "helm-impersonation",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=helm-impersonation",
+        ],
+    );
+    let hr = "helmreleases.helm.toolkit.fluxcd.io";
+    let message = wait_for(
+        "the refusal in the HelmRelease's Ready",
+        120,
+        &[&op],
+        || {
+            let o = get(kc, hr, ns, "tenant")?;
+            let r = ready(&o)?;
+            (r["status"] == "False")
+                .then(|| r["message"].as_str().unwrap_or("").to_string())
+                .filter(|m| m.contains("forbidden"))
+        },
+    );
+    assert!(
+        message.contains("system:serviceaccount:t-sah:deployer"),
+        "{message}"
+    );
+    assert_eq!(data_v(kc, ns, "tenant-cm"), None);
+
+    // Rights on the release's storage (Secrets) and its objects: it installs.
+    kubectl_apply(
+        kc,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: deployer\n  namespace: {ns}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps, secrets]\n  verbs: [get, list, watch, create, update, patch, delete]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: deployer\n  namespace: {ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: deployer\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n  namespace: {ns}\n"
+        ),
+    );
+    wait_for("the HelmRelease Ready with the Role", 120, &[&op], || {
+        is_ready(kc, hr, ns, "tenant").then_some(())
+    });
+    assert_eq!(data_v(kc, ns, "tenant-cm").as_deref(), Some("h"));
+
+    // Deleting the HelmRelease uninstalls the release (as the ServiceAccount) before the
+    // finalizer lets it go, then its HelmChart goes too.
+    let chart = "helmcharts.source.toolkit.fluxcd.io";
+    assert!(get(kc, chart, ns, "t-sah-tenant").is_some());
+    kubectl(
+        kc,
+        &[
+            "delete",
+            hr,
+            "tenant",
+            "-n",
+            ns,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(get(kc, hr, ns, "tenant"), None);
+    assert_eq!(data_v(kc, ns, "tenant-cm"), None, "{}", op.log());
+    wait_for("the HelmChart gone", 60, &[&op], || {
+        get(kc, chart, ns, "t-sah-tenant").is_none().then_some(())
+    });
+}

@@ -22,7 +22,7 @@ async fn bootstrap(backend: &LocalBackend, url: &str, branch: &str) {
          apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 1m\n  url: {url}\n  ref: {{branch: {branch}}}\n---\n\
          apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: flux-system, namespace: flux-system}}\nspec:\n  interval: 10m\n  path: ./clusters/production\n  prune: true\n  sourceRef: {{kind: GitRepository, name: flux-system}}\n"
     );
-    apply_yaml(&backend, &text).await;
+    apply_yaml(backend, &text).await;
 }
 
 /// A local cluster under `root/cluster`; durable writes are not what these tests check.
@@ -211,6 +211,45 @@ async fn an_unknown_branch_is_named_in_the_condition_and_dependents_wait() {
             .status(),
     );
     assert_eq!(ks.condition(READY).unwrap().reason, "ArtifactFailed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_name_is_reported_as_not_enforced_on_the_local_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let daemon = GitDaemon::start(&repo.base);
+    let backend = local_cluster(tmp.path());
+    bootstrap(&backend, &daemon.url("fleet.git"), "main").await;
+    // The same root Kustomization, asking to apply as a ServiceAccount.
+    let r = FluxKind::Kustomization.ref_to("flux-system", "flux-system");
+    let mut ks = backend.get(&r).await.unwrap().unwrap();
+    ks.0["spec"]
+        .as_object_mut()
+        .unwrap()
+        .insert("serviceAccountName".into(), "deployer".into());
+    backend.apply(&ks, &ApplyOptions::default()).await.unwrap();
+    runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    // The local backend has no identities: it applies, and says that the account was not
+    // enforced.
+    let st = Status::from_value(backend.get(&r).await.unwrap().unwrap().status());
+    let ready = st.condition(READY).unwrap();
+    assert_eq!(
+        ready.status,
+        trueup::core::status::ConditionStatus::True,
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready
+            .message
+            .contains("spec.serviceAccountName 'deployer' not enforced"),
+        "{}",
+        ready.message
+    );
+    assert!(backend.get(&deployment()).await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,7 @@ use kube::Client;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use trueup_core::event::{Event, Severity};
 use trueup_core::object::{Object, ObjectRef};
@@ -96,6 +96,10 @@ pub struct KubeBackend {
     cluster_url: String,
     discovery: Mutex<DiscoveryCache>,
     shard: Option<Shard>,
+    /// The configuration the client was built from, to build impersonating clients from.
+    config: Option<kube::Config>,
+    /// Backends acting as ServiceAccounts (`spec.serviceAccountName`), by namespace and name.
+    impersonated: Mutex<HashMap<(String, String), Arc<KubeBackend>>>,
 }
 
 /// The objects of some kinds this backend lists and watches: those a label selector selects
@@ -287,6 +291,8 @@ impl KubeBackend {
             cluster_url: cluster_url.into(),
             discovery: Mutex::new(DiscoveryCache::default()),
             shard: None,
+            config: None,
+            impersonated: Mutex::new(HashMap::new()),
         }
     }
 
@@ -329,9 +335,44 @@ impl KubeBackend {
     pub fn from_config(config: kube::Config) -> Result<Self, BackendError> {
         let url = config.cluster_url.to_string();
         let url = url.trim_end_matches('/').to_string();
-        let client = Client::try_from(config)
+        let client = Client::try_from(config.clone())
             .map_err(|e| other(format!("creating a client for {url}"), e))?;
-        Ok(Self::new(client, url))
+        let mut b = Self::new(client, url);
+        b.config = Some(config);
+        Ok(b)
+    }
+
+    /// This backend acting as `system:serviceaccount:<namespace>:<name>` (impersonation: the
+    /// API server checks that account's rights; the user this backend authenticates as needs
+    /// the `impersonate` verb on serviceaccounts).
+    pub fn impersonating(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<KubeBackend>, BackendError> {
+        let user = trueup_core::traits::backend::service_account_user(namespace, name);
+        let key = (namespace.to_string(), name.to_string());
+        let mut cache = self.impersonated.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = cache.get(&key) {
+            return Ok(b.clone());
+        }
+        let Some(config) = &self.config else {
+            return Err(BackendError::Other {
+                context: format!("acting as {user}"),
+                source: "this backend was built from a client, not a configuration: build it with KubeBackend::from_config to impersonate".into(),
+            });
+        };
+        let mut config = config.clone();
+        // The API server adds the ServiceAccount's groups itself when none are given.
+        config.auth_info.impersonate = Some(user.clone());
+        config.auth_info.impersonate_groups = None;
+        let client = Client::try_from(config.clone())
+            .map_err(|e| other(format!("creating a client acting as {user}"), e))?;
+        let mut b = Self::new(client, self.cluster_url.clone());
+        b.config = Some(config);
+        let b = Arc::new(b);
+        cache.insert(key, b.clone());
+        Ok(b)
     }
 
     /// A backend from a kubeconfig file (its current context).
@@ -992,6 +1033,15 @@ impl Backend for KubeBackend {
 
     fn describe(&self) -> String {
         format!("cluster {}", self.cluster_url)
+    }
+
+    fn for_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<dyn Backend>>, BackendError> {
+        let b: Arc<dyn Backend> = self.impersonating(namespace, name)?;
+        Ok(Some(b))
     }
 
     fn holds_finalizers(&self) -> bool {

@@ -1145,6 +1145,20 @@ where
             hst.last_handled_force_at = t.clone();
         }
 
+        // spec.serviceAccountName: the release's actions (storage, install, upgrade, tests,
+        // rollback, uninstall) run as that account.
+        let (acting, not_enforced) = match super::acting_backend(
+            hr.namespace(),
+            hr.spec.service_account_name.as_deref(),
+            backend,
+        ) {
+            Ok(b) => b,
+            Err(msg) => {
+                hst.write_to(&mut status);
+                return Outcome::failed(obj, status, reason::RECONCILIATION_FAILED, msg, false);
+            }
+        };
+        let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
         let mut history = match self.manager.history(backend, &target).await {
             Ok(h) => h,
             Err(e) => {
@@ -1284,7 +1298,12 @@ where
                 hst.write_to(&mut status);
                 status.last_attempted_revision = chart_version.clone();
                 status.last_applied_revision = chart_version.clone();
-                status.mark_ready(reason::RECONCILIATION_SUCCEEDED, msg, generation, &now);
+                status.mark_ready(
+                    reason::RECONCILIATION_SUCCEEDED,
+                    format!("{msg}{not_enforced}"),
+                    generation,
+                    &now,
+                );
                 let mut out = Outcome::new(Verdict::Ready, status);
                 out.events = events;
                 return out;
@@ -1404,7 +1423,7 @@ where
                 status.remove_condition(REMEDIATED);
                 hst.observed_post_renderers_digest = post_renderers;
                 status.last_applied_revision = chart_version.clone();
-                status.mark_ready(why, msg.clone(), generation, &now);
+                status.mark_ready(why, format!("{msg}{not_enforced}"), generation, &now);
                 events.push(
                     Event::new(me.clone(), Severity::Info, why, msg)
                         .with_revision(chart_version.clone()),
@@ -1545,9 +1564,25 @@ where
             .map(|d| d.duration())
             .unwrap_or(Duration::from_secs(300));
         let me = obj.object_ref();
+        let acting = match super::acting_backend(
+            hr.namespace(),
+            hr.spec.service_account_name.as_deref(),
+            backend,
+        ) {
+            Ok((b, _)) => b,
+            Err(msg) => {
+                return vec![Event::new(
+                    me,
+                    Severity::Error,
+                    helm_reason::UNINSTALL_FAILED,
+                    msg,
+                )]
+            }
+        };
+        let acting: &dyn Backend = acting.as_deref().unwrap_or(backend);
         let mut out = match self
             .manager
-            .uninstall(backend, &target, keep, &hr.spec, timeout)
+            .uninstall(acting, &target, keep, &hr.spec, timeout)
             .await
         {
             Ok(removed) => {

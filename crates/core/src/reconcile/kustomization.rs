@@ -111,6 +111,18 @@ where
         };
 
         let me = obj.object_ref();
+        // spec.serviceAccountName: apply and prune as that account.
+        let (acting, not_enforced) = match super::acting_backend(
+            k.namespace(),
+            k.spec.service_account_name.as_deref(),
+            backend,
+        ) {
+            Ok(b) => b,
+            Err(msg) => {
+                return Outcome::failed(obj, status, reason::RECONCILIATION_FAILED, msg, false)
+            }
+        };
+        let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
         let started = Instant::now();
         let timeout = k
             .spec
@@ -152,7 +164,7 @@ where
                 }
                 status.mark_ready(
                     reason::RECONCILIATION_SUCCEEDED,
-                    format!("Applied revision: {revision}"),
+                    format!("Applied revision: {revision}{not_enforced}"),
                     generation,
                     &now,
                 );
@@ -208,6 +220,15 @@ where
             return Vec::new();
         };
         let me = obj.object_ref();
+        let acting = match super::acting_backend(
+            k.namespace(),
+            k.spec.service_account_name.as_deref(),
+            backend,
+        ) {
+            Ok((b, _)) => b,
+            Err(msg) => return vec![Event::new(me, Severity::Error, reason::PRUNE_FAILED, msg)],
+        };
+        let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
         match self.applier.remove(inv, backend).await {
             Ok(removed) if removed.is_empty() => Vec::new(),
             Ok(removed) => vec![Event::new(

@@ -131,9 +131,36 @@ pub trait Reconciler: Send + Sync {
     async fn reconcile(&self, obj: &Object, backend: &dyn Backend) -> Outcome;
 
     /// Cleans up after an object was deleted (prune its inventory when it asked for pruning).
+    /// An event of severity Error says the clean-up failed: on a backend that holds finalizers
+    /// the object keeps Flux's finalizer and the clean-up runs again after a backoff.
     async fn finalize(&self, obj: &Object, backend: &dyn Backend) -> Vec<Event> {
         let _ = (obj, backend);
         Vec::new()
+    }
+}
+
+/// The backend acting as an object's `spec.serviceAccountName` (None: the controller's own),
+/// and what the Ready message adds when the backend has no identities to act as. Such a
+/// backend (the local one) applies anyway: it has no rights to check, so refusing would only
+/// make multi-tenant fleets unusable on it; the message says so.
+#[allow(clippy::type_complexity)]
+pub(crate) fn acting_backend(
+    namespace: &str,
+    service_account_name: Option<&str>,
+    backend: &dyn Backend,
+) -> Result<(Option<std::sync::Arc<dyn Backend>>, String), String> {
+    let Some(sa) = service_account_name.filter(|s| !s.is_empty()) else {
+        return Ok((None, String::new()));
+    };
+    match backend.for_service_account(namespace, sa) {
+        Ok(Some(b)) => Ok((Some(b), String::new())),
+        Ok(None) => Ok((
+            None,
+            format!(" (spec.serviceAccountName '{sa}' not enforced: this backend has no service accounts)"),
+        )),
+        Err(e) => Err(format!(
+            "spec.serviceAccountName: acting as ServiceAccount '{namespace}/{sa}': {e}"
+        )),
     }
 }
 

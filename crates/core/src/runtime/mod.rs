@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::object::{GroupKind, Object, ObjectRef};
 use crate::reconcile::{Outcome, Reconciler, Schedule, Verdict};
 use crate::status::{reason, Status};
+use crate::traits::backend::FLUX_FINALIZER;
 use crate::traits::{Backend, Notifier};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -90,6 +91,8 @@ struct Entry {
     verdict: Option<Verdict>,
     /// What dependents care about: readiness and revisions.
     signature: String,
+    /// Deleted (with our finalizer) while it ran: finalize when the run ends.
+    deleting: Option<Object>,
 }
 
 impl Entry {
@@ -133,6 +136,31 @@ struct State {
     /// Objects in a dependsOn cycle, with the cycle's description.
     cycles: HashMap<ObjectRef, String>,
     graph_dirty: bool,
+    /// Objects being deleted whose finalizer the runtime handles, waiting to be started.
+    to_finalize: Vec<(ObjectRef, Object)>,
+    /// Objects whose finalizer is being handled now: later events for them change nothing.
+    finalizing: HashSet<ObjectRef>,
+}
+
+/// `metadata.deletionTimestamp` is set: the object is being deleted.
+fn being_deleted(obj: &Object) -> bool {
+    obj.metadata()
+        .and_then(|m| m.get("deletionTimestamp"))
+        .is_some_and(|t| !t.is_null())
+}
+
+/// The object carries `finalizer` in `metadata.finalizers`.
+fn has_finalizer(obj: &Object, finalizer: &str) -> bool {
+    obj.metadata()
+        .and_then(|m| m.get("finalizers"))
+        .and_then(|f| f.as_array())
+        .is_some_and(|f| f.iter().any(|v| v.as_str() == Some(finalizer)))
+}
+
+/// Flux's kinds carry Flux's finalizer; kinds of your own are finalized when their deletion is
+/// seen, as on a backend without finalizers.
+fn takes_finalizer(kind: &GroupKind) -> bool {
+    crate::api::FluxKind::from_group_kind(&kind.group, &kind.kind).is_some()
 }
 
 /// Assembles a runtime from a backend and the parts for each kind.
@@ -310,6 +338,7 @@ impl Runtime {
         let mut finalizers: JoinSet<()> = JoinSet::new();
         loop {
             self.start_due(&mut tasks);
+            self.start_finalizers(&mut finalizers);
             if until_settled && tasks.is_empty() {
                 // Objects a run has just written (a HelmRelease's HelmChart) are waiting in the
                 // watch already: take them in before deciding that everything has settled.
@@ -319,7 +348,8 @@ impl Runtime {
                         crate::traits::WatchEvent::Deleted(r) => self.forget(&r, &mut finalizers),
                     }
                 }
-                if self.settled() {
+                self.start_finalizers(&mut finalizers);
+                if self.settled() && finalizers.is_empty() {
                     break;
                 }
             }
@@ -383,6 +413,38 @@ impl Runtime {
             return;
         };
         let mut st = self.state.lock().expect("runtime state");
+        if self.backend.holds_finalizers() && being_deleted(&obj) && takes_finalizer(&kind) {
+            // Being deleted: it is not reconciled again. With our finalizer on it, its clean-up
+            // runs (once: later events change nothing), then the finalizer goes.
+            if st.finalizing.contains(&r) {
+                return;
+            }
+            let ours = has_finalizer(&obj, FLUX_FINALIZER);
+            match st.entries.get_mut(&r) {
+                // Its clean-up waits for the run in flight.
+                Some(e) if e.running && ours => {
+                    e.deleting = Some(obj);
+                    e.due = None;
+                    e.rerun = false;
+                    return;
+                }
+                Some(_) => {
+                    st.entries.remove(&r);
+                    st.graph_dirty = true;
+                    trigger_downstream(&mut st, &r, Instant::now());
+                }
+                None => {}
+            }
+            if ours {
+                st.finalizing.insert(r.clone());
+                st.to_finalize.push((r, obj));
+            }
+            drop(st);
+            self.wake.notify_one();
+            return;
+        }
+        // Deleted and created again under the same name.
+        st.finalizing.remove(&r);
         let now = Instant::now();
         let sig = signature(&obj);
         let requested = obj.annotation(REQUESTED_AT).map(str::to_string);
@@ -404,6 +466,7 @@ impl Runtime {
                         failures: 0,
                         verdict: None,
                         signature: sig,
+                        deleting: None,
                     },
                 );
                 st.graph_dirty = true;
@@ -442,9 +505,17 @@ impl Runtime {
 
     fn forget(&self, r: &ObjectRef, finalizers: &mut JoinSet<()>) {
         let mut st = self.state.lock().expect("runtime state");
+        if st.finalizing.remove(r) {
+            // Its finalizer was handled; that clean-up is the only one.
+            return;
+        }
         let Some(e) = st.entries.remove(r) else {
             return;
         };
+        if e.running && e.deleting.is_some() {
+            // Gone while it ran, with its finalizer handled elsewhere.
+            return;
+        }
         st.graph_dirty = true;
         trigger_downstream(&mut st, r, Instant::now());
         drop(st);
@@ -469,6 +540,21 @@ impl Runtime {
                 let events = rec.finalize(&e.object, backend.as_ref()).await;
                 publish(backend.as_ref(), &notifiers, &events).await;
             });
+        }
+    }
+
+    /// Starts the clean-up of objects being deleted with our finalizer on them.
+    fn start_finalizers(&self, finalizers: &mut JoinSet<()>) {
+        let pending = std::mem::take(&mut self.state.lock().expect("runtime state").to_finalize);
+        for (r, obj) in pending {
+            let Some(rec) = self.reconcilers.get(&r.group_kind()).cloned() else {
+                continue;
+            };
+            let backend = self.backend.clone();
+            let notifiers = self.notifiers.clone();
+            // It stays in `finalizing` until its deletion is seen, so that events still on
+            // their way about it do not clean it up again.
+            finalizers.spawn(finalize_with_finalizer(obj, rec, backend, notifiers));
         }
     }
 
@@ -582,6 +668,16 @@ impl Runtime {
             return;
         };
         e.running = false;
+        if let Some(obj) = e.deleting.take() {
+            st.entries.remove(&res.object);
+            st.graph_dirty = true;
+            trigger_downstream(&mut st, &res.object, now);
+            st.finalizing.insert(res.object.clone());
+            st.to_finalize.push((res.object, obj));
+            drop(st);
+            self.wake.notify_one();
+            return;
+        }
         let schedule = e.schedule.clone().ok();
         if let Some(status) = &res.status {
             e.object.0.insert("status".into(), status.to_value());
@@ -729,21 +825,24 @@ async fn run_one(
         (Ok(_), None, Some(problem)) => {
             Outcome::waiting(&obj, base, reason::DEPENDENCY_NOT_READY, problem)
         }
-        (Ok(s), None, None) => {
-            match tokio::time::timeout(s.timeout, rec.reconcile(&obj, backend.as_ref())).await {
-                Ok(o) => o,
-                Err(_) => Outcome::failed(
-                    &obj,
-                    base,
-                    reason::TIMEOUT,
-                    format!(
-                        "reconciliation timed out after {}",
-                        crate::api::GoDuration::from_duration(s.timeout)
+        (Ok(s), None, None) => match ensure_finalizer(&obj, backend.as_ref()).await {
+            Err(msg) => Outcome::failed(&obj, base, reason::RECONCILIATION_FAILED, msg, false),
+            Ok(()) => {
+                match tokio::time::timeout(s.timeout, rec.reconcile(&obj, backend.as_ref())).await {
+                    Ok(o) => o,
+                    Err(_) => Outcome::failed(
+                        &obj,
+                        base,
+                        reason::TIMEOUT,
+                        format!(
+                            "reconciliation timed out after {}",
+                            crate::api::GoDuration::from_duration(s.timeout)
+                        ),
+                        false,
                     ),
-                    false,
-                ),
+                }
             }
-        }
+        },
     };
     if let Some(req) = obj.annotation(REQUESTED_AT) {
         outcome.status.last_handled_reconcile_at = req.to_string();
@@ -763,6 +862,79 @@ async fn run_one(
         verdict: Some(outcome.verdict),
         status: written.then_some(outcome.status),
         requeue_after: outcome.requeue_after,
+    }
+}
+
+/// Puts Flux's finalizer on a Flux object before its first reconcile, on a backend that holds
+/// finalizers, so that its deletion waits for its clean-up.
+async fn ensure_finalizer(obj: &Object, backend: &dyn Backend) -> Result<(), String> {
+    let r = obj.object_ref();
+    if !backend.holds_finalizers()
+        || !takes_finalizer(&r.group_kind())
+        || has_finalizer(obj, FLUX_FINALIZER)
+    {
+        return Ok(());
+    }
+    match backend.add_finalizer(&r, FLUX_FINALIZER).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("adding finalizer {FLUX_FINALIZER} to {r}: {e}")),
+    }
+}
+
+/// The clean-up of an object being deleted with our finalizer on it: the reconciler's
+/// `finalize` (skipped for a suspended object, as Flux does), its events published, then the
+/// finalizer removed. A clean-up that failed (an event of severity Error) keeps the finalizer
+/// and runs again after a backoff, as long as the object is still there with our finalizer.
+async fn finalize_with_finalizer(
+    mut obj: Object,
+    rec: Arc<dyn Reconciler>,
+    backend: Arc<dyn Backend>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+) {
+    let r = obj.object_ref();
+    let mut failures = 0u32;
+    // The clean-up succeeded but the finalizer could not be removed yet: do not clean up again.
+    let mut cleaned = false;
+    loop {
+        let schedule = rec.schedule(&obj).ok();
+        let suspended = schedule.as_ref().is_some_and(|s| s.suspend);
+        let ok = if cleaned {
+            true
+        } else if suspended {
+            tracing::info!(object = %r, "suspended: finalizer released without clean-up");
+            true
+        } else {
+            let events = rec.finalize(&obj, backend.as_ref()).await;
+            let failed = events
+                .iter()
+                .any(|e| e.severity == crate::event::Severity::Error);
+            publish(backend.as_ref(), &notifiers, &events).await;
+            !failed
+        };
+        cleaned = ok;
+        if ok {
+            match backend.remove_finalizer(&r, FLUX_FINALIZER).await {
+                Ok(_) | Err(crate::traits::BackendError::NotFound(_)) => return,
+                Err(e) => {
+                    tracing::warn!(object = %r, error = %e, "removing finalizer failed");
+                }
+            }
+        }
+        failures += 1;
+        let (retry, interval) = schedule
+            .as_ref()
+            .map(|s| (s.retry_interval, s.interval))
+            .unwrap_or((Duration::from_secs(10), Duration::from_secs(600)));
+        tokio::time::sleep(backoff(retry, interval, failures)).await;
+        match backend.get(&r).await {
+            Ok(Some(cur)) if being_deleted(&cur) && has_finalizer(&cur, FLUX_FINALIZER) => {
+                obj = cur;
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(object = %r, error = %e, "reading object being deleted failed");
+            }
+        }
     }
 }
 

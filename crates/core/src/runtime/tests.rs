@@ -5,7 +5,7 @@ use crate::reconcile::Outcome;
 use crate::status::{READY, STALLED};
 use crate::traits::ApplyOptions;
 use async_trait::async_trait;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A reconciler whose behaviour each object scripts through the `test/behavior` annotation:
 /// `ok` (default), `fail`, or `slow` (never finishes on its own).
@@ -75,10 +75,18 @@ impl Reconciler for Scripted {
     }
 
     async fn finalize(&self, obj: &Object, _backend: &dyn Backend) -> Vec<Event> {
-        self.log
-            .lock()
-            .unwrap()
-            .push(format!("finalize {}", obj.name()));
+        let entry = format!("finalize {}", obj.name());
+        let mut log = self.log.lock().unwrap();
+        let before = log.iter().filter(|l| **l == entry).count();
+        log.push(entry);
+        if obj.annotation("test/finalize") == Some("fail-once") && before == 0 {
+            return vec![Event::new(
+                obj.object_ref(),
+                crate::event::Severity::Error,
+                "PruneFailed",
+                "boom",
+            )];
+        }
         Vec::new()
     }
 }
@@ -374,4 +382,205 @@ fn backoff_doubles_up_to_the_interval() {
     assert_eq!(backoff(s(30), s(600), 6), s(600));
     assert_eq!(backoff(s(30), s(600), 60), s(600));
     assert_eq!(backoff(s(600), s(600), 3), s(600));
+}
+
+/// The in-memory backend with Kubernetes' deletion rules: an object with finalizers is only
+/// marked (`deletionTimestamp`) until the last one is removed.
+struct Finalizing(Arc<MemoryBackend>);
+
+impl Finalizing {
+    async fn set_finalizers(&self, r: &ObjectRef, f: impl FnOnce(&mut Vec<Value>)) -> bool {
+        let Some(mut o) = self.0.get(r).await.unwrap() else {
+            return false;
+        };
+        let md = o.metadata_mut();
+        let mut list = md
+            .get("finalizers")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        f(&mut list);
+        let empty = list.is_empty();
+        md.insert("finalizers".into(), Value::Array(list));
+        let deleting = md.get("deletionTimestamp").is_some();
+        if empty && deleting {
+            self.0.delete(r).await.unwrap();
+        } else {
+            self.0.apply(&o, &ApplyOptions::default()).await.unwrap();
+        }
+        true
+    }
+}
+
+#[async_trait]
+impl Backend for Finalizing {
+    async fn apply(
+        &self,
+        obj: &Object,
+        opts: &ApplyOptions,
+    ) -> Result<(crate::traits::ApplyAction, Object), crate::traits::BackendError> {
+        self.0.apply(obj, opts).await
+    }
+    async fn get(&self, r: &ObjectRef) -> Result<Option<Object>, crate::traits::BackendError> {
+        self.0.get(r).await
+    }
+    async fn list(
+        &self,
+        params: &crate::traits::ListParams,
+    ) -> Result<Vec<Object>, crate::traits::BackendError> {
+        self.0.list(params).await
+    }
+    async fn delete(&self, r: &ObjectRef) -> Result<bool, crate::traits::BackendError> {
+        let Some(mut o) = self.0.get(r).await? else {
+            return Ok(false);
+        };
+        if !has_finalizer(&o, FLUX_FINALIZER) {
+            return self.0.delete(r).await;
+        }
+        o.metadata_mut()
+            .insert("deletionTimestamp".into(), "2024-01-01T00:00:00Z".into());
+        self.0.apply(&o, &ApplyOptions::default()).await?;
+        Ok(true)
+    }
+    async fn update_status(
+        &self,
+        r: &ObjectRef,
+        status: &Value,
+    ) -> Result<(), crate::traits::BackendError> {
+        self.0.update_status(r, status).await
+    }
+    async fn record_event(&self, event: &Event) -> Result<(), crate::traits::BackendError> {
+        self.0.record_event(event).await
+    }
+    async fn health(
+        &self,
+        r: &ObjectRef,
+    ) -> Result<crate::traits::Health, crate::traits::BackendError> {
+        self.0.health(r).await
+    }
+    async fn watch(
+        &self,
+        kinds: &[(String, String)],
+    ) -> Result<crate::traits::WatchStream, crate::traits::BackendError> {
+        self.0.watch(kinds).await
+    }
+    fn describe(&self) -> String {
+        "memory with finalizers".into()
+    }
+    fn holds_finalizers(&self) -> bool {
+        true
+    }
+    async fn add_finalizer(
+        &self,
+        r: &ObjectRef,
+        finalizer: &str,
+    ) -> Result<bool, crate::traits::BackendError> {
+        let f = finalizer.to_string();
+        Ok(self
+            .set_finalizers(r, |l| {
+                if !l.iter().any(|v| v.as_str() == Some(&f)) {
+                    l.push(Value::String(f.clone()));
+                }
+            })
+            .await)
+    }
+    async fn remove_finalizer(
+        &self,
+        r: &ObjectRef,
+        finalizer: &str,
+    ) -> Result<bool, crate::traits::BackendError> {
+        let f = finalizer.to_string();
+        Ok(self
+            .set_finalizers(r, |l| l.retain(|v| v.as_str() != Some(&f)))
+            .await)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_object_is_cleaned_up_once_before_its_finalizer_goes() {
+    let mem = Arc::new(MemoryBackend::new());
+    let backend = Arc::new(Finalizing(mem.clone()));
+    let mut o = kustomization(
+        "app",
+        json!({"interval": "1h", "retryInterval": "10s"}),
+        None,
+    );
+    o.set_annotation("test/finalize", "fail-once");
+    backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+    let r = o.object_ref();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let rt = Arc::new(
+        Runtime::builder(backend.clone())
+            .reconciler(Scripted { log: log.clone() })
+            .build(),
+    );
+    let cancel = CancellationToken::new();
+    let (rt2, c2) = (rt.clone(), cancel.clone());
+    let h = tokio::spawn(async move { rt2.run(c2).await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Reconciled once, with the finalizer put on first.
+    assert_eq!(*log.lock().unwrap(), ["app"]);
+    let stored = backend.get(&r).await.unwrap().unwrap();
+    assert!(has_finalizer(&stored, FLUX_FINALIZER), "{stored:?}");
+
+    // Deleted: the clean-up fails, so the object stays, finalizer and all.
+    backend.delete(&r).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(*log.lock().unwrap(), ["app", "finalize app"]);
+    let stored = backend
+        .get(&r)
+        .await
+        .unwrap()
+        .expect("held by the finalizer");
+    assert!(has_finalizer(&stored, FLUX_FINALIZER));
+
+    // After the retry interval it runs again, succeeds, and the object goes.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["app", "finalize app", "finalize app"]
+    );
+    assert!(backend.get(&r).await.unwrap().is_none());
+
+    // Nothing more: the deletion that followed did not clean up again, and the object is not
+    // reconciled after it was marked for deletion.
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["app", "finalize app", "finalize app"]
+    );
+    cancel.cancel();
+    h.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspended_object_releases_its_finalizer_without_clean_up() {
+    let mem = Arc::new(MemoryBackend::new());
+    let backend = Arc::new(Finalizing(mem.clone()));
+    let o = kustomization("app", json!({"interval": "1h"}), None);
+    backend.apply(&o, &ApplyOptions::default()).await.unwrap();
+    let r = o.object_ref();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let rt = Arc::new(
+        Runtime::builder(backend.clone())
+            .reconciler(Scripted { log: log.clone() })
+            .build(),
+    );
+    let cancel = CancellationToken::new();
+    let (rt2, c2) = (rt.clone(), cancel.clone());
+    let h = tokio::spawn(async move { rt2.run(c2).await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut stored = backend.get(&r).await.unwrap().unwrap();
+    assert!(has_finalizer(&stored, FLUX_FINALIZER));
+    stored.0["spec"]["suspend"] = json!(true);
+    backend
+        .apply(&stored, &ApplyOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    backend.delete(&r).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(backend.get(&r).await.unwrap().is_none());
+    assert_eq!(*log.lock().unwrap(), ["app"]);
+    cancel.cancel();
+    h.await.unwrap().unwrap();
 }

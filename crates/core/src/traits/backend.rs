@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How an object is applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +164,18 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// This backend acting as a ServiceAccount (Flux's `spec.serviceAccountName`): what it
+    /// applies, prunes and reads is allowed or refused by that account's rights. `Ok(None)`
+    /// when this backend has no identities to act as (the local and in-memory backends).
+    fn for_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<dyn Backend>>, BackendError> {
+        let _ = (namespace, name);
+        Ok(None)
+    }
+
     /// Adds `finalizer` to the object's `metadata.finalizers`. `Ok(false)` when it was there
     /// already, or when this backend holds no finalizers.
     async fn add_finalizer(&self, r: &ObjectRef, finalizer: &str) -> Result<bool, BackendError> {
@@ -177,6 +190,11 @@ pub trait Backend: Send + Sync {
         let _ = (r, finalizer);
         Ok(false)
     }
+}
+
+/// The user name Kubernetes gives a ServiceAccount: `system:serviceaccount:<ns>:<name>`.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
 }
 
 /// The finalizer Flux's controllers put on the objects they reconcile.
