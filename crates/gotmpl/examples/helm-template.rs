@@ -5,6 +5,9 @@
 use std::io::Write;
 use trueup_gotmpl::{template, TemplateOptions};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut opts = TemplateOptions::default();
     let mut positional = Vec::new();

@@ -84,8 +84,9 @@ pub(crate) fn signature(name: &str) -> Option<&'static str> {
         | "split" | "semverCompare" => "ss",
         "trim" | "upper" | "lower" | "title" | "untitle" | "nospace" | "b64enc" | "b64dec"
         | "b32enc" | "sha256sum" | "sha1sum" | "sha512sum" | "adler32sum" | "fromYaml"
-        | "fromYamlArray" | "fromJson" | "fromJsonArray" | "fail" | "snakecase" | "camelcase"
-        | "kebabcase" | "swapcase" | "initials" | "atoi" | "regexQuoteMeta" | "semver" => "s",
+        | "fromYamlArray" | "fromJson" | "fromJsonArray" | "fromToml" | "fail" | "snakecase"
+        | "camelcase" | "kebabcase" | "swapcase" | "initials" | "atoi" | "regexQuoteMeta"
+        | "semver" => "s",
         "replace"
         | "regexReplaceAll"
         | "mustRegexReplaceAll"
@@ -805,6 +806,81 @@ fn f_from_json_array(a: &[Value]) -> R {
         )]),
         Err(e) => Value::list(vec![Value::string(e.to_string())]),
     })
+}
+
+/// Helm's `fromToml` (BurntSushi/toml into a `map[string]interface{}`):
+/// integers are `int64`, floats `float64`, date-times `time.Time` (local
+/// ones in the zones "datetime-local", "date-local" and "time-local"); a
+/// parse error comes back as the map's `Error` key.
+fn f_from_toml(a: &[Value]) -> R {
+    arity("fromToml", a, 1, Some(1))?;
+    let s = s_arg(&a[0])?;
+    Ok(match toml::from_str::<toml::Table>(&s) {
+        Ok(t) => toml_table_value(t),
+        Err(e) => {
+            let line = e
+                .span()
+                .map_or(1, |sp| s[..sp.start.min(s.len())].matches('\n').count() + 1);
+            let msg = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let msg = if msg.is_empty() {
+                "invalid TOML".into()
+            } else {
+                msg
+            };
+            error_map(format!("toml: line {line}: {msg}"))
+        }
+    })
+}
+
+fn toml_table_value(t: toml::Table) -> Value {
+    Value::map(t.into_iter().map(|(k, v)| (k, toml_value(v))).collect())
+}
+
+fn toml_value(v: toml::Value) -> Value {
+    use toml::Value as T;
+    match v {
+        T::String(s) => Value::string(s),
+        T::Integer(i) => Value::Int64(i),
+        T::Float(f) => Value::Float(f),
+        T::Boolean(b) => Value::Bool(b),
+        T::Array(l) => Value::list(l.into_iter().map(toml_value).collect()),
+        T::Table(t) => toml_table_value(t),
+        T::Datetime(d) => {
+            let (y, mo, day) = d.date.map_or((0, 1, 1), |x| {
+                (i64::from(x.year), u32::from(x.month), u32::from(x.day))
+            });
+            let (h, mi, sec, ns) = d.time.map_or((0, 0, 0, 0), |x| {
+                (
+                    u32::from(x.hour),
+                    u32::from(x.minute),
+                    u32::from(x.second),
+                    x.nanosecond,
+                )
+            });
+            let (name, off) = match (d.offset, d.date, d.time) {
+                (Some(toml::value::Offset::Z), ..) => ("UTC", 0),
+                (Some(toml::value::Offset::Custom { minutes }), ..) => {
+                    ("", i32::from(minutes) * 60)
+                }
+                (None, Some(_), Some(_)) => ("datetime-local", 0),
+                (None, Some(_), None) => ("date-local", 0),
+                (None, None, _) => ("time-local", 0),
+            };
+            let t = crate::gotime::Time::fixed_date(y, mo, day, h, mi, sec, ns, name, off);
+            let t = if name == "UTC" {
+                t.in_loc(crate::gotime::Loc::Utc)
+            } else {
+                t
+            };
+            Value::Object(Rc::new(t))
+        }
+    }
 }
 
 fn f_to_toml(a: &[Value]) -> R {
@@ -2024,6 +2100,7 @@ fn table() -> &'static FnTable {
             ("fromJson", f_from_json),
             ("fromJsonArray", f_from_json_array),
             ("toToml", f_to_toml),
+            ("fromToml", f_from_toml),
             ("mustToToml", f_to_toml),
             ("lookup", f_lookup),
             // Sprig strings

@@ -112,6 +112,32 @@ impl Time {
         }
     }
 
+    /// `time.Date(y, m, d, h, min, sec, nsec, loc)` for a location with the
+    /// fixed offset `off` (seconds east of UTC) named `name`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fixed_date(
+        y: i64,
+        m: u32,
+        d: u32,
+        h: u32,
+        min: u32,
+        sec: u32,
+        nsec: u32,
+        name: &str,
+        off: i32,
+    ) -> Time {
+        let local = days_from_civil(y, m, d) * 86400
+            + i64::from(h) * 3600
+            + i64::from(min) * 60
+            + i64::from(sec);
+        Time {
+            secs: local - i64::from(off),
+            nsec,
+            loc: Loc::Fixed(name.to_string(), off),
+            mono: None,
+        }
+    }
+
     pub(crate) fn is_zero(&self) -> bool {
         self.secs == ZERO_UNIX && self.nsec == 0
     }

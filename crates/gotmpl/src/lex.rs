@@ -63,7 +63,9 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
         src,
         b: src.as_bytes(),
         pos: 0,
-        toks: Vec::new(),
+        // About one token per six bytes of template source: growing the
+        // vector by doubling would copy it several times.
+        toks: Vec::with_capacity(src.len() / 6 + 16),
         paren_depth: 0,
     };
     lx.run()?;

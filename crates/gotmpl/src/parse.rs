@@ -293,6 +293,13 @@ impl<'a> Parser<'a> {
             .unwrap_or_else(|| &self.toks[self.toks.len() - 1])
     }
 
+    /// Steps past the current token (never past the final Eof).
+    fn advance(&mut self) {
+        if self.i < self.toks.len() {
+            self.i += 1;
+        }
+    }
+
     fn next(&mut self) -> Token {
         let t = self.peek().clone();
         if self.i < self.toks.len() {
@@ -358,7 +365,7 @@ impl<'a> Parser<'a> {
                 Tok::Eof => return Ok(root),
                 Tok::LeftDelim => {
                     let save = self.i;
-                    self.next();
+                    self.advance();
                     if let Tok::Keyword("define") = self.next_non_space().tok {
                         self.parse_definition()?;
                         continue;
@@ -442,7 +449,7 @@ impl<'a> Parser<'a> {
     fn action(&mut self) -> Result<Item, ParseError> {
         let t = self.peek_non_space().clone();
         if let Tok::Keyword(k) = t.tok {
-            self.next();
+            self.advance();
             return match k {
                 "block" => self.block_control(),
                 "break" => {
@@ -479,7 +486,7 @@ impl<'a> Parser<'a> {
                     let name_tok = self.peek_non_space().clone();
                     let name = self.template_name(context)?;
                     let pipe = if self.peek_non_space().tok == Tok::RightDelim {
-                        self.next();
+                        self.advance();
                         None
                     } else {
                         Some(self.pipeline(context, &Tok::RightDelim)?)
@@ -542,10 +549,10 @@ impl<'a> Parser<'a> {
                     _ => None,
                 };
                 if context == "if" && kw == Some("if") {
-                    self.next();
+                    self.advance();
                     Some(vec![Node::If(self.control("if")?)])
                 } else if context == "with" && kw == Some("with") {
-                    self.next();
+                    self.advance();
                     Some(vec![Node::With(self.control("with")?)])
                 } else {
                     let (l, end) = self.item_list()?;
@@ -577,28 +584,33 @@ impl<'a> Parser<'a> {
         // Declarations: `$x :=`, `$x =`, `$i, $v :=` (range only).
         loop {
             let save = self.i;
-            let v = self.peek_non_space().clone();
-            let Tok::Variable(name) = v.tok else { break };
-            self.next();
-            match self.peek_non_space().tok.clone() {
+            let (vpos, name) = match self.peek_non_space() {
+                Token {
+                    tok: Tok::Variable(name),
+                    pos,
+                } => (*pos, name.clone()),
+                _ => break,
+            };
+            self.advance();
+            match self.peek_non_space().tok {
                 Tok::Declare | Tok::Assign => {
                     pipe.is_assign = self.peek().tok == Tok::Assign;
-                    self.next();
+                    self.advance();
                     pipe.decl.push(name.to_string());
                     self.vars.push(name.to_string());
                     break;
                 }
                 Tok::Comma => {
-                    self.next();
+                    self.advance();
                     pipe.decl.push(name.to_string());
                     self.vars.push(name.to_string());
                     if context == "range" && pipe.decl.len() < 2 {
                         match self.peek_non_space().tok {
                             Tok::Variable(_) | Tok::RightDelim | Tok::RightParen => continue,
-                            _ => return self.err(v.pos, "range can only initialize variables"),
+                            _ => return self.err(vpos, "range can only initialize variables"),
                         }
                     }
-                    return self.err(v.pos, format!("too many declarations in {context}"));
+                    return self.err(vpos, format!("too many declarations in {context}"));
                 }
                 _ => {
                     self.i = save;
@@ -607,11 +619,14 @@ impl<'a> Parser<'a> {
             }
         }
         loop {
-            let t = self.peek_non_space().clone();
-            if &t.tok == end {
-                self.next();
+            let (at_end, end_pos) = {
+                let t = self.peek_non_space();
+                (&t.tok == end, t.pos)
+            };
+            if at_end {
+                self.advance();
                 if pipe.cmds.is_empty() {
-                    return self.err(t.pos, format!("missing value for {context}"));
+                    return self.err(end_pos, format!("missing value for {context}"));
                 }
                 for (i, c) in pipe.cmds.iter().enumerate().skip(1) {
                     if matches!(
@@ -625,14 +640,14 @@ impl<'a> Parser<'a> {
                         )
                     ) {
                         return self.err(
-                            t.pos,
+                            end_pos,
                             format!("non executable command in pipeline stage {}", i + 1),
                         );
                     }
                 }
                 return Ok(pipe);
             }
-            match t.tok {
+            match self.peek().tok {
                 Tok::Bool(_)
                 | Tok::Char(..)
                 | Tok::Dot
@@ -643,7 +658,7 @@ impl<'a> Parser<'a> {
                 | Tok::Str(..)
                 | Tok::Variable(_)
                 | Tok::LeftParen => pipe.cmds.push(self.command()?),
-                _ => return self.unexpected(&t, context),
+                _ => return self.unexpected(self.peek(), context),
             }
         }
     }
@@ -659,14 +674,14 @@ impl<'a> Parser<'a> {
             if let Some(op) = self.operand()? {
                 cmd.args.push(op);
             }
-            let t = self.next();
-            match t.tok {
-                Tok::Space => continue,
-                Tok::RightDelim | Tok::RightParen => {
-                    self.i -= 1;
+            match self.peek().tok {
+                Tok::Space => {
+                    self.advance();
+                    continue;
                 }
-                Tok::Pipe => {}
-                _ => return self.unexpected(&t, "operand"),
+                Tok::RightDelim | Tok::RightParen => {}
+                Tok::Pipe => self.advance(),
+                _ => return self.unexpected(self.peek(), "operand"),
             }
             break;
         }
@@ -685,7 +700,7 @@ impl<'a> Parser<'a> {
             let mut idents = Vec::new();
             while let Tok::Field(f) = &self.peek().tok {
                 idents.push(f.clone());
-                self.next();
+                self.advance();
             }
             return Ok(Some(match node {
                 Arg::Field {
