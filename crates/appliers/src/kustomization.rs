@@ -361,7 +361,7 @@ impl Applier for KustomizeApplier {
             .await
             .map_err(|e| ApplyError::Build(format!("render task failed: {e}")))??;
 
-        if let Some(vars) = collect_vars(spec, &req.object.namespace, req.backend).await? {
+        if let Some(vars) = collect_vars(spec, &req.object.namespace, req.management).await? {
             let mut objects = set.into_objects();
             substitute_objects(&mut objects, &vars, self.options.strict_substitution)
                 .map_err(|e| ApplyError::Build(e.to_string()))?;
@@ -481,6 +481,7 @@ mod tests {
                 revision: "main@sha1:1",
                 previous_inventory: prev,
                 backend,
+                management: backend,
                 timeout: Duration::from_secs(5),
             })
             .await
@@ -685,6 +686,7 @@ mod tests {
                 revision: "r",
                 previous_inventory: None,
                 backend: &backend,
+                management: &backend,
                 timeout: Duration::from_millis(300),
             })
             .await

@@ -250,11 +250,24 @@ pub type ChartSpecFn<T> = fn(HelmRepositorySpec, HelmChartSpec) -> T;
 pub struct HelmReleaseReconciler<M> {
     manager: M,
     store: ArtifactStore,
+    remote: Option<std::sync::Arc<super::RemoteClusters>>,
 }
 
 impl<M> HelmReleaseReconciler<M> {
     pub fn new(manager: M, store: ArtifactStore) -> Self {
-        HelmReleaseReconciler { manager, store }
+        HelmReleaseReconciler {
+            manager,
+            store,
+            remote: None,
+        }
+    }
+
+    /// Reaches the clusters of `spec.kubeConfig` through `remote` (release records, objects,
+    /// hooks and tests all go there). Without it, a HelmRelease with a kubeConfig stalls
+    /// saying this build cannot reach remote clusters.
+    pub fn with_remote_clusters(mut self, remote: std::sync::Arc<super::RemoteClusters>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 }
 
@@ -1145,17 +1158,23 @@ where
             hst.last_handled_force_at = t.clone();
         }
 
-        // spec.serviceAccountName: the release's actions (storage, install, upgrade, tests,
-        // rollback, uninstall) run as that account.
-        let (acting, not_enforced) = match super::acting_backend(
-            hr.namespace(),
+        // spec.kubeConfig: the release's actions (storage, install, upgrade, tests, rollback,
+        // uninstall) run on that cluster; spec.serviceAccountName: as that account (on the
+        // remote cluster when there is one).
+        let (acting, not_enforced) = match super::remote::target_backend(
+            &me,
+            hr.spec.kube_config.as_ref(),
             hr.spec.service_account_name.as_deref(),
             backend,
-        ) {
+            self.remote.as_deref(),
+            timeout,
+        )
+        .await
+        {
             Ok(b) => b,
-            Err(msg) => {
+            Err(e) => {
                 hst.write_to(&mut status);
-                return Outcome::failed(obj, status, reason::RECONCILIATION_FAILED, msg, false);
+                return Outcome::failed(obj, status, e.reason, e.message, e.stalled);
             }
         };
         let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
@@ -1564,18 +1583,38 @@ where
             .map(|d| d.duration())
             .unwrap_or(Duration::from_secs(300));
         let me = obj.object_ref();
-        let acting = match super::acting_backend(
-            hr.namespace(),
+        let acting = match super::remote::target_backend(
+            &me,
+            hr.spec.kube_config.as_ref(),
             hr.spec.service_account_name.as_deref(),
             backend,
-        ) {
+            self.remote.as_deref(),
+            timeout,
+        )
+        .await
+        {
             Ok((b, _)) => b,
-            Err(msg) => {
+            // The remote cluster's credentials are gone: the release cannot be uninstalled
+            // there, and waiting cannot bring them back; its HelmChart still goes.
+            Err(e) if e.gone => {
+                let mut out = vec![Event::new(
+                    me,
+                    Severity::Info,
+                    "UninstallSkipped",
+                    format!(
+                        "{}: release {}/{} left on the remote cluster",
+                        e.message, target.namespace, target.name
+                    ),
+                )];
+                out.extend(delete_owned_chart(obj, backend).await);
+                return out;
+            }
+            Err(e) => {
                 return vec![Event::new(
                     me,
                     Severity::Error,
                     helm_reason::UNINSTALL_FAILED,
-                    msg,
+                    e.message,
                 )]
             }
         };

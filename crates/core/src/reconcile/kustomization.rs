@@ -1,6 +1,7 @@
 //! The Kustomization reconciler: source artifact -> applier (render, substitute, apply,
 //! inventory, prune, health) -> status and events.
 
+use super::remote::{target_backend, RemoteClusters};
 use super::{dependency_refs, invalid_spec, source_ref, Outcome, Reconciler, Schedule, Verdict};
 use crate::api::kustomize::KustomizationSpec;
 use crate::api::{from_object, ApiError, FluxKind, Kustomization};
@@ -11,17 +12,30 @@ use crate::storage::ArtifactStore;
 use crate::traits::applier::{ApplyError, ApplyRequest};
 use crate::traits::{Applier, Backend};
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Reconciles Kustomization objects with any [`Applier`] that reads a `KustomizationSpec`.
 pub struct KustomizationReconciler<A> {
     applier: A,
     store: ArtifactStore,
+    remote: Option<Arc<RemoteClusters>>,
 }
 
 impl<A> KustomizationReconciler<A> {
     pub fn new(applier: A, store: ArtifactStore) -> Self {
-        KustomizationReconciler { applier, store }
+        KustomizationReconciler {
+            applier,
+            store,
+            remote: None,
+        }
+    }
+
+    /// Reaches the clusters of `spec.kubeConfig` through `remote`. Without it, a
+    /// Kustomization with a kubeConfig stalls saying this build cannot reach remote clusters.
+    pub fn with_remote_clusters(mut self, remote: Arc<RemoteClusters>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 }
 
@@ -111,25 +125,30 @@ where
         };
 
         let me = obj.object_ref();
-        // spec.serviceAccountName: apply and prune as that account.
-        let (acting, not_enforced) = match super::acting_backend(
-            k.namespace(),
-            k.spec.service_account_name.as_deref(),
-            backend,
-        ) {
-            Ok(b) => b,
-            Err(msg) => {
-                return Outcome::failed(obj, status, reason::RECONCILIATION_FAILED, msg, false)
-            }
-        };
-        let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
-        let started = Instant::now();
         let timeout = k
             .spec
             .timeout
             .as_ref()
             .map(|d| d.duration())
             .unwrap_or(k.spec.interval.duration());
+        // spec.kubeConfig: act on that cluster; spec.serviceAccountName: apply and prune as
+        // that account (on the remote cluster when there is one).
+        let management = backend;
+        let (acting, not_enforced) = match target_backend(
+            &me,
+            k.spec.kube_config.as_ref(),
+            k.spec.service_account_name.as_deref(),
+            management,
+            self.remote.as_deref(),
+            timeout,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => return Outcome::failed(obj, status, e.reason, e.message, e.stalled),
+        };
+        let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
+        let started = Instant::now();
         let result = self
             .applier
             .apply(ApplyRequest {
@@ -139,6 +158,7 @@ where
                 revision: &revision,
                 previous_inventory: status.inventory.as_ref(),
                 backend,
+                management,
                 timeout,
             })
             .await;
@@ -220,13 +240,45 @@ where
             return Vec::new();
         };
         let me = obj.object_ref();
-        let acting = match super::acting_backend(
-            k.namespace(),
+        let timeout = k
+            .spec
+            .timeout
+            .as_ref()
+            .map(|d| d.duration())
+            .unwrap_or(k.spec.interval.duration());
+        let acting = match target_backend(
+            &me,
+            k.spec.kube_config.as_ref(),
             k.spec.service_account_name.as_deref(),
             backend,
-        ) {
+            self.remote.as_deref(),
+            timeout,
+        )
+        .await
+        {
             Ok((b, _)) => b,
-            Err(msg) => return vec![Event::new(me, Severity::Error, reason::PRUNE_FAILED, msg)],
+            // The remote cluster's credentials are gone: nothing can be pruned there, and
+            // waiting cannot bring them back (Flux skips the prune too).
+            Err(e) if e.gone => {
+                return vec![Event::new(
+                    me,
+                    Severity::Info,
+                    "PruneSkipped",
+                    format!(
+                        "{}: {} objects left on the remote cluster",
+                        e.message,
+                        inv.entries.len()
+                    ),
+                )]
+            }
+            Err(e) => {
+                return vec![Event::new(
+                    me,
+                    Severity::Error,
+                    reason::PRUNE_FAILED,
+                    e.message,
+                )]
+            }
         };
         let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
         match self.applier.remove(inv, backend).await {

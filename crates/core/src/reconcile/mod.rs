@@ -7,6 +7,7 @@ pub mod helmchart;
 pub mod helmrelease;
 pub mod kustomization;
 pub mod oci;
+pub mod remote;
 pub mod terraform;
 
 use crate::api::{ApiError, FluxKind};
@@ -22,6 +23,7 @@ pub use helmchart::HelmChartReconciler;
 pub use helmrelease::{HelmReleaseReconciler, ReleaseManager};
 pub use kustomization::KustomizationReconciler;
 pub use oci::OciRepositoryReconciler;
+pub use remote::RemoteClusters;
 pub use terraform::TerraformReconciler;
 
 /// How the runtime schedules one object, read from its spec.

@@ -17,7 +17,12 @@ pub struct ApplyRequest<'a, S> {
     pub revision: &'a str,
     /// What the previous successful apply left, for pruning.
     pub previous_inventory: Option<&'a Inventory>,
+    /// Where the objects go: the object's own backend, a remote cluster (`spec.kubeConfig`),
+    /// either possibly acting as a ServiceAccount (`spec.serviceAccountName`).
     pub backend: &'a dyn Backend,
+    /// Where the object itself lives, as the controller: its Secrets and ConfigMaps
+    /// (`postBuild.substituteFrom`) are read here, as Flux reads them with its own client.
+    pub management: &'a dyn Backend,
     /// The budget for apply plus health checks.
     pub timeout: Duration,
 }

@@ -4,6 +4,7 @@
 
 pub mod applier;
 pub mod backend;
+pub mod cluster;
 pub mod notifier;
 pub mod plan;
 pub mod source;
@@ -12,6 +13,7 @@ pub use applier::{Applied, Applier, ApplyError, ApplyRequest};
 pub use backend::{
     ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchEvent, WatchStream,
 };
+pub use cluster::{ClusterConnector, ConnectError};
 pub use notifier::{Notifier, NotifyError};
 pub use plan::{
     plan_id, OutputValue, Outputs, Plan, PlanError, PlanRequest, PlanRunner, PlanSummary,
