@@ -57,17 +57,46 @@ pub mod presets {
     use std::sync::Arc;
     use trueup_core::reconcile::{
         GitRepositoryReconciler, HelmChartReconciler, HelmReleaseReconciler,
-        KustomizationReconciler, OciRepositoryReconciler, TerraformReconciler,
+        KustomizationReconciler, OciRepositoryReconciler, RemoteClusters, TerraformReconciler,
     };
     use trueup_core::runtime::{Runtime, RuntimeBuilder};
     use trueup_core::storage::ArtifactStore;
     use trueup_core::traits::Backend;
 
+    /// The remote clusters of `spec.kubeConfig` this build can reach: with the `kube` feature,
+    /// any cluster a kubeconfig Secret describes ([`trueup_kube::KubeConnector`]); without it,
+    /// none (such objects stall, saying so).
+    pub fn remote_clusters() -> Option<Arc<RemoteClusters>> {
+        #[cfg(feature = "kube")]
+        {
+            Some(Arc::new(RemoteClusters::new(
+                trueup_kube::KubeConnector::new(),
+            )))
+        }
+        #[cfg(not(feature = "kube"))]
+        {
+            None
+        }
+    }
+
     /// A runtime builder with the Git, OCI and Helm sources, the Kustomize and HelmRelease
-    /// appliers wired to `backend`,
+    /// appliers wired to `backend` (and to the remote clusters of `spec.kubeConfig`, see
+    /// [`remote_clusters`]),
     /// artifacts kept in `store`, and the Terraform reconciler when a `tofu` or `terraform`
     /// binary is on PATH. Add notifiers and options, then `build()`.
     pub fn gitops(backend: Arc<dyn Backend>, store: ArtifactStore) -> RuntimeBuilder {
+        let mut kustomizations = KustomizationReconciler::new(
+            trueup_appliers::KustomizeApplier::default(),
+            store.clone(),
+        );
+        let mut releases = HelmReleaseReconciler::new(
+            trueup_appliers::helmrelease::HelmReleaseApplier::new(),
+            store.clone(),
+        );
+        if let Some(remote) = remote_clusters() {
+            kustomizations = kustomizations.with_remote_clusters(remote.clone());
+            releases = releases.with_remote_clusters(remote);
+        }
         let builder = Runtime::builder(backend)
             .reconciler(GitRepositoryReconciler::new(
                 trueup_sources::GitSource::new(),
@@ -77,19 +106,13 @@ pub mod presets {
                 trueup_sources::OciSource::default(),
                 store.clone(),
             ))
-            .reconciler(KustomizationReconciler::new(
-                trueup_appliers::KustomizeApplier::default(),
-                store.clone(),
-            ))
+            .reconciler(kustomizations)
             .reconciler(HelmChartReconciler::new(
                 trueup_sources::HelmSource::new(),
                 store.clone(),
                 |repository, chart| trueup_sources::helm::HelmChartSource { repository, chart },
             ))
-            .reconciler(HelmReleaseReconciler::new(
-                trueup_appliers::helmrelease::HelmReleaseApplier::new(),
-                store.clone(),
-            ));
+            .reconciler(releases);
         match trueup_appliers::tofu::TofuRunner::detect() {
             Ok(runner) => builder.reconciler(TerraformReconciler::new(runner, store)),
             Err(_) => builder,

@@ -36,10 +36,12 @@
 pub mod crd;
 pub mod health;
 pub mod leader;
+pub mod remote;
 pub mod selector;
 pub mod triggers;
 
 pub use leader::{LeaderElectionConfig, LeaderElector, Leadership};
+pub use remote::KubeConnector;
 pub use selector::LabelSelector;
 
 use async_trait::async_trait;
