@@ -1644,3 +1644,487 @@ fn a_helm_release_with_a_service_account_name_installs_and_uninstalls_with_its_r
         get(kc, chart, ns, "t-sah-tenant").is_none().then_some(())
     });
 }
+
+// ---------- spec.kubeConfig: remote clusters ----------
+
+use trueup::core::runtime::{CancellationToken, Runtime};
+use trueup::core::status::{ConditionStatus, Status, READY};
+use trueup::core::traits::{ApplyOptions, Backend};
+use trueup::core::{Object, ObjectRef};
+
+/// The runtime of `presets::gitops` on a local directory (the management side), run on its
+/// own tokio runtime so that the test can poll with kubectl; cancelled on drop.
+struct Embedded {
+    backend: trueup::local::LocalBackend,
+    rt: std::sync::Arc<Runtime>,
+    tokio: tokio::runtime::Runtime,
+    cancel: CancellationToken,
+}
+
+impl Embedded {
+    /// Applies `objects` to a new local backend under `dir`, then starts reconciling.
+    fn start(dir: &Path, objects: &[Object]) -> Embedded {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let backend = trueup::local::LocalBackend::open_with(
+            dir.join("cluster"),
+            trueup::local::LocalOptions {
+                durable: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let store =
+            trueup::core::storage::ArtifactStore::new(backend.state_dir().join("artifacts"))
+                .unwrap();
+        let rt = std::sync::Arc::new(
+            trueup::presets::gitops(std::sync::Arc::new(backend.clone()), store).build(),
+        );
+        let e = Embedded {
+            backend,
+            rt,
+            tokio,
+            cancel: CancellationToken::new(),
+        };
+        for o in objects {
+            e.tokio
+                .block_on(e.backend.apply(o, &ApplyOptions::default()))
+                .unwrap();
+        }
+        let (rt, cancel) = (e.rt.clone(), e.cancel.clone());
+        e.tokio.spawn(async move { rt.run(cancel).await });
+        e
+    }
+
+    fn get(&self, r: &ObjectRef) -> Option<Object> {
+        self.tokio.block_on(self.backend.get(r)).unwrap()
+    }
+
+    fn delete(&self, r: &ObjectRef) {
+        self.tokio.block_on(self.backend.delete(r)).unwrap();
+    }
+
+    fn ready(&self, r: &ObjectRef) -> Option<trueup::core::Condition> {
+        let o = self.get(r)?;
+        Status::from_value(o.status()).condition(READY).cloned()
+    }
+
+    /// Every event message and the object's status, for checks that a secret is absent.
+    fn everything_said(&self, r: &ObjectRef) -> String {
+        let mut text: Vec<String> = self
+            .backend
+            .events(None)
+            .unwrap()
+            .into_iter()
+            .map(|e| format!("{} {}", e.reason, e.message))
+            .collect();
+        if let Some(o) = self.get(r) {
+            text.push(o.status().map(|v| v.to_string()).unwrap_or_default());
+        }
+        text.join("\n")
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Polls `f` until it returns Some, panicking with `diag()` after `secs`.
+fn eventually<T>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> Option<T>,
+    diag: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}\n{}",
+            diag()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn yaml_objects(text: &str) -> Vec<Object> {
+    trueup::core::yaml::parse_objects(text, "test objects").unwrap()
+}
+
+/// A Secret holding a kubeconfig under `key`.
+fn kubeconfig_secret(ns: &str, name: &str, key: &str, kubeconfig: &str) -> Object {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {key: kubeconfig},
+    }))
+    .unwrap()
+}
+
+/// The bearer token of a kubeconfig (`token: ...`).
+fn token_of(kubeconfig: &str) -> String {
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token:"))
+        .expect("a token in the kubeconfig")
+        .trim()
+        .to_string()
+}
+
+/// The kubeconfig with its token replaced.
+fn with_token(kubeconfig: &str, token: &str) -> String {
+    kubeconfig
+        .lines()
+        .map(|l| match l.trim().strip_prefix("token:") {
+            Some(_) => format!("    token: {token}"),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn managers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["manager"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_local_kustomization_with_a_kubeconfig_applies_prunes_and_cleans_up_on_the_cluster() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    let kubeconfig = std::fs::read_to_string(kc).unwrap();
+    let ns = "t-remote-local";
+    kubectl_apply(kc, &namespace(ns));
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("apps/a.yaml", &config_map(ns, "a", "", "1")),
+            ("apps/b.yaml", &config_map(ns, "b", "", "2")),
+        ],
+    );
+    let mut objects = yaml_objects(&format!(
+        "{}---\n{}",
+        git_repository("fleet", "fleet", &repo.url(), ""),
+        kustomization(
+            "fleet",
+            "remote",
+            "fleet",
+            "./apps",
+            "",
+            "  kubeConfig:\n    secretRef:\n      name: remote-cluster\n"
+        ),
+    ));
+    objects.push(kubeconfig_secret(
+        "fleet",
+        "remote-cluster",
+        "value",
+        &kubeconfig,
+    ));
+    let started = Instant::now();
+    let e = Embedded::start(tmp.path(), &objects);
+    let ks = FluxKind::Kustomization.ref_to("fleet", "remote");
+    let diag = || format!("{:?}\n{}", e.ready(&ks), e.everything_said(&ks));
+    eventually(
+        "the Kustomization Ready",
+        120,
+        || e.ready(&ks).filter(|c| c.status == ConditionStatus::True),
+        diag,
+    );
+    eprintln!("first remote apply ready in {:?}", started.elapsed());
+    let a = get(kc, "configmap", ns, "a").expect("applied on the cluster");
+    assert_eq!(a["data"]["v"], "1");
+    assert!(managers(&a).contains(&"trueup".to_string()), "{a}");
+    assert_eq!(data_v(kc, ns, "b").as_deref(), Some("2"));
+    // Nothing of it in the local backend's tree.
+    assert!(e.get(&ObjectRef::new("", "ConfigMap", ns, "a")).is_none());
+    assert!(!e.backend.root().join(ns).exists());
+    let status = Status::from_value(e.get(&ks).unwrap().status());
+    let ids: Vec<&str> = status
+        .inventory
+        .as_ref()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|x| x.id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [format!("{ns}_a__ConfigMap"), format!("{ns}_b__ConfigMap")]
+    );
+
+    // A commit that deletes a manifest prunes it on the cluster.
+    repo.remove("apps/b.yaml");
+    let head = repo.commit("drop b");
+    e.rt.request_reconcile(&FluxKind::GitRepository.ref_to("fleet", "fleet"));
+    eventually(
+        "b pruned on the cluster",
+        120,
+        || {
+            let r = e.ready(&ks)?;
+            (r.message.contains(&head) && data_v(kc, ns, "b").is_none()).then_some(())
+        },
+        diag,
+    );
+    assert!(e
+        .everything_said(&ks)
+        .contains(&format!("ConfigMap/{ns}/b deleted")));
+    assert!(!e.everything_said(&ks).contains(&token_of(&kubeconfig)));
+
+    // Deleting the Kustomization (prune: true) removes its objects from the cluster.
+    e.delete(&ks);
+    eventually(
+        "a pruned on the cluster after the deletion",
+        60,
+        || data_v(kc, ns, "a").is_none().then_some(()),
+        diag,
+    );
+}
+
+#[test]
+fn a_kubeconfig_with_a_restricted_service_account_token_applies_only_where_allowed() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let (flux, apps, other) = ("t-rk-flux", "t-rk-apps", "t-rk-other");
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: remote-deployer\n  namespace: {apps}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: remote-deployer\n  namespace: {apps}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, list, watch, create, update, patch, delete]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: remote-deployer\n  namespace: {apps}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: remote-deployer\nsubjects:\n- kind: ServiceAccount\n  name: remote-deployer\n  namespace: {apps}\n",
+            namespace(flux),
+            namespace(apps),
+            namespace(other),
+        ),
+    );
+    // A token for the ServiceAccount (TokenRequest API), in a kubeconfig for the same server.
+    let tmp = tempfile::tempdir().unwrap();
+    let request = tmp.path().join("token-request.json");
+    std::fs::write(
+        &request,
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#,
+    )
+    .unwrap();
+    let resp: Value = serde_json::from_str(&kubectl(
+        kc,
+        &[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/{apps}/serviceaccounts/remote-deployer/token"),
+            "-f",
+            request.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let token = resp["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let remote = with_token(&std::fs::read_to_string(kc).unwrap(), &token);
+    let repo = Repo::new(
+        tmp.path(),
+        &[("apps/cm.yaml", &config_map(apps, "allowed", "", "ok"))],
+    );
+    let label = "e2e.trueup.dev/test: remote-restricted";
+    let secret =
+        serde_json::to_string(&kubeconfig_secret(flux, "remote", "kubeconfig", &remote).0).unwrap();
+    kubectl_apply(kc, &secret);
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}",
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(
+                flux,
+                "tenant",
+                "fleet",
+                "./apps",
+                label,
+                "  kubeConfig:\n    secretRef:\n      name: remote\n      key: kubeconfig\n"
+            ),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "remote-restricted",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=remote-restricted",
+        ],
+    );
+    wait_for("the Kustomization Ready", 120, &[&op], || {
+        is_ready(kc, KS, flux, "tenant").then_some(())
+    });
+    let cm = get(kc, "configmap", apps, "allowed").expect("applied with the token");
+    assert_eq!(cm["data"]["v"], "ok");
+    assert!(managers(&cm).contains(&"trueup".to_string()), "{cm}");
+
+    // A manifest for a namespace the token may not touch: refused, naming the object.
+    repo.write("apps/other.yaml", &config_map(other, "refused", "", "no"));
+    let head = repo.commit("into another namespace");
+    requested_at(kc, GR, flux, "fleet", "1");
+    let message = wait_for("the refusal in Ready", 120, &[&op], || {
+        let ks = get(kc, KS, flux, "tenant")?;
+        let r = ready(&ks)?;
+        let m = r["message"].as_str().unwrap_or("").to_string();
+        (r["status"] == "False" && m.contains("forbidden")).then_some(m)
+    });
+    eprintln!("refusal: {message}");
+    assert!(
+        message.contains(&format!("ConfigMap/{other}/refused"))
+            && message.contains(&format!("system:serviceaccount:{apps}:remote-deployer")),
+        "{message}"
+    );
+    assert_eq!(data_v(kc, other, "refused"), None);
+    let ks = get(kc, KS, flux, "tenant").unwrap();
+    assert_eq!(
+        ks["status"]["lastAttemptedRevision"],
+        format!("main@sha1:{head}")
+    );
+    let events = kubectl(kc, &["get", "events", "-n", flux, "-o", "json"]);
+    assert!(events.contains("forbidden"), "{events}");
+    for text in [&events, &ks["status"].to_string(), &op.log()] {
+        assert!(!text.contains(&token), "the token leaked");
+    }
+
+    // Back within its rights, then deleted: the objects go from the cluster with the token.
+    repo.remove("apps/other.yaml");
+    repo.commit("back home");
+    requested_at(kc, GR, flux, "fleet", "2");
+    wait_for("Ready again", 120, &[&op], || {
+        is_ready(kc, KS, flux, "tenant").then_some(())
+    });
+    kubectl(
+        kc,
+        &[
+            "delete",
+            KS,
+            "tenant",
+            "-n",
+            flux,
+            "--wait=true",
+            "--timeout=90s",
+        ],
+    );
+    assert_eq!(data_v(kc, apps, "allowed"), None, "{}", op.log());
+}
+
+#[test]
+fn a_local_helm_release_with_a_kubeconfig_installs_on_the_cluster() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    let kubeconfig = std::fs::read_to_string(kc).unwrap();
+    let ns = "t-remote-helm";
+    kubectl_apply(kc, &namespace(ns));
+    let chart = support::package_chart(
+        "remote",
+        "0.1.0",
+        &[(
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  v: {{ .Values.v | quote }}\n",
+        )],
+    );
+    let charts = support::HelmRepo::serve(vec![("remote".into(), "0.1.0".into(), chart)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut objects = yaml_objects(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: charts, namespace: {ns}}}\nspec: {{interval: 5m, url: '{}'}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  interval: 10m\n  values: {{v: remote}}\n  kubeConfig: {{secretRef: {{name: remote-cluster, key: value.yaml}}}}\n  chart: {{spec: {{chart: remote, sourceRef: {{kind: HelmRepository, name: charts}}}}}}\n",
+        charts.url
+    ));
+    objects.push(kubeconfig_secret(
+        ns,
+        "remote-cluster",
+        "value.yaml",
+        &kubeconfig,
+    ));
+    let e = Embedded::start(tmp.path(), &objects);
+    let hr = FluxKind::HelmRelease.ref_to(ns, "web");
+    let diag = || format!("{:?}\n{}", e.ready(&hr), e.everything_said(&hr));
+    eventually(
+        "the HelmRelease Ready",
+        120,
+        || e.ready(&hr).filter(|c| c.status == ConditionStatus::True),
+        diag,
+    );
+    // The objects and the release record are on the cluster, not in the local tree.
+    assert_eq!(data_v(kc, ns, "web-cm").as_deref(), Some("remote"));
+    let record = get(kc, "secret", ns, "sh.helm.release.v1.web.v1").expect("release record");
+    assert_eq!(record["type"], "helm.sh/release.v1");
+    assert!(e
+        .get(&ObjectRef::new("", "ConfigMap", ns, "web-cm"))
+        .is_none());
+    assert!(e
+        .get(&ObjectRef::new(
+            "",
+            "Secret",
+            ns,
+            "sh.helm.release.v1.web.v1"
+        ))
+        .is_none());
+    // The HelmChart (a source) stays with the HelmRelease.
+    assert!(e
+        .get(&FluxKind::HelmChart.ref_to(ns, &format!("{ns}-web")))
+        .is_some());
+
+    // The real helm CLI sees the release deployed.
+    let helm = std::env::var_os("TRUEUP_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/trueup-tools/helm/helm")
+        });
+    if helm.exists() {
+        let out = Command::new(&helm)
+            .arg("--kubeconfig")
+            .arg(kc)
+            .args(["list", "-n", ns, "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list[0]["name"], "web", "{list}");
+        assert_eq!(list[0]["status"], "deployed", "{list}");
+        assert_eq!(list[0]["chart"], "remote-0.1.0", "{list}");
+    } else {
+        eprintln!("SKIP helm list: no helm binary at {}", helm.display());
+    }
+    assert!(!e.everything_said(&hr).contains(&token_of(&kubeconfig)));
+
+    // Deleting the HelmRelease uninstalls the release on the cluster.
+    e.delete(&hr);
+    eventually(
+        "the release uninstalled on the cluster",
+        60,
+        || {
+            (data_v(kc, ns, "web-cm").is_none()
+                && get(kc, "secret", ns, "sh.helm.release.v1.web.v1").is_none())
+            .then_some(())
+        },
+        diag,
+    );
+}

@@ -1459,3 +1459,145 @@ async fn deleting_a_release_deletes_its_helm_chart() {
         "{events:#?}"
     );
 }
+
+/// `spec.kubeConfig` that cannot be used: each Kustomization gets a Ready=False naming the
+/// field and the Secret (Stalled where only a change can help), fast, and no message carries
+/// the kubeconfig's content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_kubeconfigs_are_named_without_their_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let daemon = GitDaemon::start(&repo.base);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let backend = local_cluster(tmp.path());
+    let kubeconfig = |server: &str, user: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\nusers:\n- name: u\n  user:\n{user}contexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        )
+    };
+    let secrets = [
+        ("no-key", "other", "whatever".to_string()),
+        ("garbage", "value", "token: hunter2-garbage\n- [".to_string()),
+        (
+            "unreachable",
+            "value",
+            kubeconfig(
+                &format!("https://127.0.0.1:{closed}"),
+                "    token: hunter2-unreachable\n",
+            ),
+        ),
+        (
+            "exec",
+            "value",
+            kubeconfig(
+                "https://127.0.0.1:6443",
+                "    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, hunter2-exec]}\n",
+            ),
+        ),
+    ];
+    let mut text = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec: {{interval: 10m, url: '{}', ref: {{branch: main}}}}\n",
+        daemon.url("fleet.git")
+    );
+    for (name, key, value) in &secrets {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: flux-system}}\nstringData: {}\n",
+            serde_json::json!({ *key: value })
+        ));
+    }
+    let kustomizations = [
+        ("missing-secret", "{secretRef: {name: nope}}"),
+        ("missing-key", "{secretRef: {name: no-key}}"),
+        ("garbage", "{secretRef: {name: garbage}}"),
+        ("unreachable", "{secretRef: {name: unreachable}}"),
+        ("exec", "{secretRef: {name: exec}}"),
+        ("configmap", "{configMapRef: {name: aws}}"),
+    ];
+    for (name, kube_config) in kustomizations {
+        text.push_str(&format!(
+            "---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: {name}, namespace: flux-system}}\nspec:\n  interval: 10m\n  timeout: 20s\n  path: ./apps/base\n  prune: true\n  sourceRef: {{kind: GitRepository, name: fleet}}\n  kubeConfig: {kube_config}\n"
+        ));
+    }
+    apply_yaml(&backend, &text).await;
+    let started = std::time::Instant::now();
+    runtime(&backend)
+        .run_until_settled(CancellationToken::new())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    eprintln!("six unusable kubeconfigs settled in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+    let expected = [
+        (
+            "missing-secret",
+            "spec.kubeConfig.secretRef: Secret 'flux-system/nope' not found".to_string(),
+            false,
+        ),
+        (
+            "missing-key",
+            "spec.kubeConfig.secretRef: Secret 'flux-system/no-key' has no key 'value' or 'value.yaml'".to_string(),
+            false,
+        ),
+        (
+            "garbage",
+            "spec.kubeConfig.secretRef: Secret 'flux-system/garbage' key 'value': not a kubeconfig (the YAML does not parse as one)".to_string(),
+            true,
+        ),
+        (
+            "unreachable",
+            format!("spec.kubeConfig.secretRef: Secret 'flux-system/unreachable' key 'value': cannot reach the cluster at https://127.0.0.1:{closed}: "),
+            false,
+        ),
+        (
+            "exec",
+            "spec.kubeConfig.secretRef: Secret 'flux-system/exec' key 'value': user 'u': exec (credential plugins run local commands) is not allowed in a kubeconfig from a Secret".to_string(),
+            true,
+        ),
+        (
+            "configmap",
+            "spec.kubeConfig.configMapRef ('aws'): cloud-provider kubeconfigs are not supported; use spec.kubeConfig.secretRef".to_string(),
+            true,
+        ),
+    ];
+    let mut statuses = String::new();
+    for (name, message, stalled) in expected {
+        let obj = backend
+            .get(&FluxKind::Kustomization.ref_to("flux-system", name))
+            .await
+            .unwrap()
+            .unwrap();
+        statuses.push_str(&obj.status().map(|v| v.to_string()).unwrap_or_default());
+        let st = Status::from_value(obj.status());
+        let ready = st.condition(READY).unwrap();
+        assert_eq!(ready.status, trueup::core::status::ConditionStatus::False);
+        assert!(
+            ready.message.starts_with(&message),
+            "{name}: {}\nwanted: {message}",
+            ready.message
+        );
+        assert_eq!(
+            st.condition(trueup::core::status::STALLED).is_some(),
+            stalled,
+            "{name}: {st:?}"
+        );
+    }
+    let said: String = backend
+        .events(None)
+        .unwrap()
+        .iter()
+        .map(|e| e.message.clone())
+        .chain(std::iter::once(statuses))
+        .collect();
+    assert!(said.contains("cannot reach the cluster"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+    // Nothing was applied anywhere.
+    assert!(backend
+        .get(&ObjectRef::new("apps", "Deployment", "apps", "podinfo"))
+        .await
+        .unwrap()
+        .is_none());
+}
