@@ -698,4 +698,92 @@ mod tests {
             "{err}"
         );
     }
+
+    /// A connector to one in-memory "remote" cluster.
+    struct OneCluster(std::sync::Arc<MemoryBackend>);
+
+    #[async_trait::async_trait]
+    impl trueup_core::traits::ClusterConnector for OneCluster {
+        async fn connect(
+            &self,
+            _kubeconfig: &[u8],
+            _origin: &str,
+        ) -> Result<std::sync::Arc<dyn Backend>, trueup_core::traits::ConnectError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kube_config_applies_and_prunes_remotely_with_variables_from_home() {
+        use trueup_core::reconcile::{KustomizationReconciler, Reconciler, RemoteClusters};
+        use trueup_core::traits::ApplyOptions;
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        write(&tree, "a.yaml", &CM.replace("{name}", "a"));
+        let store = trueup_core::storage::ArtifactStore::new(d.path().join("artifacts")).unwrap();
+        let git = ObjectRef::new(
+            "source.toolkit.fluxcd.io",
+            "GitRepository",
+            "flux-system",
+            "fleet",
+        );
+        let filter = trueup_core::sourceignore::SourceIgnore::load(&tree, None).unwrap();
+        let artifact = store
+            .archive_dir(&git, &tree, "main@sha1:1", &filter)
+            .unwrap();
+        let home = MemoryBackend::new();
+        let objects = trueup_core::yaml::parse_objects(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: fleet, namespace: flux-system}\nspec: {interval: 1m, url: 'https://example.invalid/fleet'}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: kc, namespace: flux-system}\nstringData: {value: 'a kubeconfig'}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: vars, namespace: flux-system}\ndata: {region: eu}\n---\n\
+             apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: apps, namespace: flux-system}\nspec:\n  interval: 10m\n  prune: true\n  sourceRef: {kind: GitRepository, name: fleet}\n  kubeConfig: {secretRef: {name: kc}}\n  postBuild: {substituteFrom: [{kind: ConfigMap, name: vars}]}\n",
+            "objects.yaml",
+        )
+        .unwrap();
+        for o in &objects {
+            home.apply(o, &ApplyOptions::default()).await.unwrap();
+        }
+        let status = trueup_core::status::Status {
+            artifact: Some(artifact),
+            ..Default::default()
+        };
+        home.update_status(&git, &status.to_value()).await.unwrap();
+        let remote = std::sync::Arc::new(MemoryBackend::new());
+        let reconciler = KustomizationReconciler::new(KustomizeApplier::default(), store)
+            .with_remote_clusters(std::sync::Arc::new(RemoteClusters::new(OneCluster(
+                remote.clone(),
+            ))));
+        let mut ks = objects[3].clone();
+        let out = reconciler.reconcile(&ks, &home).await;
+        assert!(out.status.is_ready(), "{:?}", out.status);
+        // Applied remotely, with the variables of the ConfigMap that lives with the object.
+        let a = remote
+            .get(&cm("a"))
+            .await
+            .unwrap()
+            .expect("applied remotely");
+        assert_eq!(a.0["data"]["region"], "eu");
+        assert!(home.get(&cm("a")).await.unwrap().is_none());
+
+        // Deleted while its kubeconfig Secret is gone: nothing can be pruned, and it says so
+        // without holding the object.
+        ks.0.insert("status".into(), out.status.to_value());
+        let kc = ObjectRef::new("", "Secret", "flux-system", "kc");
+        let secret = home.get(&kc).await.unwrap().unwrap();
+        home.delete(&kc).await.unwrap();
+        let events = reconciler.finalize(&ks, &home).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].severity, trueup_core::event::Severity::Info);
+        assert_eq!(
+            events[0].message,
+            "spec.kubeConfig.secretRef: Secret 'flux-system/kc' not found: 1 objects left on the remote cluster"
+        );
+        assert!(remote.get(&cm("a")).await.unwrap().is_some());
+        // With it: the inventory is pruned on the remote cluster.
+        home.apply(&secret, &ApplyOptions::default()).await.unwrap();
+        let events = reconciler.finalize(&ks, &home).await;
+        assert_eq!(events[0].message, "ConfigMap/apps/a deleted");
+        assert!(remote.get(&cm("a")).await.unwrap().is_none());
+    }
 }
