@@ -1821,7 +1821,7 @@ fn a_local_kustomization_with_a_kubeconfig_applies_prunes_and_cleans_up_on_the_c
         ],
     );
     let mut objects = yaml_objects(&format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
         git_repository("fleet", "fleet", &repo.url(), ""),
         kustomization(
             "fleet",
@@ -1830,6 +1830,16 @@ fn a_local_kustomization_with_a_kubeconfig_applies_prunes_and_cleans_up_on_the_c
             "./apps",
             "",
             "  kubeConfig:\n    secretRef:\n      name: remote-cluster\n"
+        ),
+        // serviceAccountName with a kubeConfig: impersonated on the remote cluster, where
+        // that account has no rights.
+        kustomization(
+            "fleet",
+            "as-nobody",
+            "fleet",
+            "./apps",
+            "",
+            "  serviceAccountName: nobody\n  kubeConfig:\n    secretRef:\n      name: remote-cluster\n"
         ),
     ));
     objects.push(kubeconfig_secret(
@@ -1849,6 +1859,23 @@ fn a_local_kustomization_with_a_kubeconfig_applies_prunes_and_cleans_up_on_the_c
         diag,
     );
     eprintln!("first remote apply ready in {:?}", started.elapsed());
+    let nobody = FluxKind::Kustomization.ref_to("fleet", "as-nobody");
+    let refusal = eventually(
+        "the impersonated Kustomization refused",
+        60,
+        || {
+            e.ready(&nobody)
+                .filter(|c| c.status == ConditionStatus::False && c.message.contains("forbidden"))
+        },
+        diag,
+    );
+    assert!(
+        refusal
+            .message
+            .contains("system:serviceaccount:fleet:nobody"),
+        "{}",
+        refusal.message
+    );
     let a = get(kc, "configmap", ns, "a").expect("applied on the cluster");
     assert_eq!(a["data"]["v"], "1");
     assert!(managers(&a).contains(&"trueup".to_string()), "{a}");
@@ -1990,7 +2017,8 @@ fn a_kubeconfig_with_a_restricted_service_account_token_applies_only_where_allow
     });
     eprintln!("refusal: {message}");
     assert!(
-        message.contains(&format!("ConfigMap/{other}/refused"))
+        !message.contains("Status {")
+            && message.contains(&format!("ConfigMap/{other}/refused"))
             && message.contains(&format!("system:serviceaccount:{apps}:remote-deployer")),
         "{message}"
     );

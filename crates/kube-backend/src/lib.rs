@@ -148,7 +148,15 @@ fn kube_err(r: &ObjectRef, action: &str, e: kube::Error) -> BackendError {
                 message: format!("{action}: {}", s.message),
             }
         }
-        _ => other(format!("{action} {r}"), e),
+        _ => match e {
+            // The server's Status is the error: its message and reason, not kube's debug
+            // rendering of it.
+            kube::Error::Api(status) => BackendError::Other {
+                context: format!("{action} {r}"),
+                source: status,
+            },
+            e => other(format!("{action} {r}"), e),
+        },
     }
 }
 
