@@ -28,7 +28,9 @@ use trueup_core::reconcile::helmrelease::{
 };
 use trueup_core::resources::sort_for_deletion;
 use trueup_core::scope::is_cluster_scoped;
-use trueup_core::traits::{ApplyAction, ApplyOptions, Backend, Health, ListParams};
+use trueup_core::traits::{
+    ApplyAction, ApplyOptions, Backend, BackendError, DeleteOptions, Health, ListParams,
+};
 
 /// The label and annotations Helm puts on what it installs, and checks before adopting.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -506,18 +508,72 @@ impl HelmReleaseApplier {
     async fn delete_all(
         &self,
         backend: &dyn Backend,
+        refs: Vec<ObjectRef>,
+    ) -> Result<Vec<ObjectRef>, ReleaseError> {
+        self.delete_all_with(backend, refs, &DeleteOptions::default())
+            .await
+    }
+
+    async fn delete_all_with(
+        &self,
+        backend: &dyn Backend,
         mut refs: Vec<ObjectRef>,
+        opts: &DeleteOptions,
     ) -> Result<Vec<ObjectRef>, ReleaseError> {
         sort_for_deletion(&mut refs);
         let mut deleted = Vec::new();
         for r in refs {
-            match backend.delete(&r).await {
+            match backend.delete_with(&r, opts).await {
                 Ok(true) => deleted.push(r),
                 Ok(false) => {}
                 Err(e) => return Err(err(ReleaseErrorKind::Apply, format!("deleting {r}: {e}"))),
             }
         }
         Ok(deleted)
+    }
+
+    /// Helm's `uninstall --wait`: polls until every deleted object is gone (an object deleted
+    /// in the foreground stays until its dependents are gone; one with finalizers until they
+    /// are removed), up to `timeout`. An object whose kind is no longer served counts as gone.
+    async fn wait_deleted(
+        &self,
+        backend: &dyn Backend,
+        refs: &[ObjectRef],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut pending: Vec<ObjectRef> = refs.to_vec();
+        loop {
+            let mut still = Vec::new();
+            let mut last_err = None;
+            for r in pending {
+                match backend.get(&r).await {
+                    Ok(None)
+                    | Err(BackendError::NotFound(_))
+                    | Err(BackendError::Invalid { .. }) => {}
+                    Ok(Some(_)) => still.push(r),
+                    Err(e) => {
+                        last_err = Some(e.to_string());
+                        still.push(r);
+                    }
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let names: Vec<String> = still.iter().map(|r| r.to_string()).collect();
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for the deletion of {}{}",
+                    names.join(", "),
+                    last_err
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
+            pending = still;
+            tokio::time::sleep(self.poll).await;
+        }
     }
 
     /// Drops the oldest records beyond `maxHistory` (0 = unlimited), never a deployed one.
@@ -997,6 +1053,9 @@ impl ReleaseManager for HelmReleaseApplier {
         };
         let un = spec.uninstall.clone().unwrap_or_default();
         let timeout = un.timeout.as_ref().map(|t| t.duration()).unwrap_or(timeout);
+        let propagation = spec
+            .deletion_propagation()
+            .map_err(|m| err(ReleaseErrorKind::Apply, m))?;
         let mut notes = Vec::new();
         if !un.disable_hooks {
             self.hooks(
@@ -1022,7 +1081,19 @@ impl ReleaseManager for HelmReleaseApplier {
                 }
             }
         }
-        let deleted = self.delete_all(backend, refs).await?;
+        // Helm's `--cascade`: what happens to the dependents of what goes (a Deployment's
+        // ReplicaSets, ...).
+        let deleted = self
+            .delete_all_with(backend, refs, &DeleteOptions::propagation(propagation))
+            .await?;
+        // Helm's `--wait` (Flux waits unless `disableWait`): until what was deleted is gone. A
+        // timeout does not stop the uninstall; it fails it once the rest is done, as in Helm.
+        let mut errors = Vec::new();
+        if !un.disable_wait {
+            if let Err(e) = self.wait_deleted(backend, &deleted, timeout).await {
+                errors.push(e);
+            }
+        }
         if !un.disable_hooks {
             self.hooks(
                 backend,
@@ -1053,6 +1124,16 @@ impl ReleaseManager for HelmReleaseApplier {
                     .await
                     .map_err(|e| storage_err(format!("deleting release record: {e}")))?;
             }
+        }
+        if !errors.is_empty() {
+            return Err(err(
+                ReleaseErrorKind::Apply,
+                format!(
+                    "uninstallation completed with {} error(s): {}",
+                    errors.len(),
+                    errors.join("; ")
+                ),
+            ));
         }
         Ok(deleted)
     }

@@ -50,6 +50,56 @@ impl ApplyAction {
     }
 }
 
+/// What happens to the dependents of a deleted object (objects whose `ownerReferences` name
+/// it), as Kubernetes' `propagationPolicy` and Helm's `uninstall --cascade` say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Propagation {
+    /// The object goes at once; the garbage collector deletes its dependents afterwards.
+    #[default]
+    Background,
+    /// The object stays (with a `foregroundDeletion` finalizer) until its dependents are gone.
+    Foreground,
+    /// The object goes; its dependents stay, their owner references to it removed.
+    Orphan,
+}
+
+impl Propagation {
+    /// Parses Flux's and Helm's spelling (`background`, `foreground`, `orphan`); `None` for
+    /// anything else.
+    pub fn parse(s: &str) -> Option<Propagation> {
+        match s {
+            "background" => Some(Propagation::Background),
+            "foreground" => Some(Propagation::Foreground),
+            "orphan" => Some(Propagation::Orphan),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Propagation::Background => "background",
+            Propagation::Foreground => "foreground",
+            Propagation::Orphan => "orphan",
+        }
+    }
+}
+
+/// How an object is deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// What happens to its dependents; `None` is the backend's default (background on
+    /// Kubernetes).
+    pub propagation: Option<Propagation>,
+}
+
+impl DeleteOptions {
+    pub fn propagation(p: Propagation) -> Self {
+        DeleteOptions {
+            propagation: Some(p),
+        }
+    }
+}
+
 /// Which objects to list: one group and kind, optionally one namespace and a label selector
 /// (all labels must match).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -134,6 +184,15 @@ pub trait Backend: Send + Sync {
 
     /// Deletes an object; `Ok(false)` when it did not exist.
     async fn delete(&self, r: &ObjectRef) -> Result<bool, BackendError>;
+
+    /// Deletes an object with options (the propagation to its dependents); `Ok(false)` when it
+    /// did not exist. The default ignores the options and calls [`Backend::delete`]: right for
+    /// backends where objects have no dependents (the local directory, memory), where every
+    /// propagation means the same thing.
+    async fn delete_with(&self, r: &ObjectRef, opts: &DeleteOptions) -> Result<bool, BackendError> {
+        let _ = opts;
+        self.delete(r).await
+    }
 
     /// Replaces the status of an object, leaving spec and metadata alone.
     async fn update_status(&self, r: &ObjectRef, status: &Value) -> Result<(), BackendError>;
