@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{git, trueup_bin, GitDaemon};
+use support::{free_port, git, http_get, trueup_bin, GitDaemon};
 use trueup::core::api::FluxKind;
 
 fn kubectl_raw(kc: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
@@ -704,7 +704,12 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
         is_ready(kc, KS, flux, "apps").then_some(())
     });
 
-    let mut b = Operator::start(kc, tmp.path(), "replica-b", &args);
+    // b serves its health endpoints: a standby replica is ready too (controller-runtime's
+    // rule), it only does not reconcile.
+    let health_b = format!("127.0.0.1:{}", free_port());
+    let mut args_b = args.to_vec();
+    args_b.extend(["--health-addr", &health_b]);
+    let mut b = Operator::start(kc, tmp.path(), "replica-b", &args_b);
     wait_for("replica b waits on the Lease", 60, &[&b], || {
         b.printed("waiting for Lease").then_some(())
     });
@@ -714,6 +719,13 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
     std::thread::sleep(Duration::from_secs(22));
     assert!(!b.printed("acquired Lease"), "{}", b.log());
     assert_eq!(lease_holder(kc, flux, lease), Some((id_a.clone(), 0)));
+    assert_eq!(http_get(&health_b, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(
+        http_get(&health_b, "/readyz"),
+        Some((200, "ok\n".into())),
+        "{}",
+        b.log()
+    );
 
     // SIGTERM: a finishes, releases the Lease and exits 0; b takes it well before the 20s
     // lease could have expired.
@@ -1203,6 +1215,37 @@ fn no_mount_namespace() -> Option<String> {
     }
 }
 
+/// The manager container's probes: (probe, path), each an httpGet on the named port `healthz`,
+/// which the container declares as 9440.
+fn deployment_probes() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/manager/deployment.yaml"),
+    )
+    .unwrap();
+    let d: Value = serde_yaml::from_str(&text).unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let ports = c["ports"]
+        .as_array()
+        .expect("the manager container has ports");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "healthz" && p["containerPort"] == 9440),
+        "{ports:?}"
+    );
+    ["livenessProbe", "readinessProbe"]
+        .iter()
+        .map(|probe| {
+            let get = &c[*probe]["httpGet"];
+            assert_eq!(get["port"], "healthz", "{probe}");
+            (
+                probe.to_string(),
+                get["path"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The container args of the operator Deployment in config/manager.
 fn deployment_args() -> Vec<String> {
     let text = std::fs::read_to_string(
@@ -1340,7 +1383,32 @@ fn in_cluster_with_the_deploy_manifests_and_a_service_account_token() {
     );
 
     let mut args = deployment_args();
-    assert_eq!(args, ["operator", "--in-cluster", "--leader-elect"]);
+    assert_eq!(
+        args,
+        [
+            "operator",
+            "--in-cluster",
+            "--leader-elect",
+            "--health-addr=:9440"
+        ]
+    );
+    // The probes the kubelet would run, on the port the args serve.
+    let probes = deployment_probes();
+    assert_eq!(
+        probes,
+        [
+            ("livenessProbe".to_string(), "/healthz".to_string()),
+            ("readinessProbe".to_string(), "/readyz".to_string())
+        ]
+    );
+    // The health endpoints on a free port of 127.0.0.1 (tests share the machine), instead of
+    // :9440 on every interface.
+    let health = format!("127.0.0.1:{}", free_port());
+    for a in &mut args {
+        if a.starts_with("--health-addr=") {
+            *a = format!("--health-addr={health}");
+        }
+    }
     // Artifacts in the test's directory; and only this test's Flux objects, as the other
     // tests share the server (the watch selector narrows lists and watches, not rights).
     args.extend([
@@ -1405,6 +1473,10 @@ exec env -i HOME="$HOME_DIR" TMPDIR="$HOME_DIR" KUBERNETES_SERVICE_HOST={host} K
     });
     assert_eq!(data_v(kc, apps, "in-cluster").as_deref(), Some("ok"));
     assert!(is_ready(kc, GR, flux, "fleet"));
+    // Live and ready, as the kubelet's probes would see it.
+    assert_eq!(http_get(&health, "/healthz"), Some((200, "ok\n".into())));
+    assert_eq!(http_get(&health, "/readyz"), Some((200, "ok\n".into())));
+    assert_eq!(http_get(&health, "/nothing").map(|r| r.0), Some(404));
     // SIGTERM, as the kubelet stops a pod: it releases the Lease and exits 0.
     op.signal("TERM");
     assert_eq!(op.wait_exit(60), Some(0), "{}", op.log());
