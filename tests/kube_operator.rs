@@ -1195,6 +1195,135 @@ fn deleting_a_kustomization_prunes_its_objects_before_it_goes() {
     );
 }
 
+/// `spec.deletionPolicy`: Orphan leaves the objects although `prune: true`, Delete deletes them
+/// although `prune: false`, WaitForTermination keeps the Kustomization (its finalizer) until
+/// they are gone, here until the test removes a finalizer that holds one of them.
+#[test]
+fn kustomization_deletion_policies_orphan_delete_and_wait_for_termination() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-dp-apps", "t-dp-flux");
+    let held = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: waited\n  namespace: {apps}\n  finalizers: [e2e.trueup.dev/hold]\ndata:\n  v: \"w\"\n"
+    );
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("orphaned/cm.yaml", &config_map(apps, "orphaned", "", "o")),
+            ("deleted/cm.yaml", &config_map(apps, "deleted", "", "d")),
+            ("waited/cm.yaml", &held),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: deletionpolicy";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(
+                flux,
+                "orphaned",
+                "fleet",
+                "./orphaned",
+                label,
+                "  deletionPolicy: Orphan\n"
+            ),
+            kustomization(
+                flux,
+                "deleted",
+                "fleet",
+                "./deleted",
+                label,
+                "  deletionPolicy: Delete\n"
+            )
+            .replace("prune: true", "prune: false"),
+            kustomization(
+                flux,
+                "waited",
+                "fleet",
+                "./waited",
+                label,
+                "  deletionPolicy: WaitForTermination\n  timeout: 60s\n"
+            ),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "deletionpolicy",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=deletionpolicy",
+        ],
+    );
+    for name in ["orphaned", "deleted", "waited"] {
+        wait_for(&format!("Kustomization {name} Ready"), 120, &[&op], || {
+            is_ready(kc, KS, flux, name).then_some(())
+        });
+        assert!(data_v(kc, apps, name).is_some(), "{name} was applied");
+    }
+    let delete = |name: &str, wait: bool| {
+        kubectl(
+            kc,
+            &[
+                "delete",
+                KS,
+                name,
+                "-n",
+                flux,
+                if wait { "--wait=true" } else { "--wait=false" },
+                "--timeout=90s",
+            ],
+        )
+    };
+
+    delete("orphaned", true);
+    assert_eq!(get(kc, KS, flux, "orphaned"), None);
+    assert_eq!(data_v(kc, apps, "orphaned").as_deref(), Some("o"));
+
+    delete("deleted", true);
+    assert_eq!(get(kc, KS, flux, "deleted"), None);
+    assert_eq!(data_v(kc, apps, "deleted"), None, "{}", op.log());
+
+    // The ConfigMap is deleted but held by its finalizer: the Kustomization waits for it.
+    delete("waited", false);
+    wait_for("the held ConfigMap deleted", 60, &[&op], || {
+        get(kc, "configmap", apps, "waited")
+            .filter(|o| o["metadata"]["deletionTimestamp"].is_string())
+            .map(|_| ())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let ks = get(kc, KS, flux, "waited").expect("the Kustomization waits");
+    assert!(ks["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(finalizers(&ks), vec!["finalizers.fluxcd.io".to_string()]);
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "configmap",
+            "waited",
+            "-n",
+            apps,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ],
+    );
+    wait_for(
+        "the Kustomization gone after its objects",
+        60,
+        &[&op],
+        || get(kc, KS, flux, "waited").is_none().then_some(()),
+    );
+    assert_eq!(get(kc, "configmap", apps, "waited"), None);
+}
+
 /// Why a process cannot get a private mount namespace here, if it cannot.
 fn no_mount_namespace() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;

@@ -320,4 +320,27 @@ mod tests {
         assert!(e.starts_with("spec.uninstall.deletionPropagation:"), "{e}");
         assert!(e.contains("'Orphan'"), "{e}");
     }
+
+    #[tokio::test]
+    async fn wait_until_deleted_names_what_is_left_or_sees_it_go() {
+        let b = std::sync::Arc::new(MemoryBackend::new());
+        let o = Object::new("v1", "ConfigMap", Some("default"), "held");
+        b.apply(&o, &ApplyOptions::default()).await.unwrap();
+        let r = o.object_ref();
+        let short = std::time::Duration::from_millis(100);
+        let poll = std::time::Duration::from_millis(10);
+        let e = wait_until_deleted(b.as_ref(), std::slice::from_ref(&r), short, poll)
+            .await
+            .unwrap_err();
+        assert!(e.contains("held") && e.starts_with("timed out"), "{e}");
+        let (b2, r2) = (b.clone(), r.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            b2.delete(&r2).await.unwrap();
+        });
+        let long = std::time::Duration::from_secs(10);
+        wait_until_deleted(b.as_ref(), &[r], long, poll)
+            .await
+            .unwrap();
+    }
 }

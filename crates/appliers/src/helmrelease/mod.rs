@@ -28,9 +28,8 @@ use trueup_core::reconcile::helmrelease::{
 };
 use trueup_core::resources::sort_for_deletion;
 use trueup_core::scope::is_cluster_scoped;
-use trueup_core::traits::{
-    ApplyAction, ApplyOptions, Backend, BackendError, DeleteOptions, Health, ListParams,
-};
+use trueup_core::traits::backend::wait_until_deleted;
+use trueup_core::traits::{ApplyAction, ApplyOptions, Backend, DeleteOptions, Health, ListParams};
 
 /// The label and annotations Helm puts on what it installs, and checks before adopting.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -530,50 +529,6 @@ impl HelmReleaseApplier {
             }
         }
         Ok(deleted)
-    }
-
-    /// Helm's `uninstall --wait`: polls until every deleted object is gone (an object deleted
-    /// in the foreground stays until its dependents are gone; one with finalizers until they
-    /// are removed), up to `timeout`. An object whose kind is no longer served counts as gone.
-    async fn wait_deleted(
-        &self,
-        backend: &dyn Backend,
-        refs: &[ObjectRef],
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        let mut pending: Vec<ObjectRef> = refs.to_vec();
-        loop {
-            let mut still = Vec::new();
-            let mut last_err = None;
-            for r in pending {
-                match backend.get(&r).await {
-                    Ok(None)
-                    | Err(BackendError::NotFound(_))
-                    | Err(BackendError::Invalid { .. }) => {}
-                    Ok(Some(_)) => still.push(r),
-                    Err(e) => {
-                        last_err = Some(e.to_string());
-                        still.push(r);
-                    }
-                }
-            }
-            if still.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let names: Vec<String> = still.iter().map(|r| r.to_string()).collect();
-                return Err(format!(
-                    "timed out after {timeout:?} waiting for the deletion of {}{}",
-                    names.join(", "),
-                    last_err
-                        .map(|e| format!(" (last error: {e})"))
-                        .unwrap_or_default()
-                ));
-            }
-            pending = still;
-            tokio::time::sleep(self.poll).await;
-        }
     }
 
     /// Drops the oldest records beyond `maxHistory` (0 = unlimited), never a deployed one.
@@ -1090,7 +1045,7 @@ impl ReleaseManager for HelmReleaseApplier {
         // timeout does not stop the uninstall; it fails it once the rest is done, as in Helm.
         let mut errors = Vec::new();
         if !un.disable_wait {
-            if let Err(e) = self.wait_deleted(backend, &deleted, timeout).await {
+            if let Err(e) = wait_until_deleted(backend, &deleted, timeout, self.poll).await {
                 errors.push(e);
             }
         }

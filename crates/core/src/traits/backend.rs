@@ -251,6 +251,48 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Polls until none of `refs` exists any more (an object deleted in the foreground stays until
+/// its dependents are gone, one with finalizers until they are removed), up to `timeout`. An
+/// object whose kind is no longer served counts as gone. The error names what is left.
+pub async fn wait_until_deleted(
+    backend: &dyn Backend,
+    refs: &[ObjectRef],
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending: Vec<ObjectRef> = refs.to_vec();
+    loop {
+        let mut still = Vec::new();
+        let mut last_err = None;
+        for r in pending {
+            match backend.get(&r).await {
+                Ok(None) | Err(BackendError::NotFound(_)) | Err(BackendError::Invalid { .. }) => {}
+                Ok(Some(_)) => still.push(r),
+                Err(e) => {
+                    last_err = Some(e.to_string());
+                    still.push(r);
+                }
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let names: Vec<String> = still.iter().map(|r| r.to_string()).collect();
+            return Err(format!(
+                "timed out after {timeout:?} waiting for the deletion of {}{}",
+                names.join(", "),
+                last_err
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        pending = still;
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// The user name Kubernetes gives a ServiceAccount: `system:serviceaccount:<ns>:<name>`.
 pub fn service_account_user(namespace: &str, name: &str) -> String {
     format!("system:serviceaccount:{namespace}:{name}")
