@@ -1324,6 +1324,102 @@ fn kustomization_deletion_policies_orphan_delete_and_wait_for_termination() {
     assert_eq!(get(kc, "configmap", apps, "waited"), None);
 }
 
+/// Forwards every connection accepted on `listener` to `target`, byte for byte, in threads.
+fn forward(listener: std::net::TcpListener, target: String) {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut upstream) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client, &mut u2);
+                let _ = u2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut upstream, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
+
+/// `--health-addr` on a cluster: live at once, not ready (503, saying why) while the API
+/// server cannot be reached, ready once it answers and serves the Flux kinds, although this
+/// replica never gets the Lease (its namespace does not exist): a standby is ready.
+#[test]
+fn health_endpoints_on_a_cluster_wait_for_the_api_server_not_for_the_lease() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    // The operator's kubeconfig points at a port where nothing listens yet; the test puts a
+    // forwarder to the real server there later (same host: the certificate still matches).
+    let text = std::fs::read_to_string(kc).unwrap();
+    let real = kubectl(
+        kc,
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+    );
+    let real = real.trim().to_string();
+    let (host, _) = real
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let port = free_port();
+    let late = tmp.path().join("late.kubeconfig");
+    std::fs::write(
+        &late,
+        text.replace(&real, &format!("https://{host}:{port}")),
+    )
+    .unwrap();
+    let health = format!("127.0.0.1:{}", free_port());
+    let mut op = Operator::start(
+        &late,
+        tmp.path(),
+        "health",
+        &[
+            "--health-addr",
+            &health,
+            "--leader-elect",
+            "--leader-election-namespace",
+            "t-health-nonexistent",
+            "--leader-election-retry-period",
+            "1s",
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=health",
+        ],
+    );
+    let live = wait_for("/healthz", 60, &[&op], || http_get(&health, "/healthz"));
+    assert_eq!(live, (200, "ok\n".to_string()));
+    let (code, body) = wait_for("/readyz naming the API server", 30, &[&op], || {
+        http_get(&health, "/readyz").filter(|(_, b)| b.contains("API server"))
+    });
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(http_get(&health, "/other").map(|r| r.0), Some(404));
+
+    let listener = std::net::TcpListener::bind((host, port)).unwrap();
+    forward(listener, real.trim_start_matches("https://").to_string());
+    let ready = wait_for("/readyz 200", 60, &[&op], || {
+        http_get(&health, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    assert_eq!(ready.1, "ok\n");
+    assert!(op.printed("waiting for Lease"), "{}", op.log());
+    assert!(!op.printed("acquired Lease"), "{}", op.log());
+    op.signal("TERM");
+    assert_eq!(op.wait_exit(60), Some(0), "{}", op.log());
+}
+
 /// Why a process cannot get a private mount namespace here, if it cannot.
 fn no_mount_namespace() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
