@@ -5,6 +5,7 @@
 //! trueup operator --dir ./cluster --fleet clusters/production [--once]
 //! trueup operator --kubeconfig ~/.kube/config [--leader-elect] [--watch-label-selector SEL]
 //! trueup operator --in-cluster --leader-elect    # in a pod, with its service account
+//! trueup operator ... --health-addr :9440         # /healthz and /readyz, as Flux's controllers
 //! trueup get --dir ./cluster
 //! trueup events --dir ./cluster
 //! trueup build DIR                 # what `kubectl kustomize DIR` prints
@@ -34,6 +35,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile the bundled demo fleet from a real Git repository made in a temporary folder.
@@ -70,6 +73,10 @@ enum Command {
         /// Serve the webhook Receivers on this address (e.g. 127.0.0.1:9292).
         #[arg(long)]
         receiver_addr: Option<std::net::SocketAddr>,
+        /// Serve /healthz (liveness) and /readyz (readiness) on this address, as Flux's
+        /// controllers do on --health-addr (e.g. :9440, all interfaces, or 127.0.0.1:9440).
+        #[arg(long)]
+        health_addr: Option<String>,
     },
     /// Print the status of every object, like `flux get all`.
     Get {
@@ -310,12 +317,22 @@ async fn run(cli: Cli) -> Result<bool> {
             once,
             concurrency,
             receiver_addr,
+            health_addr,
         } => {
             if cluster.enabled() {
                 if !fleet.is_empty() || receiver_addr.is_some() {
                     bail!("--fleet and --receiver-addr work with the local backend (--dir) only");
                 }
-                return kube_operator(cluster, bootstrap, &branch, &path, once, concurrency).await;
+                return kube_operator(
+                    cluster,
+                    bootstrap,
+                    &branch,
+                    &path,
+                    once,
+                    concurrency,
+                    health_addr,
+                )
+                .await;
             }
             if cluster.leader_elect || !cluster.watch_label_selector.is_empty() {
                 bail!("--leader-elect and --watch-label-selector need a cluster: add --kubeconfig PATH or --in-cluster");
@@ -324,6 +341,12 @@ async fn run(cli: Cli) -> Result<bool> {
             let _lock = backend
                 .acquire_exclusive()
                 .with_context(|| format!("locking {}", dir.display()))?;
+            // Live from here; ready once the runtime starts (the fleet loaded, the runtime
+            // built).
+            let health = HealthState::new("starting: loading the fleet");
+            if let Some(addr) = &health_addr {
+                serve_health(addr, health.clone()).await?;
+            }
             for f in &fleet {
                 load_fleet(&backend, f).await?;
             }
@@ -331,6 +354,7 @@ async fn run(cli: Cli) -> Result<bool> {
                 bootstrap_objects(&backend, &url, &branch, &path, "1m").await?;
             }
             let runtime = Arc::new(build_runtime(&backend, concurrency)?);
+            health.set_ready();
             if once {
                 let ok = settle(&runtime, &backend).await?;
                 return Ok(ok);
@@ -366,6 +390,7 @@ async fn kube_operator(
     path: &str,
     once: bool,
     concurrency: usize,
+    health_addr: Option<String>,
 ) -> Result<bool> {
     use trueup::kube::{KubeBackend, LabelSelector, LeaderElectionConfig, LeaderElector};
     let selector: LabelSelector = args.watch_label_selector.parse()?;
@@ -375,6 +400,20 @@ async fn kube_operator(
     };
     let flux_kinds = FluxKind::ALL.map(|k| (k.group().to_string(), k.kind().to_string()));
     let backend = Arc::new(backend.with_watch_selector(selector.clone(), flux_kinds));
+    // Live from here; ready once the API server answers and serves every Flux kind, whether
+    // or not this replica leads (as controller-runtime's managers: a standby is ready).
+    let health = HealthState::new("connecting to the API server");
+    let readiness = match &health_addr {
+        Some(addr) => {
+            serve_health(addr, health.clone()).await?;
+            let (backend, health) = (backend.clone(), health.clone());
+            Some(tokio::spawn(async move {
+                await_flux_kinds(backend.as_ref(), &health).await
+            }))
+        }
+        None => None,
+    };
+    let _readiness = AbortOnDrop(readiness);
 
     // SIGTERM (Kubernetes stopping the pod) and SIGINT: stop taking new work, let reconciles in
     // flight finish, release the Lease, exit 0.
@@ -535,6 +574,164 @@ fn build_runtime(backend: &LocalBackend, concurrency: usize) -> Result<Runtime> 
         .notifier(alerts)
         .options(options)
         .build())
+}
+
+/// What `/readyz` answers: ready, or why not (the 503's body).
+struct HealthState {
+    not_ready: std::sync::Mutex<Option<String>>,
+}
+
+impl HealthState {
+    fn new(why: &str) -> Arc<HealthState> {
+        Arc::new(HealthState {
+            not_ready: std::sync::Mutex::new(Some(why.to_string())),
+        })
+    }
+
+    fn set_ready(&self) {
+        *self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn set_not_ready(&self, why: String) {
+        *self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        self.not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Aborts the task when dropped (the operator returning, whichever way).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Retries until the API server answers and serves every Flux kind (their CRDs installed and
+/// discovered), then marks the operator ready.
+async fn await_flux_kinds(backend: &trueup::kube::KubeBackend, health: &HealthState) {
+    use trueup::core::traits::BackendError;
+    loop {
+        let mut missing = Vec::new();
+        let mut failure = None;
+        for kind in FluxKind::ALL {
+            // A get of a name nobody uses: discovery of the kind, then a 404 (or the object).
+            match backend
+                .get(&kind.ref_to("flux-system", "trueup-readiness-check"))
+                .await
+            {
+                Ok(_) => {}
+                Err(BackendError::Invalid { .. }) => {
+                    missing.push(format!("{}.{}", kind.kind(), kind.group()))
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        match (failure, missing.is_empty()) {
+            (None, true) => {
+                health.set_ready();
+                return;
+            }
+            (Some(e), _) => health.set_not_ready(format!("the API server: {e}")),
+            (None, false) => health.set_not_ready(format!(
+                "kinds not served (CRDs not installed?): {}",
+                missing.join(", ")
+            )),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Serves `/healthz` (200 while the process serves) and `/readyz` (200 once ready, 503 with the
+/// reason before) on `addr`, in the background; anything else is 404. Go's `:PORT` means all
+/// interfaces, as in Flux's `--health-addr=:9440`.
+async fn serve_health(addr: &str, health: Arc<HealthState>) -> Result<std::net::SocketAddr> {
+    let bind = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .with_context(|| format!("binding the health endpoints on {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("health endpoints: http://{local}/healthz, http://{local}/readyz");
+    tokio::spawn(async move {
+        loop {
+            let mut stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let health = health.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    answer_health(&mut stream, &health),
+                )
+                .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// One HTTP/1.1 request, one response, then the connection closes (what probes need).
+async fn answer_health(
+    stream: &mut tokio::net::TcpStream,
+    health: &HealthState,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() <= 8192 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut line = text.lines().next().unwrap_or("").split(' ');
+    let method = line.next().unwrap_or("");
+    let path = line.next().unwrap_or("").split('?').next().unwrap_or("");
+    let (code, body) = match (method, path) {
+        ("GET" | "HEAD", "/healthz") => (200, "ok".to_string()),
+        ("GET" | "HEAD", "/readyz") => match health.not_ready() {
+            None => (200, "ok".to_string()),
+            Some(why) => (503, format!("not ready: {why}")),
+        },
+        (_, "/healthz" | "/readyz") => (405, "method not allowed".to_string()),
+        _ => (404, "not found".to_string()),
+    };
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let body = format!("{body}\n");
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        out.push_str(&body);
+    }
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 /// Serves the Receivers' webhooks; a valid call reconciles the objects the Receiver lists.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{git, trueup_bin, GitDaemon};
+use support::{free_port, git, http_get, trueup_bin, GitDaemon};
 use trueup::core::api::FluxKind;
 
 fn kubectl_raw(kc: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
@@ -704,7 +704,12 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
         is_ready(kc, KS, flux, "apps").then_some(())
     });
 
-    let mut b = Operator::start(kc, tmp.path(), "replica-b", &args);
+    // b serves its health endpoints: a standby replica is ready too (controller-runtime's
+    // rule), it only does not reconcile.
+    let health_b = format!("127.0.0.1:{}", free_port());
+    let mut args_b = args.to_vec();
+    args_b.extend(["--health-addr", &health_b]);
+    let mut b = Operator::start(kc, tmp.path(), "replica-b", &args_b);
     wait_for("replica b waits on the Lease", 60, &[&b], || {
         b.printed("waiting for Lease").then_some(())
     });
@@ -714,6 +719,13 @@ fn operator_replicas_hand_over_the_lease_on_sigterm_and_after_sigkill() {
     std::thread::sleep(Duration::from_secs(22));
     assert!(!b.printed("acquired Lease"), "{}", b.log());
     assert_eq!(lease_holder(kc, flux, lease), Some((id_a.clone(), 0)));
+    assert_eq!(http_get(&health_b, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(
+        http_get(&health_b, "/readyz"),
+        Some((200, "ok\n".into())),
+        "{}",
+        b.log()
+    );
 
     // SIGTERM: a finishes, releases the Lease and exits 0; b takes it well before the 20s
     // lease could have expired.
@@ -1183,6 +1195,231 @@ fn deleting_a_kustomization_prunes_its_objects_before_it_goes() {
     );
 }
 
+/// `spec.deletionPolicy`: Orphan leaves the objects although `prune: true`, Delete deletes them
+/// although `prune: false`, WaitForTermination keeps the Kustomization (its finalizer) until
+/// they are gone, here until the test removes a finalizer that holds one of them.
+#[test]
+fn kustomization_deletion_policies_orphan_delete_and_wait_for_termination() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    let (apps, flux) = ("t-dp-apps", "t-dp-flux");
+    let held = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: waited\n  namespace: {apps}\n  finalizers: [e2e.trueup.dev/hold]\ndata:\n  v: \"w\"\n"
+    );
+    let repo = Repo::new(
+        tmp.path(),
+        &[
+            ("orphaned/cm.yaml", &config_map(apps, "orphaned", "", "o")),
+            ("deleted/cm.yaml", &config_map(apps, "deleted", "", "d")),
+            ("waited/cm.yaml", &held),
+        ],
+    );
+    let label = "e2e.trueup.dev/test: deletionpolicy";
+    kubectl_apply(
+        kc,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}---\n{}",
+            namespace(apps),
+            namespace(flux),
+            git_repository(flux, "fleet", &repo.url(), label),
+            kustomization(
+                flux,
+                "orphaned",
+                "fleet",
+                "./orphaned",
+                label,
+                "  deletionPolicy: Orphan\n"
+            ),
+            kustomization(
+                flux,
+                "deleted",
+                "fleet",
+                "./deleted",
+                label,
+                "  deletionPolicy: Delete\n"
+            )
+            .replace("prune: true", "prune: false"),
+            kustomization(
+                flux,
+                "waited",
+                "fleet",
+                "./waited",
+                label,
+                "  deletionPolicy: WaitForTermination\n  timeout: 60s\n"
+            ),
+        ),
+    );
+    let op = Operator::start(
+        kc,
+        tmp.path(),
+        "deletionpolicy",
+        &[
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=deletionpolicy",
+        ],
+    );
+    for name in ["orphaned", "deleted", "waited"] {
+        wait_for(&format!("Kustomization {name} Ready"), 120, &[&op], || {
+            is_ready(kc, KS, flux, name).then_some(())
+        });
+        assert!(data_v(kc, apps, name).is_some(), "{name} was applied");
+    }
+    let delete = |name: &str, wait: bool| {
+        kubectl(
+            kc,
+            &[
+                "delete",
+                KS,
+                name,
+                "-n",
+                flux,
+                if wait { "--wait=true" } else { "--wait=false" },
+                "--timeout=90s",
+            ],
+        )
+    };
+
+    delete("orphaned", true);
+    assert_eq!(get(kc, KS, flux, "orphaned"), None);
+    assert_eq!(data_v(kc, apps, "orphaned").as_deref(), Some("o"));
+
+    delete("deleted", true);
+    assert_eq!(get(kc, KS, flux, "deleted"), None);
+    assert_eq!(data_v(kc, apps, "deleted"), None, "{}", op.log());
+
+    // The ConfigMap is deleted but held by its finalizer: the Kustomization waits for it.
+    delete("waited", false);
+    wait_for("the held ConfigMap deleted", 60, &[&op], || {
+        get(kc, "configmap", apps, "waited")
+            .filter(|o| o["metadata"]["deletionTimestamp"].is_string())
+            .map(|_| ())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let ks = get(kc, KS, flux, "waited").expect("the Kustomization waits");
+    assert!(ks["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(finalizers(&ks), vec!["finalizers.fluxcd.io".to_string()]);
+    kubectl(
+        kc,
+        &[
+            "patch",
+            "configmap",
+            "waited",
+            "-n",
+            apps,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ],
+    );
+    wait_for(
+        "the Kustomization gone after its objects",
+        60,
+        &[&op],
+        || get(kc, KS, flux, "waited").is_none().then_some(()),
+    );
+    assert_eq!(get(kc, "configmap", apps, "waited"), None);
+}
+
+/// Forwards every connection accepted on `listener` to `target`, byte for byte, in threads.
+fn forward(listener: std::net::TcpListener, target: String) {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut upstream) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client, &mut u2);
+                let _ = u2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut upstream, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
+
+/// `--health-addr` on a cluster: live at once, not ready (503, saying why) while the API
+/// server cannot be reached, ready once it answers and serves the Flux kinds, although this
+/// replica never gets the Lease (its namespace does not exist): a standby is ready.
+#[test]
+fn health_endpoints_on_a_cluster_wait_for_the_api_server_not_for_the_lease() {
+    let Some(server) = apiserver::server() else {
+        return;
+    };
+    let kc = server.kubeconfig.as_path();
+    install_crds(kc);
+    let tmp = tempfile::tempdir().unwrap();
+    // The operator's kubeconfig points at a port where nothing listens yet; the test puts a
+    // forwarder to the real server there later (same host: the certificate still matches).
+    let text = std::fs::read_to_string(kc).unwrap();
+    let real = kubectl(
+        kc,
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+    );
+    let real = real.trim().to_string();
+    let (host, _) = real
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let port = free_port();
+    let late = tmp.path().join("late.kubeconfig");
+    std::fs::write(
+        &late,
+        text.replace(&real, &format!("https://{host}:{port}")),
+    )
+    .unwrap();
+    let health = format!("127.0.0.1:{}", free_port());
+    let mut op = Operator::start(
+        &late,
+        tmp.path(),
+        "health",
+        &[
+            "--health-addr",
+            &health,
+            "--leader-elect",
+            "--leader-election-namespace",
+            "t-health-nonexistent",
+            "--leader-election-retry-period",
+            "1s",
+            "--watch-label-selector",
+            "e2e.trueup.dev/test=health",
+        ],
+    );
+    let live = wait_for("/healthz", 60, &[&op], || http_get(&health, "/healthz"));
+    assert_eq!(live, (200, "ok\n".to_string()));
+    let (code, body) = wait_for("/readyz naming the API server", 30, &[&op], || {
+        http_get(&health, "/readyz").filter(|(_, b)| b.contains("API server"))
+    });
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(http_get(&health, "/other").map(|r| r.0), Some(404));
+
+    let listener = std::net::TcpListener::bind((host, port)).unwrap();
+    forward(listener, real.trim_start_matches("https://").to_string());
+    let ready = wait_for("/readyz 200", 60, &[&op], || {
+        http_get(&health, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    assert_eq!(ready.1, "ok\n");
+    assert!(op.printed("waiting for Lease"), "{}", op.log());
+    assert!(!op.printed("acquired Lease"), "{}", op.log());
+    op.signal("TERM");
+    assert_eq!(op.wait_exit(60), Some(0), "{}", op.log());
+}
+
 /// Why a process cannot get a private mount namespace here, if it cannot.
 fn no_mount_namespace() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
@@ -1201,6 +1438,37 @@ fn no_mount_namespace() -> Option<String> {
         )),
         Err(e) => Some(format!("`unshare` is missing: {e}")),
     }
+}
+
+/// The manager container's probes: (probe, path), each an httpGet on the named port `healthz`,
+/// which the container declares as 9440.
+fn deployment_probes() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/manager/deployment.yaml"),
+    )
+    .unwrap();
+    let d: Value = serde_yaml::from_str(&text).unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let ports = c["ports"]
+        .as_array()
+        .expect("the manager container has ports");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "healthz" && p["containerPort"] == 9440),
+        "{ports:?}"
+    );
+    ["livenessProbe", "readinessProbe"]
+        .iter()
+        .map(|probe| {
+            let get = &c[*probe]["httpGet"];
+            assert_eq!(get["port"], "healthz", "{probe}");
+            (
+                probe.to_string(),
+                get["path"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// The container args of the operator Deployment in config/manager.
@@ -1340,7 +1608,32 @@ fn in_cluster_with_the_deploy_manifests_and_a_service_account_token() {
     );
 
     let mut args = deployment_args();
-    assert_eq!(args, ["operator", "--in-cluster", "--leader-elect"]);
+    assert_eq!(
+        args,
+        [
+            "operator",
+            "--in-cluster",
+            "--leader-elect",
+            "--health-addr=:9440"
+        ]
+    );
+    // The probes the kubelet would run, on the port the args serve.
+    let probes = deployment_probes();
+    assert_eq!(
+        probes,
+        [
+            ("livenessProbe".to_string(), "/healthz".to_string()),
+            ("readinessProbe".to_string(), "/readyz".to_string())
+        ]
+    );
+    // The health endpoints on a free port of 127.0.0.1 (tests share the machine), instead of
+    // :9440 on every interface.
+    let health = format!("127.0.0.1:{}", free_port());
+    for a in &mut args {
+        if a.starts_with("--health-addr=") {
+            *a = format!("--health-addr={health}");
+        }
+    }
     // Artifacts in the test's directory; and only this test's Flux objects, as the other
     // tests share the server (the watch selector narrows lists and watches, not rights).
     args.extend([
@@ -1405,6 +1698,10 @@ exec env -i HOME="$HOME_DIR" TMPDIR="$HOME_DIR" KUBERNETES_SERVICE_HOST={host} K
     });
     assert_eq!(data_v(kc, apps, "in-cluster").as_deref(), Some("ok"));
     assert!(is_ready(kc, GR, flux, "fleet"));
+    // Live and ready, as the kubelet's probes would see it.
+    assert_eq!(http_get(&health, "/healthz"), Some((200, "ok\n".into())));
+    assert_eq!(http_get(&health, "/readyz"), Some((200, "ok\n".into())));
+    assert_eq!(http_get(&health, "/nothing").map(|r| r.0), Some(404));
     // SIGTERM, as the kubelet stops a pod: it releases the Lease and exits 0.
     op.signal("TERM");
     assert_eq!(op.wait_exit(60), Some(0), "{}", op.log());

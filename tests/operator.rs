@@ -1601,3 +1601,84 @@ async fn unusable_kubeconfigs_are_named_without_their_content() {
         .unwrap()
         .is_none());
 }
+
+/// `--health-addr`: /healthz answers as soon as the operator serves, /readyz is 503 until its
+/// runtime starts (here: held while it loads a fleet file the test writes late), then 200;
+/// other paths are 404.
+#[test]
+fn health_endpoints_answer_live_then_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = tmp.path().join("fleet");
+    std::fs::create_dir_all(&fleet).unwrap();
+    std::fs::write(
+        fleet.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- gate.yaml\n",
+    )
+    .unwrap();
+    // A FIFO: reading it blocks until the test writes, so the operator is held before its
+    // runtime starts for as long as the test needs.
+    let gate = fleet.join("gate.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = tmp.path().join("operator.log");
+    let mut operator = std::process::Command::new(trueup_bin())
+        .args(["operator", "--dir"])
+        .arg(tmp.path().join("cluster"))
+        .arg("--fleet")
+        .arg(&fleet)
+        .args(["--health-addr", &addr])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        if let Some(r) = http_get(&addr, "/healthz") {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no /healthz on {addr}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(live, (200, "ok\n".to_string()));
+    let (code, body) = http_get(&addr, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready"), "{body}");
+    assert_eq!(http_get(&addr, "/metrics").unwrap().0, 404);
+    assert_eq!(http_get(&addr, "/healthz/x").unwrap().0, 404);
+
+    // Release the fleet (opening a FIFO to write waits for its reader: in a thread, bounded).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::fs::write(
+            &gate,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: gate}\ndata: {a: b}\n",
+        );
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the operator reads the fleet")
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never 200: {:?}\n{}",
+            http_get(&addr, "/readyz"),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(out.contains("loaded 1 objects"), "{out}");
+    operator.kill().unwrap();
+    operator.wait().unwrap();
+}

@@ -5,6 +5,9 @@
 //!
 //! The server is started like crates/kube-backend/tests/kube.rs does (scripts/kube-apiserver,
 //! no controller-manager, stopped when this test binary exits), or `TRUEUP_KUBECONFIG` is used.
+//! The deletion-propagation test starts a second server with kube-controller-manager (garbage
+//! collector, Deployment and ReplicaSet controllers); with `TRUEUP_KUBECONFIG` that cluster
+//! must run a controller-manager.
 //! Helm v4.3.1 against kube-apiserver v1.20.2: install, upgrade, rollback (also with
 //! `--wait`, the kstatus watcher), uninstall, list, history, get and status need no API that
 //! v1.20 lacks. What did need care: Helm 4 records carry `apply_method` (`ssa` here, so that
@@ -33,7 +36,7 @@ use trueup_core::reconcile::{
     HelmChartReconciler, HelmReleaseReconciler, Outcome, Reconciler, Verdict,
 };
 use trueup_core::storage::ArtifactStore;
-use trueup_core::traits::{ApplyOptions, Backend, Health};
+use trueup_core::traits::{ApplyOptions, Backend, Health, ListParams};
 use trueup_kube::KubeBackend;
 use trueup_sources::helm::HelmChartSource;
 use trueup_sources::HelmSource;
@@ -62,7 +65,7 @@ fn skip_or_fail(why: &str) -> Option<Tools> {
 
 // The stop guard is never waited on: it must outlive this process to stop the server after it.
 #[allow(clippy::zombie_processes)]
-fn start() -> Option<Tools> {
+fn start(controller_manager: bool) -> Option<Tools> {
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
     let helm = std::env::var_os("TRUEUP_HELM")
         .map(PathBuf::from)
@@ -91,7 +94,10 @@ fn start() -> Option<Tools> {
     }
     let scripts = repo_root().join("scripts/kube-apiserver");
     let out = Command::new(scripts.join("start.sh"))
-        .env("TRUEUP_KUBE_CONTROLLER_MANAGER", "0")
+        .env(
+            "TRUEUP_KUBE_CONTROLLER_MANAGER",
+            if controller_manager { "1" } else { "0" },
+        )
         .stderr(Stdio::inherit())
         .output()
         .expect("running start.sh");
@@ -124,13 +130,39 @@ fn tools() -> Option<&'static Tools> {
     static TOOLS: OnceLock<Option<Tools>> = OnceLock::new();
     static START: Mutex<()> = Mutex::new(());
     let _g = START.lock().unwrap_or_else(|p| p.into_inner());
-    TOOLS.get_or_init(start).as_ref()
+    TOOLS.get_or_init(|| start(false)).as_ref()
+}
+
+/// A second server, with kube-controller-manager (its garbage collector and its Deployment
+/// and ReplicaSet controllers), started on first use by the tests that need dependents
+/// created and collected; the other tests keep a server where nothing rewrites what they set.
+fn gc_tools() -> Option<&'static Tools> {
+    static TOOLS: OnceLock<Option<Tools>> = OnceLock::new();
+    static START: Mutex<()> = Mutex::new(());
+    let _g = START.lock().unwrap_or_else(|p| p.into_inner());
+    TOOLS
+        .get_or_init(|| {
+            let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+            let cache = std::env::var_os("TRUEUP_KUBE_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".cache/trueup-tools/kube-v1.20"));
+            if !cache.join("bin/kube-controller-manager").exists() {
+                return skip_or_fail(
+                    "no kube-controller-manager (run scripts/kube-apiserver/setup.sh)",
+                );
+            }
+            start(true)
+        })
+        .as_ref()
 }
 
 /// The backend, with the namespace `ns` and the HelmRepository and HelmChart CRDs (the
 /// generated ones of config/crd) in place.
 async fn cluster(ns: &str) -> Option<(KubeBackend, &'static Tools)> {
-    let t = tools()?;
+    cluster_on(ns, tools()?).await
+}
+
+async fn cluster_on(ns: &str, t: &'static Tools) -> Option<(KubeBackend, &'static Tools)> {
     let b = KubeBackend::from_kubeconfig(&t.kubeconfig)
         .await
         .expect("backend from kubeconfig");
@@ -1381,4 +1413,142 @@ async fn create_namespace_and_jobs_left_unwaited() {
     assert!(j.0["status"].get("succeeded").is_none(), "{j:?}");
     let health = b.health(&j.object_ref()).await.unwrap();
     assert!(matches!(health, Health::InProgress(_)), "{health:?}");
+}
+
+/// The ReplicaSets of `<release>-web` in `ns` (the Deployment controller labels them with the
+/// pod template's labels).
+async fn replica_sets(b: &KubeBackend, ns: &str, release: &str) -> Vec<Object> {
+    let mut lp = ListParams::kind("apps", "ReplicaSet");
+    lp.namespace = Some(ns.into());
+    lp.labels.insert("app".into(), format!("{release}-web"));
+    b.list(&lp).await.unwrap()
+}
+
+/// Polls `what` every 100 ms until it holds, up to `secs`.
+async fn eventually<F, Fut>(secs: u64, mut what: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if what().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_deletion_propagation_background_foreground_orphan() {
+    let ns = "hk-cascade";
+    let Some(t) = gc_tools() else {
+        return;
+    };
+    let Some((b, _)) = cluster_on(ns, t).await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::serve();
+    // Pods stay Pending (no scheduler, no kubelet): the Deployment never becomes available, so
+    // the install does not wait. Its ReplicaSet is what the garbage collector acts on.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {{ .Release.Name }}-web\n  template:\n    metadata:\n      labels:\n        app: {{ .Release.Name }}-web\n    spec:\n      automountServiceAccountToken: false\n      containers:\n      - name: web\n        image: example/web:1\n";
+    let (_, tgz) = chart_with(
+        tmp.path(),
+        "0.1.0",
+        &[("templates/deployment.yaml", deployment)],
+    );
+    repo.publish("0.1.0", tgz);
+    helm_repository(&b, &repo, ns).await;
+    let rec = reconciler(&tmp.path().join("store"));
+
+    // An unknown value stalls the release before anything is installed, naming the field.
+    let out = rec
+        .reconcile(
+            &helm_release(
+                ns,
+                "bad",
+                1,
+                "  uninstall: {deletionPropagation: sideways}\n",
+                None,
+            ),
+            &b,
+        )
+        .await;
+    assert_eq!(
+        out.verdict,
+        Verdict::Failed { stalled: true },
+        "{:?}",
+        out.status
+    );
+    let msg = &out.status.condition("Ready").unwrap().message;
+    assert!(msg.contains("spec.uninstall.deletionPropagation"), "{msg}");
+    assert!(msg.contains("sideways"), "{msg}");
+    assert!(replica_sets(&b, ns, "bad").await.is_empty());
+
+    for (release, policy) in [
+        ("orphan", Some("orphan")),
+        ("fg", Some("foreground")),
+        ("bg", None),
+    ] {
+        let uninstall = policy
+            .map(|p| format!("  uninstall: {{deletionPropagation: {p}}}\n"))
+            .unwrap_or_default();
+        let spec = format!("  install: {{disableWait: true}}\n{uninstall}");
+        let out = rec
+            .reconcile(&helm_release(ns, release, 1, &spec, None), &b)
+            .await;
+        assert_eq!(out.verdict, Verdict::Ready, "{release}: {:?}", out.status);
+        let dref = ObjectRef::new("apps", "Deployment", ns, &format!("{release}-web"));
+        let uid = b.get(&dref).await.unwrap().expect("the Deployment").0["metadata"]["uid"].clone();
+        // The Deployment controller creates its ReplicaSet, owned by the Deployment.
+        assert!(
+            eventually(20, || async {
+                replica_sets(&b, ns, release).await.iter().any(|rs| {
+                    rs.0["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| o["uid"] == uid))
+                })
+            })
+            .await,
+            "{release}: no ReplicaSet owned by the Deployment"
+        );
+
+        let events = rec
+            .finalize(&helm_release(ns, release, 1, &spec, Some(&out)), &b)
+            .await;
+        assert!(
+            events.iter().any(|e| e.reason == "UninstallSucceeded"),
+            "{release}: {events:?}"
+        );
+        // Flux waits (no `disableWait`) until what the uninstall deleted is gone.
+        assert!(b.get(&dref).await.unwrap().is_none(), "{release}");
+        let left = replica_sets(&b, ns, release).await;
+        match policy {
+            // Orphaned: the ReplicaSet stays, its owner reference to the Deployment removed
+            // before the Deployment went.
+            Some("orphan") => {
+                assert_eq!(left.len(), 1, "{left:?}");
+                let owners = &left[0].0["metadata"]["ownerReferences"];
+                assert!(owners.as_array().is_none_or(|o| o.is_empty()), "{owners}");
+                // And it is not collected later either.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                assert_eq!(replica_sets(&b, ns, release).await.len(), 1);
+            }
+            // Foreground: the Deployment went only after its dependents, so the uninstall
+            // (which waited for the Deployment) returned with the ReplicaSet gone already.
+            Some("foreground") => assert!(left.is_empty(), "{left:?}"),
+            // Background: the Deployment went at once; the garbage collector follows.
+            _ => assert!(
+                eventually(20, || async {
+                    replica_sets(&b, ns, release).await.is_empty()
+                })
+                .await,
+                "{release}: the ReplicaSet was not garbage-collected"
+            ),
+        }
+    }
 }

@@ -21,7 +21,8 @@ use trueup_core::reconcile::{
 use trueup_core::status::Status;
 use trueup_core::storage::ArtifactStore;
 use trueup_core::traits::{
-    ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchStream,
+    ApplyAction, ApplyOptions, Backend, BackendError, DeleteOptions, Health, ListParams,
+    Propagation, WatchStream,
 };
 use trueup_sources::helm::HelmChartSource;
 use trueup_sources::HelmSource;
@@ -791,4 +792,110 @@ async fn force_and_reset_requests() {
 /// Runs a future to completion from synchronous test code inside the multi-thread runtime.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// A backend whose deletes of ConfigMaps are accepted but never complete (as if a finalizer
+/// held them), recording the options of every delete.
+struct Held<'a> {
+    inner: &'a FlakyHealth,
+    deletes: Mutex<Vec<(ObjectRef, DeleteOptions)>>,
+}
+
+#[async_trait]
+impl Backend for Held<'_> {
+    async fn apply(
+        &self,
+        obj: &Object,
+        opts: &ApplyOptions,
+    ) -> Result<(ApplyAction, Object), BackendError> {
+        self.inner.apply(obj, opts).await
+    }
+    async fn get(&self, r: &ObjectRef) -> Result<Option<Object>, BackendError> {
+        self.inner.get(r).await
+    }
+    async fn list(&self, params: &ListParams) -> Result<Vec<Object>, BackendError> {
+        self.inner.list(params).await
+    }
+    async fn delete(&self, r: &ObjectRef) -> Result<bool, BackendError> {
+        self.delete_with(r, &DeleteOptions::default()).await
+    }
+    async fn delete_with(&self, r: &ObjectRef, opts: &DeleteOptions) -> Result<bool, BackendError> {
+        self.deletes.lock().unwrap().push((r.clone(), opts.clone()));
+        if r.kind == "ConfigMap" {
+            return Ok(self.inner.get(r).await?.is_some());
+        }
+        self.inner.delete(r).await
+    }
+    async fn update_status(&self, r: &ObjectRef, status: &Value) -> Result<(), BackendError> {
+        self.inner.update_status(r, status).await
+    }
+    async fn record_event(&self, event: &Event) -> Result<(), BackendError> {
+        self.inner.record_event(event).await
+    }
+    async fn health(&self, r: &ObjectRef) -> Result<Health, BackendError> {
+        self.inner.health(r).await
+    }
+    async fn watch(&self, kinds: &[(String, String)]) -> Result<WatchStream, BackendError> {
+        self.inner.watch(kinds).await
+    }
+    fn describe(&self) -> String {
+        "memory holding deleted ConfigMaps".into()
+    }
+}
+
+/// The uninstall deletes the release's objects with `deletionPropagation` (records with the
+/// default) and waits for them to go, up to `uninstall.timeout`: a timeout fails it once the
+/// records are gone (as Helm's `--wait`); with `disableWait` it does not wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_propagates_and_waits_unless_disable_wait() {
+    let repo = Repo::serve();
+    repo.publish("kube-prometheus-stack", "58.0.0", false, false);
+    for disable_wait in [false, true] {
+        let store = tempfile::tempdir().unwrap();
+        let rec = reconciler(store.path());
+        let spec = format!(
+            "  uninstall:\n    deletionPropagation: orphan\n    timeout: 300ms\n    disableWait: {disable_wait}\n"
+        );
+        let b = setup(&repo, seed_release(&spec)).await;
+        let out = run(&rec, &b).await;
+        assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+        let held = Held {
+            inner: &b,
+            deletes: Mutex::default(),
+        };
+        let o = b.get(&hr_ref()).await.unwrap().unwrap();
+        let events = rec.finalize(&o, &held).await;
+        let deletes = held.deletes.lock().unwrap().clone();
+        let cm = ObjectRef::new(
+            "",
+            "ConfigMap",
+            "monitoring",
+            "kube-prometheus-stack-config",
+        );
+        let orphan = DeleteOptions::propagation(Propagation::Orphan);
+        assert!(deletes.contains(&(cm.clone(), orphan)), "{deletes:?}");
+        for (r, opts) in &deletes {
+            // The release's objects with the release's propagation; its records, and the
+            // HelmChart the HelmRelease created, with the default.
+            let record = r.kind == "Secret" && r.name.starts_with("sh.helm.release");
+            let expected = if record || r.kind == "HelmChart" {
+                None
+            } else {
+                Some(Propagation::Orphan)
+            };
+            assert_eq!(opts.propagation, expected, "{r}");
+        }
+        assert!(records(&b).await.is_empty(), "records go either way");
+        if disable_wait {
+            assert_eq!(events[0].reason, "UninstallSucceeded", "{events:?}");
+        } else {
+            assert_eq!(events[0].reason, "UninstallFailed", "{events:?}");
+            let msg = &events[0].message;
+            assert!(
+                msg.starts_with("uninstallation completed with 1 error(s): timed out"),
+                "{msg}"
+            );
+            assert!(msg.contains("kube-prometheus-stack-config"), "{msg}");
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! An in-memory [`Backend`]: for tests, examples and embedding trueup where nothing needs to
-//! persist. It keeps generation and resourceVersion the way an API server does.
+//! persist. It keeps generation and resourceVersion the way an API server does. A delete removes
+//! the object at once; nothing follows `ownerReferences`, so every deletion propagation
+//! ([`Backend::delete_with`]) means the same here.
 
 use crate::event::Event;
 use crate::object::{Object, ObjectRef};
@@ -267,5 +269,78 @@ mod tests {
         let (a, stored) = b.apply(&o, &ApplyOptions::default()).await.unwrap();
         assert_eq!((a, stored.generation()), (ApplyAction::Configured, 2));
         assert_eq!(stored.status().unwrap()["x"], 1, "apply keeps status");
+    }
+
+    #[tokio::test]
+    async fn every_propagation_deletes_at_once_here() {
+        let b = MemoryBackend::new();
+        for p in [
+            None,
+            Some(Propagation::Background),
+            Some(Propagation::Foreground),
+            Some(Propagation::Orphan),
+        ] {
+            let o = Object::new("v1", "ConfigMap", Some("default"), "c");
+            b.apply(&o, &ApplyOptions::default()).await.unwrap();
+            let opts = DeleteOptions { propagation: p };
+            assert!(
+                b.delete_with(&o.object_ref(), &opts).await.unwrap(),
+                "{p:?}"
+            );
+            assert!(b.get(&o.object_ref()).await.unwrap().is_none(), "{p:?}");
+            assert!(
+                !b.delete_with(&o.object_ref(), &opts).await.unwrap(),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deletion_propagation_parses_flux_spelling_and_names_the_field() {
+        use crate::api::helm::HelmReleaseSpec;
+        let spec = |v: &str| -> HelmReleaseSpec {
+            serde_json::from_value(serde_json::json!({
+                "interval": "1m",
+                "uninstall": {"deletionPropagation": v},
+            }))
+            .unwrap()
+        };
+        for p in [
+            Propagation::Background,
+            Propagation::Foreground,
+            Propagation::Orphan,
+        ] {
+            assert_eq!(Propagation::parse(p.as_str()), Some(p));
+            assert_eq!(spec(p.as_str()).deletion_propagation(), Ok(p));
+        }
+        let unset: HelmReleaseSpec =
+            serde_json::from_value(serde_json::json!({"interval": "1m"})).unwrap();
+        assert_eq!(unset.deletion_propagation(), Ok(Propagation::Background));
+        let e = spec("Orphan").deletion_propagation().unwrap_err();
+        assert!(e.starts_with("spec.uninstall.deletionPropagation:"), "{e}");
+        assert!(e.contains("'Orphan'"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn wait_until_deleted_names_what_is_left_or_sees_it_go() {
+        let b = std::sync::Arc::new(MemoryBackend::new());
+        let o = Object::new("v1", "ConfigMap", Some("default"), "held");
+        b.apply(&o, &ApplyOptions::default()).await.unwrap();
+        let r = o.object_ref();
+        let short = std::time::Duration::from_millis(100);
+        let poll = std::time::Duration::from_millis(10);
+        let e = wait_until_deleted(b.as_ref(), std::slice::from_ref(&r), short, poll)
+            .await
+            .unwrap_err();
+        assert!(e.contains("held") && e.starts_with("timed out"), "{e}");
+        let (b2, r2) = (b.clone(), r.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            b2.delete(&r2).await.unwrap();
+        });
+        let long = std::time::Duration::from_secs(10);
+        wait_until_deleted(b.as_ref(), &[r], long, poll)
+            .await
+            .unwrap();
     }
 }

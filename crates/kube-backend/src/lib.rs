@@ -60,7 +60,8 @@ use std::time::Duration;
 use trueup_core::event::{Event, Severity};
 use trueup_core::object::{Object, ObjectRef};
 use trueup_core::traits::backend::{
-    ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchEvent, WatchStream,
+    ApplyAction, ApplyOptions, Backend, BackendError, DeleteOptions, Health, ListParams,
+    Propagation, WatchEvent, WatchStream,
 };
 
 /// What discovery says about one kind at one version.
@@ -875,10 +876,21 @@ impl Backend for KubeBackend {
     }
 
     async fn delete(&self, r: &ObjectRef) -> Result<bool, BackendError> {
+        self.delete_with(r, &DeleteOptions::default()).await
+    }
+
+    /// Deletes with `propagationPolicy` (background when none is given, as kubectl and Flux
+    /// delete): the API server and the garbage collector handle the dependents.
+    async fn delete_with(&self, r: &ObjectRef, opts: &DeleteOptions) -> Result<bool, BackendError> {
         let res = self.resolve(r, None).await?;
         let r = Self::normalize(r, &res);
         let api = self.api_for(&res, &r)?;
-        match api.delete(&r.name, &DeleteParams::background()).await {
+        let dp = match opts.propagation.unwrap_or_default() {
+            Propagation::Background => DeleteParams::background(),
+            Propagation::Foreground => DeleteParams::foreground(),
+            Propagation::Orphan => DeleteParams::orphan(),
+        };
+        match api.delete(&r.name, &dp).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
             Err(e) => Err(kube_err(&r, "delete", e)),

@@ -124,7 +124,25 @@ fn deploy_manifests_render_the_same_with_kubectl_and_trueup() {
     let container = &deploy.0["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
         container["args"],
-        serde_json::json!(["operator", "--in-cluster", "--leader-elect"])
+        serde_json::json!([
+            "operator",
+            "--in-cluster",
+            "--leader-elect",
+            "--health-addr=:9440"
+        ])
+    );
+    // Flux's probes: /healthz and /readyz on the named port `healthz`.
+    assert_eq!(
+        container["ports"],
+        serde_json::json!([{"containerPort": 9440, "name": "healthz", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        serde_json::json!({"path": "/healthz", "port": "healthz"})
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        serde_json::json!({"path": "/readyz", "port": "healthz"})
     );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(

@@ -1427,7 +1427,12 @@ async fn deploy_manifests_apply_and_grant_what_the_operator_uses() {
     let deploy = kubectl(kc, &["get", "deployment", "trueup", "-n", "flux-system"]);
     assert_eq!(
         deploy["spec"]["template"]["spec"]["containers"][0]["args"],
-        json!(["operator", "--in-cluster", "--leader-elect"])
+        json!([
+            "operator",
+            "--in-cluster",
+            "--leader-elect",
+            "--health-addr=:9440"
+        ])
     );
     kubectl(
         kc,

@@ -34,6 +34,9 @@
 //!   it is written with [`Backend::update_status`] only.
 //! - **Health**: nothing runs here, so an object that exists is `Current`
 //!   ([`Backend::runs_workloads`] is false).
+//! - **Delete** removes the object at once. Nothing here has dependents (no garbage collector
+//!   follows `ownerReferences`), so every propagation of [`Backend::delete_with`]
+//!   (background, foreground, orphan) means the same and the default method serves it.
 //! - **Watch** sees changes made through this instance at once, and changes made by other
 //!   processes or by editing files through a cheap polling scan
 //!   ([`LocalOptions::poll_interval`]). Delivery is at least once: an event may repeat.

@@ -28,7 +28,8 @@ use trueup_core::reconcile::helmrelease::{
 };
 use trueup_core::resources::sort_for_deletion;
 use trueup_core::scope::is_cluster_scoped;
-use trueup_core::traits::{ApplyAction, ApplyOptions, Backend, Health, ListParams};
+use trueup_core::traits::backend::wait_until_deleted;
+use trueup_core::traits::{ApplyAction, ApplyOptions, Backend, DeleteOptions, Health, ListParams};
 
 /// The label and annotations Helm puts on what it installs, and checks before adopting.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -506,12 +507,22 @@ impl HelmReleaseApplier {
     async fn delete_all(
         &self,
         backend: &dyn Backend,
+        refs: Vec<ObjectRef>,
+    ) -> Result<Vec<ObjectRef>, ReleaseError> {
+        self.delete_all_with(backend, refs, &DeleteOptions::default())
+            .await
+    }
+
+    async fn delete_all_with(
+        &self,
+        backend: &dyn Backend,
         mut refs: Vec<ObjectRef>,
+        opts: &DeleteOptions,
     ) -> Result<Vec<ObjectRef>, ReleaseError> {
         sort_for_deletion(&mut refs);
         let mut deleted = Vec::new();
         for r in refs {
-            match backend.delete(&r).await {
+            match backend.delete_with(&r, opts).await {
                 Ok(true) => deleted.push(r),
                 Ok(false) => {}
                 Err(e) => return Err(err(ReleaseErrorKind::Apply, format!("deleting {r}: {e}"))),
@@ -997,6 +1008,9 @@ impl ReleaseManager for HelmReleaseApplier {
         };
         let un = spec.uninstall.clone().unwrap_or_default();
         let timeout = un.timeout.as_ref().map(|t| t.duration()).unwrap_or(timeout);
+        let propagation = spec
+            .deletion_propagation()
+            .map_err(|m| err(ReleaseErrorKind::Apply, m))?;
         let mut notes = Vec::new();
         if !un.disable_hooks {
             self.hooks(
@@ -1022,7 +1036,19 @@ impl ReleaseManager for HelmReleaseApplier {
                 }
             }
         }
-        let deleted = self.delete_all(backend, refs).await?;
+        // Helm's `--cascade`: what happens to the dependents of what goes (a Deployment's
+        // ReplicaSets, ...).
+        let deleted = self
+            .delete_all_with(backend, refs, &DeleteOptions::propagation(propagation))
+            .await?;
+        // Helm's `--wait` (Flux waits unless `disableWait`): until what was deleted is gone. A
+        // timeout does not stop the uninstall; it fails it once the rest is done, as in Helm.
+        let mut errors = Vec::new();
+        if !un.disable_wait {
+            if let Err(e) = wait_until_deleted(backend, &deleted, timeout, self.poll).await {
+                errors.push(e);
+            }
+        }
         if !un.disable_hooks {
             self.hooks(
                 backend,
@@ -1053,6 +1079,16 @@ impl ReleaseManager for HelmReleaseApplier {
                     .await
                     .map_err(|e| storage_err(format!("deleting release record: {e}")))?;
             }
+        }
+        if !errors.is_empty() {
+            return Err(err(
+                ReleaseErrorKind::Apply,
+                format!(
+                    "uninstallation completed with {} error(s): {}",
+                    errors.len(),
+                    errors.join("; ")
+                ),
+            ));
         }
         Ok(deleted)
     }

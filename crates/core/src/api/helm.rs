@@ -223,6 +223,26 @@ pub struct Uninstall {
     pub deletion_propagation: Option<String>,
 }
 
+impl HelmReleaseSpec {
+    /// `spec.uninstall.deletionPropagation`: what happens to the dependents of the release's
+    /// objects when it is uninstalled (Helm's `uninstall --cascade`), background when unset. An
+    /// unknown value is an error naming the field.
+    pub fn deletion_propagation(&self) -> Result<crate::traits::Propagation, String> {
+        let v = self
+            .uninstall
+            .as_ref()
+            .and_then(|u| u.deletion_propagation.as_deref());
+        match v {
+            None | Some("") => Ok(crate::traits::Propagation::Background),
+            Some(v) => crate::traits::Propagation::parse(v).ok_or_else(|| {
+                format!(
+                    "spec.uninstall.deletionPropagation: unsupported value '{v}' (background, foreground, orphan)"
+                )
+            }),
+        }
+    }
+}
+
 /// `HelmRelease.spec.valuesFrom[]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

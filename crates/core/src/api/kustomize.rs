@@ -6,6 +6,45 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// `Kustomization.spec.deletionPolicy`: what deleting the Kustomization does to the objects it
+/// applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Delete them when `spec.prune` is true, else leave them (the default).
+    #[default]
+    MirrorPrune,
+    /// Delete them whatever `spec.prune` says.
+    Delete,
+    /// Delete them and wait, up to `spec.timeout`, until they are gone (their finalizers done).
+    WaitForTermination,
+    /// Leave them whatever `spec.prune` says.
+    Orphan,
+}
+
+impl KustomizationSpec {
+    /// `spec.deletionPolicy`; an unknown value is an error naming the field.
+    pub fn deletion_policy(&self) -> Result<DeletionPolicy, String> {
+        match self.deletion_policy.as_deref() {
+            None | Some("") | Some("MirrorPrune") => Ok(DeletionPolicy::MirrorPrune),
+            Some("Delete") => Ok(DeletionPolicy::Delete),
+            Some("WaitForTermination") => Ok(DeletionPolicy::WaitForTermination),
+            Some("Orphan") => Ok(DeletionPolicy::Orphan),
+            Some(v) => Err(format!(
+                "spec.deletionPolicy: unsupported value '{v}' (MirrorPrune, Delete, WaitForTermination, Orphan)"
+            )),
+        }
+    }
+
+    /// Whether deleting the Kustomization deletes what it applied.
+    pub fn deletes_on_deletion(&self) -> Result<bool, String> {
+        Ok(match self.deletion_policy()? {
+            DeletionPolicy::MirrorPrune => self.prune,
+            DeletionPolicy::Delete | DeletionPolicy::WaitForTermination => true,
+            DeletionPolicy::Orphan => false,
+        })
+    }
+}
+
 /// `Kustomization.spec`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -100,4 +139,45 @@ pub struct SubstituteReference {
     pub name: String,
     #[serde(default)]
     pub optional: bool,
+}
+
+#[cfg(test)]
+mod deletion_policy_tests {
+    use super::*;
+
+    fn spec(prune: bool, policy: Option<&str>) -> KustomizationSpec {
+        let mut v = serde_json::json!({
+            "interval": "10m",
+            "prune": prune,
+            "sourceRef": {"kind": "GitRepository", "name": "fleet"},
+        });
+        if let Some(p) = policy {
+            v["deletionPolicy"] = p.into();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn deletion_policy_decides_whether_deletion_deletes() {
+        for (prune, policy, deletes) in [
+            (true, None, true),
+            (false, None, false),
+            (true, Some("MirrorPrune"), true),
+            (false, Some("MirrorPrune"), false),
+            (false, Some("Delete"), true),
+            (false, Some("WaitForTermination"), true),
+            (true, Some("Orphan"), false),
+        ] {
+            assert_eq!(
+                spec(prune, policy).deletes_on_deletion(),
+                Ok(deletes),
+                "prune {prune}, {policy:?}"
+            );
+        }
+        let e = spec(true, Some("orphan")).deletion_policy().unwrap_err();
+        assert!(
+            e.starts_with("spec.deletionPolicy: unsupported value 'orphan'"),
+            "{e}"
+        );
+    }
 }

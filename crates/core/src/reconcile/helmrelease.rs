@@ -1070,6 +1070,17 @@ where
             Ok(h) => h,
             Err(e) => return invalid_spec(obj, &e),
         };
+        // Checked before anything is installed: an uninstall (remediation, deletion) must not
+        // be the first to find out.
+        if let Err(msg) = hr.spec.deletion_propagation() {
+            return Outcome::failed(
+                obj,
+                Status::from_value(obj.status()),
+                reason::INVALID_SPEC,
+                msg,
+                true,
+            );
+        }
         let me = obj.object_ref();
         let generation = obj.generation();
         let mut status = Status::from_value(obj.status());

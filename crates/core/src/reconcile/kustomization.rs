@@ -3,6 +3,7 @@
 
 use super::remote::{target_backend, RemoteClusters};
 use super::{dependency_refs, invalid_spec, source_ref, Outcome, Reconciler, Schedule, Verdict};
+use crate::api::kustomize::DeletionPolicy;
 use crate::api::kustomize::KustomizationSpec;
 use crate::api::{from_object, ApiError, FluxKind, Kustomization};
 use crate::event::{Event, Severity};
@@ -10,6 +11,7 @@ use crate::object::Object;
 use crate::status::{reason, Condition, ConditionStatus, Status, HEALTHY};
 use crate::storage::ArtifactStore;
 use crate::traits::applier::{ApplyError, ApplyRequest};
+use crate::traits::backend::wait_until_deleted;
 use crate::traits::{Applier, Backend};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -80,6 +82,10 @@ where
         };
         let mut status = Status::from_value(obj.status());
         let generation = obj.generation();
+        // Checked up front: the deletion (finalize) must not be the first to find out.
+        if let Err(msg) = k.spec.deletion_policy() {
+            return Outcome::failed(obj, status, reason::INVALID_SPEC, msg, true);
+        }
         let Some(src_ref) = source_ref(k.namespace(), &k.spec.source_ref) else {
             return Outcome::failed(
                 obj,
@@ -236,10 +242,20 @@ where
             return Vec::new();
         };
         let status = Status::from_value(obj.status());
-        let (true, Some(inv)) = (k.spec.prune, status.inventory.as_ref()) else {
+        let me = obj.object_ref();
+        // spec.deletionPolicy: MirrorPrune follows spec.prune, Delete and WaitForTermination
+        // delete, Orphan leaves.
+        let (policy, delete) = match k
+            .spec
+            .deletion_policy()
+            .and_then(|p| Ok((p, k.spec.deletes_on_deletion()?)))
+        {
+            Ok(p) => p,
+            Err(msg) => return vec![Event::new(me, Severity::Error, reason::PRUNE_FAILED, msg)],
+        };
+        let (true, Some(inv)) = (delete, status.inventory.as_ref()) else {
             return Vec::new();
         };
-        let me = obj.object_ref();
         let timeout = k
             .spec
             .timeout
@@ -283,16 +299,28 @@ where
         let backend: &dyn Backend = acting.as_deref().unwrap_or(backend);
         match self.applier.remove(inv, backend).await {
             Ok(removed) if removed.is_empty() => Vec::new(),
-            Ok(removed) => vec![Event::new(
-                me,
-                Severity::Info,
-                "Pruned",
-                removed
-                    .iter()
-                    .map(|r| format!("{r} deleted"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )],
+            Ok(removed) => {
+                let mut out = vec![Event::new(
+                    me.clone(),
+                    Severity::Info,
+                    "Pruned",
+                    removed
+                        .iter()
+                        .map(|r| format!("{r} deleted"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )];
+                // WaitForTermination: the Kustomization goes only once they are gone. A
+                // timeout is an error: on a backend that holds finalizers it keeps its own and
+                // the deletion (and the wait) is retried.
+                if policy == DeletionPolicy::WaitForTermination {
+                    let poll = Duration::from_millis(500);
+                    if let Err(e) = wait_until_deleted(backend, &removed, timeout, poll).await {
+                        out.push(Event::new(me, Severity::Error, reason::PRUNE_FAILED, e));
+                    }
+                }
+                out
+            }
             Err(e) => vec![Event::new(
                 me,
                 Severity::Error,

@@ -50,6 +50,56 @@ impl ApplyAction {
     }
 }
 
+/// What happens to the dependents of a deleted object (objects whose `ownerReferences` name
+/// it), as Kubernetes' `propagationPolicy` and Helm's `uninstall --cascade` say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Propagation {
+    /// The object goes at once; the garbage collector deletes its dependents afterwards.
+    #[default]
+    Background,
+    /// The object stays (with a `foregroundDeletion` finalizer) until its dependents are gone.
+    Foreground,
+    /// The object goes; its dependents stay, their owner references to it removed.
+    Orphan,
+}
+
+impl Propagation {
+    /// Parses Flux's and Helm's spelling (`background`, `foreground`, `orphan`); `None` for
+    /// anything else.
+    pub fn parse(s: &str) -> Option<Propagation> {
+        match s {
+            "background" => Some(Propagation::Background),
+            "foreground" => Some(Propagation::Foreground),
+            "orphan" => Some(Propagation::Orphan),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Propagation::Background => "background",
+            Propagation::Foreground => "foreground",
+            Propagation::Orphan => "orphan",
+        }
+    }
+}
+
+/// How an object is deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// What happens to its dependents; `None` is the backend's default (background on
+    /// Kubernetes).
+    pub propagation: Option<Propagation>,
+}
+
+impl DeleteOptions {
+    pub fn propagation(p: Propagation) -> Self {
+        DeleteOptions {
+            propagation: Some(p),
+        }
+    }
+}
+
 /// Which objects to list: one group and kind, optionally one namespace and a label selector
 /// (all labels must match).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,6 +185,15 @@ pub trait Backend: Send + Sync {
     /// Deletes an object; `Ok(false)` when it did not exist.
     async fn delete(&self, r: &ObjectRef) -> Result<bool, BackendError>;
 
+    /// Deletes an object with options (the propagation to its dependents); `Ok(false)` when it
+    /// did not exist. The default ignores the options and calls [`Backend::delete`]: right for
+    /// backends where objects have no dependents (the local directory, memory), where every
+    /// propagation means the same thing.
+    async fn delete_with(&self, r: &ObjectRef, opts: &DeleteOptions) -> Result<bool, BackendError> {
+        let _ = opts;
+        self.delete(r).await
+    }
+
     /// Replaces the status of an object, leaving spec and metadata alone.
     async fn update_status(&self, r: &ObjectRef, status: &Value) -> Result<(), BackendError>;
 
@@ -189,6 +248,48 @@ pub trait Backend: Send + Sync {
     async fn remove_finalizer(&self, r: &ObjectRef, finalizer: &str) -> Result<bool, BackendError> {
         let _ = (r, finalizer);
         Ok(false)
+    }
+}
+
+/// Polls until none of `refs` exists any more (an object deleted in the foreground stays until
+/// its dependents are gone, one with finalizers until they are removed), up to `timeout`. An
+/// object whose kind is no longer served counts as gone. The error names what is left.
+pub async fn wait_until_deleted(
+    backend: &dyn Backend,
+    refs: &[ObjectRef],
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending: Vec<ObjectRef> = refs.to_vec();
+    loop {
+        let mut still = Vec::new();
+        let mut last_err = None;
+        for r in pending {
+            match backend.get(&r).await {
+                Ok(None) | Err(BackendError::NotFound(_)) | Err(BackendError::Invalid { .. }) => {}
+                Ok(Some(_)) => still.push(r),
+                Err(e) => {
+                    last_err = Some(e.to_string());
+                    still.push(r);
+                }
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let names: Vec<String> = still.iter().map(|r| r.to_string()).collect();
+            return Err(format!(
+                "timed out after {timeout:?} waiting for the deletion of {}{}",
+                names.join(", "),
+                last_err
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        pending = still;
+        tokio::time::sleep(poll).await;
     }
 }
 

@@ -11,7 +11,8 @@ pub mod source;
 
 pub use applier::{Applied, Applier, ApplyError, ApplyRequest};
 pub use backend::{
-    ApplyAction, ApplyOptions, Backend, BackendError, Health, ListParams, WatchEvent, WatchStream,
+    ApplyAction, ApplyOptions, Backend, BackendError, DeleteOptions, Health, ListParams,
+    Propagation, WatchEvent, WatchStream,
 };
 pub use cluster::{ClusterConnector, ConnectError};
 pub use notifier::{Notifier, NotifyError};
