@@ -39,6 +39,23 @@ if compgen -G "$RUN/*.pid" >/dev/null; then
   die "$RUN already has PID files: stop that run first ($HERE/stop.sh $RUN)"
 fi
 
+# A start can fail for reasons a second try fixes: a free port taken by someone else between
+# our check and the bind, or etcd/the apiserver slow to come up on a loaded machine. Each
+# attempt runs this script again in the same run directory (emptied, with new ports, after
+# the failed attempt stopped what it started); missing binaries (exit 3) are not retried.
+if [[ -z ${TRUEUP_KUBE_START_ATTEMPT:-} ]]; then
+  for attempt in 1 2 3; do
+    rc=0
+    TRUEUP_KUBE_START_ATTEMPT=$attempt "${BASH_SOURCE[0]}" "$RUN" || rc=$?
+    (( rc == 0 )) && exit 0
+    (( rc == 3 )) && exit 3
+    [[ -n ${TRUEUP_KUBE_API_PORT:-}${TRUEUP_KUBE_ETCD_PORT:-} ]] && exit "$rc"
+    log "attempt $attempt failed (exit $rc)"
+    (( attempt < 3 )) && { find "$RUN" -mindepth 1 -delete; log "retrying with fresh ports"; }
+  done
+  exit 1
+fi
+
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 TAKEN=" "
 free_port() { # a port nothing listens on and this run has not taken yet
@@ -158,11 +175,11 @@ setsid "$BIN/kube-apiserver" \
   </dev/null >"$RUN/kube-apiserver.log" 2>&1 &
 echo $! > "$RUN/kube-apiserver.pid"
 TOKEN=$(<"$PKI/admin.token")
-for i in $(seq 1 120); do
+for i in $(seq 1 240); do
   [[ "$(curl -sS --cacert "$PKI/ca.crt" -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$API_PORT/readyz" 2>/dev/null)" == ok ]] && break
   alive kube-apiserver || die "kube-apiserver exited, see $RUN/kube-apiserver.log"
   sleep 0.5
-  (( i == 120 )) && die "kube-apiserver not ready after 60s, see $RUN/kube-apiserver.log"
+  (( i == 240 )) && die "kube-apiserver not ready after 120s, see $RUN/kube-apiserver.log"
 done
 log "kube-apiserver ready ($("$BIN/kube-apiserver" --version))"
 
