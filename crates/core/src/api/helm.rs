@@ -224,6 +224,15 @@ pub struct Uninstall {
 }
 
 impl HelmReleaseSpec {
+    /// `spec.timeout`, Flux's default 5m: the budget of one Helm action (install, upgrade,
+    /// test, rollback, uninstall).
+    pub fn action_timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_ref()
+            .map(|d| d.duration())
+            .unwrap_or(std::time::Duration::from_secs(300))
+    }
+
     /// `spec.uninstall.deletionPropagation`: what happens to the dependents of the release's
     /// objects when it is uninstalled (Helm's `uninstall --cascade`), background when unset. An
     /// unknown value is an error naming the field.

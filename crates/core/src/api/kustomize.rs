@@ -22,6 +22,15 @@ pub enum DeletionPolicy {
 }
 
 impl KustomizationSpec {
+    /// `spec.timeout`, which defaults to `spec.interval` as in Flux: the budget of one apply,
+    /// its health checks, and a clean-up on deletion.
+    pub fn action_timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_ref()
+            .map(|d| d.duration())
+            .unwrap_or(self.interval.duration())
+    }
+
     /// `spec.deletionPolicy`; an unknown value is an error naming the field.
     pub fn deletion_policy(&self) -> Result<DeletionPolicy, String> {
         match self.deletion_policy.as_deref() {

@@ -1052,13 +1052,7 @@ where
             retry_interval: interval,
             // Flux's default timeout for Helm actions is 5m; one reconcile may run an action
             // plus its remediation plus an uninstall, each with that budget.
-            timeout: hr
-                .spec
-                .timeout
-                .as_ref()
-                .map(|d| d.duration())
-                .unwrap_or(Duration::from_secs(300))
-                * 3,
+            timeout: hr.spec.action_timeout() * 3,
             suspend: hr.spec.suspend,
             depends_on: dependency_refs(FluxKind::HelmRelease, hr.namespace(), &hr.spec.depends_on),
             watches,
@@ -1085,12 +1079,7 @@ where
         let generation = obj.generation();
         let mut status = Status::from_value(obj.status());
         let mut hst = HelmReleaseStatus::from_status(&status);
-        let timeout = hr
-            .spec
-            .timeout
-            .as_ref()
-            .map(|d| d.duration())
-            .unwrap_or(Duration::from_secs(300));
+        let timeout = hr.spec.action_timeout();
         let target = release_target(&hr);
         hst.storage_namespace = target.storage_namespace.clone();
 
@@ -1587,12 +1576,7 @@ where
         };
         let target = release_target(&hr);
         let keep = hr.spec.uninstall.as_ref().is_some_and(|u| u.keep_history);
-        let timeout = hr
-            .spec
-            .timeout
-            .as_ref()
-            .map(|d| d.duration())
-            .unwrap_or(Duration::from_secs(300));
+        let timeout = hr.spec.action_timeout();
         let me = obj.object_ref();
         let acting = match super::remote::target_backend(
             &me,

@@ -131,12 +131,7 @@ where
         };
 
         let me = obj.object_ref();
-        let timeout = k
-            .spec
-            .timeout
-            .as_ref()
-            .map(|d| d.duration())
-            .unwrap_or(k.spec.interval.duration());
+        let timeout = k.spec.action_timeout();
         // spec.kubeConfig: act on that cluster; spec.serviceAccountName: apply and prune as
         // that account (on the remote cluster when there is one).
         let management = backend;
@@ -256,12 +251,7 @@ where
         let (true, Some(inv)) = (delete, status.inventory.as_ref()) else {
             return Vec::new();
         };
-        let timeout = k
-            .spec
-            .timeout
-            .as_ref()
-            .map(|d| d.duration())
-            .unwrap_or(k.spec.interval.duration());
+        let timeout = k.spec.action_timeout();
         let acting = match target_backend(
             &me,
             k.spec.kube_config.as_ref(),
