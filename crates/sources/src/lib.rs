@@ -31,6 +31,7 @@ pub mod git;
 pub mod helm;
 pub mod oci;
 pub mod semver_constraint;
+pub mod tls;
 
 pub use git::GitSource;
 pub use helm::HelmSource;
