@@ -1496,6 +1496,55 @@ async fn client_certificates_for_a_registry_that_requires_them() {
     );
     assert!(!e.message.contains("s3cret"), "{}", e.message);
 
+    // A HelmRepository `type: oci` on the same registry: the chart pulled with the client
+    // certificate of its certSecretRef, and refused without one.
+    let chart = tgz(&[(
+        "db/Chart.yaml",
+        "apiVersion: v2\nname: db\nversion: 2.0.0\n",
+    )]);
+    pusher
+        .push_manifest_with_blobs(
+            &trueup_sources::oci::Reference::parse(&reg.url("charts/db")).unwrap(),
+            "2.0.0",
+            trueup_sources::oci::Blob::new(manifest::HELM_CONFIG, b"{}".to_vec()),
+            vec![trueup_sources::oci::Blob::new(
+                manifest::HELM_CHART,
+                chart.clone(),
+            )],
+            BTreeMap::new(),
+        )
+        .await
+        .expect("push a chart with a client certificate");
+    let mut hs = helm_chart_spec(&reg.url("charts"), "db", "2.x");
+    hs.repository.insecure = false;
+    hs.repository.cert_secret_ref =
+        Some(serde_json::from_value(serde_json::json!({"name": "charts-tls"})).unwrap());
+    let good = cert_secret(&[
+        ("ca.crt", &c.ca),
+        ("tls.crt", &c.client_crt),
+        ("tls.key", &c.client_key_pkcs8),
+    ]);
+    let (rev, bytes) = pull_helm_chart(&hs, Some(&good))
+        .await
+        .expect("chart over mutual TLS");
+    assert_eq!(rev.revision, "2.0.0");
+    assert_eq!(bytes, chart);
+    let e = pull_helm_chart(&hs, Some(&only_ca)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Auth,
+        &["requires a client certificate", &reg.addr],
+    );
+    let e = pull_helm_chart(&hs, Some(&half)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::InvalidSpec,
+        &[
+            "secret 'charts-tls' (certSecretRef)",
+            "'tls.key' is missing",
+        ],
+    );
+
     // Through the OCIRepository reconciler: the certSecretRef Secret read from the backend.
     use trueup_core::reconcile::{OciRepositoryReconciler, Reconciler, Verdict};
     use trueup_core::traits::{ApplyOptions, Backend};
