@@ -7,6 +7,13 @@
 //! interval (one round trip, no download), `fetch` writes the content of a revision into a
 //! directory that the caller turns into an artifact.
 //!
+//! Authentication: basic and bearer credentials (Git over HTTP(S)), basic auth (Helm HTTP
+//! repositories), dockerconfigjson Secrets with basic and Bearer-token flows (OCI registries and
+//! `type: oci` Helm repositories). TLS is rustls with ring everywhere ([`tls`]): a Secret's
+//! `ca.crt` is trusted on top of the platform roots, and its `tls.crt`/`tls.key` are presented as
+//! a client certificate to servers that require one (mutual TLS) — `certSecretRef` for
+//! OCIRepository and HelmRepository, `secretRef` for GitRepository, as in Flux.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
@@ -31,6 +38,7 @@ pub mod git;
 pub mod helm;
 pub mod oci;
 pub mod semver_constraint;
+pub mod tls;
 
 pub use git::GitSource;
 pub use helm::HelmSource;

@@ -1,8 +1,13 @@
 //! HelmRepository source against a repository served on 127.0.0.1 by the
 //! test: a generated index.yaml with ETag support, charts packaged here with
-//! tar + flate2, basic auth on demand.
+//! tar + flate2, basic auth on demand, and over HTTPS requiring a client
+//! certificate made with `openssl`.
+
+#[path = "support/registry.rs"]
+mod registry;
+
 use sha2::Digest;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,61 +37,100 @@ struct Repo {
 /// Serves `files` (path -> body); index.yaml carries an ETag and answers 304
 /// to a matching If-None-Match. With `auth`, requires that basic auth.
 fn serve(files: Vec<(String, Vec<u8>)>, auth: Option<&'static str>) -> Repo {
+    serve_with(files, auth, None)
+}
+
+/// The same over HTTPS with a rustls server `config` (one connection at a time).
+fn serve_with(
+    files: Vec<(String, Vec<u8>)>,
+    auth: Option<&'static str>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Repo {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", l.local_addr().unwrap());
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
+            let Ok(s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
             h.fetch_add(1, Ordering::SeqCst);
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut first = String::new();
-            r.read_line(&mut first).unwrap();
-            let path = first.split(' ').nth(1).unwrap_or("/").to_string();
-            let mut headers = Vec::new();
-            loop {
-                let mut l = String::new();
-                r.read_line(&mut l).unwrap();
-                if l.trim().is_empty() {
-                    break;
+            match &tls {
+                None => {
+                    let mut s = s;
+                    let _ = handle(&mut s, &files, auth);
                 }
-                headers.push(l.trim().to_lowercase());
-            }
-            let reply = |s: &mut std::net::TcpStream, code: &str, extra: &str, body: &[u8]| {
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(body);
-            };
-            if let Some(a) = auth {
-                let want = format!("authorization: basic {}", base64_encode(a)).to_lowercase();
-                if !headers.contains(&want) {
-                    reply(&mut s, "401 Unauthorized", "", b"");
-                    continue;
-                }
-            }
-            match files.iter().find(|(p, _)| *p == path) {
-                Some((p, body)) => {
-                    let etag = format!("\"{}\"", &hex::encode(sha2::Sha256::digest(body))[..16]);
-                    if p.ends_with("index.yaml")
-                        && headers
-                            .iter()
-                            .any(|h| *h == format!("if-none-match: {etag}"))
-                    {
-                        reply(&mut s, "304 Not Modified", "", b"");
-                    } else {
-                        reply(&mut s, "200 OK", &format!("ETag: {etag}\r\n"), body);
+                Some(config) => {
+                    let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                        continue;
+                    };
+                    let mut t = rustls::StreamOwned::new(conn, s);
+                    // A failed handshake (no or an untrusted client certificate) ends here;
+                    // rustls sends the alert before returning the error.
+                    if handle(&mut t, &files, auth).is_ok() {
+                        t.conn.send_close_notify();
+                        let _ = t.flush();
                     }
                 }
-                None => reply(&mut s, "404 Not Found", "", b""),
             }
-            let _ = r.read(&mut [0u8; 0]);
         }
     });
     Repo { url, hits }
+}
+
+/// One request on `s`: the head read byte by byte (no buffering past it), then the reply.
+fn handle(
+    s: &mut (impl Read + Write),
+    files: &[(String, Vec<u8>)],
+    auth: Option<&str>,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b)? == 0 {
+            return Ok(());
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let mut lines = head.lines();
+    let first = lines.next().unwrap_or_default();
+    let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+    let headers: Vec<String> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_lowercase())
+        .collect();
+    let mut reply = |code: &str, extra: &str, body: &[u8]| -> std::io::Result<()> {
+        write!(
+            s,
+            "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        )?;
+        s.write_all(body)?;
+        s.flush()
+    };
+    if let Some(a) = auth {
+        let want = format!("authorization: basic {}", base64_encode(a)).to_lowercase();
+        if !headers.contains(&want) {
+            return reply("401 Unauthorized", "", b"");
+        }
+    }
+    match files.iter().find(|(p, _)| *p == path) {
+        Some((p, body)) => {
+            let etag = format!("\"{}\"", &hex::encode(sha2::Sha256::digest(body))[..16]);
+            if p.ends_with("index.yaml")
+                && headers
+                    .iter()
+                    .any(|h| *h == format!("if-none-match: {etag}"))
+            {
+                reply("304 Not Modified", "", b"")
+            } else {
+                reply("200 OK", &format!("ETag: {etag}\r\n"), body)
+            }
+        }
+        None => reply("404 Not Found", "", b""),
+    }
 }
 
 fn base64_encode(s: &str) -> String {
@@ -226,5 +270,156 @@ fn streaming_index_keeps_one_chart() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+/// A rustls server config for `c`'s server certificate that requires a client certificate
+/// signed by `c`'s CA.
+fn mtls_server(c: &registry::ClientCerts) -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&c.ca).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let certs = CertificateDer::pem_file_iter(&c.server_crt)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&c.server_key).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+fn secret(files: &[(&str, &std::path::Path)]) -> Credentials {
+    Credentials(
+        files
+            .iter()
+            .map(|(k, p)| (k.to_string(), std::fs::read(p).unwrap()))
+            .collect(),
+    )
+}
+
+/// An HTTPS Helm repository that requires a client certificate: index and chart fetched with
+/// `certSecretRef`'s `tls.crt`/`tls.key` (or the deprecated `certFile`/`keyFile` of
+/// `secretRef`); without one the handshake failure is named with the repository's address;
+/// half a pair names the Secret and the missing key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_repository_requiring_a_client_certificate() {
+    let Some(openssl) = registry::openssl_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let c = registry::client_certificates(&openssl, dir.path());
+    let repo = serve_with(
+        repo_with(&["1.0.0", "1.1.0"], None),
+        None,
+        Some(mtls_server(&c)),
+    );
+    let src = HelmSource::new();
+    let obj = object();
+    let mut s = spec(&repo.url, Some("1.x"));
+    s.repository.cert_secret_ref =
+        Some(serde_json::from_value(serde_json::json!({"name": "helm-tls"})).unwrap());
+    let run = |creds: Credentials, s: HelmChartSource| {
+        let src = src.clone();
+        let obj = obj.clone();
+        async move {
+            let req = SourceRequest {
+                object: &obj,
+                spec: &s,
+                credentials: Some(&creds),
+                timeout: Duration::from_secs(10),
+            };
+            let rev = src.resolve(&req).await?;
+            let dir = tempfile::tempdir().unwrap();
+            let got = src.fetch(&req, &rev, dir.path()).await?;
+            let tgz =
+                std::fs::read(dir.path().join(format!("podinfo-{}.tgz", got.revision))).unwrap();
+            Ok::<_, trueup_core::traits::source::SourceError>((got.revision, tgz))
+        }
+    };
+
+    let good = secret(&[
+        ("ca.crt", &c.ca),
+        ("tls.crt", &c.client_crt),
+        ("tls.key", &c.client_key_pkcs8),
+    ]);
+    let (version, tgz) = run(good, s.clone())
+        .await
+        .expect("with the client certificate");
+    assert_eq!(version, "1.1.0");
+    assert_eq!(tgz, package("podinfo", "1.1.0"));
+
+    let e = run(secret(&[("ca.crt", &c.ca)]), s.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::Auth, "{}", e.message);
+    let addr = repo.url.trim_start_matches("https://");
+    assert!(
+        e.message.contains("TLS handshake failed")
+            && e.message.contains("requires a client certificate")
+            && e.message.contains(addr),
+        "{}",
+        e.message
+    );
+
+    let stranger = secret(&[
+        ("ca.crt", &c.ca),
+        ("tls.crt", &c.stranger_crt),
+        ("tls.key", &c.stranger_key),
+    ]);
+    let e = run(stranger, s.clone()).await.unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::Auth, "{}", e.message);
+    assert!(
+        e.message.contains("refused the client certificate") && e.message.contains(addr),
+        "{}",
+        e.message
+    );
+
+    let half = secret(&[("ca.crt", &c.ca), ("tls.key", &c.client_key_pkcs8)]);
+    let e = run(half, s.clone()).await.unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::InvalidSpec, "{}", e.message);
+    assert!(
+        e.message.contains("secret 'helm-tls' (certSecretRef)")
+            && e.message.contains("'tls.crt' is missing"),
+        "{}",
+        e.message
+    );
+
+    // The deprecated keys of secretRef, when there is no certSecretRef.
+    let mut legacy_spec = s.clone();
+    legacy_spec.repository.cert_secret_ref = None;
+    legacy_spec.repository.secret_ref =
+        Some(serde_json::from_value(serde_json::json!({"name": "helm-auth"})).unwrap());
+    let legacy = secret(&[
+        ("caFile", &c.ca),
+        ("certFile", &c.ec_crt),
+        ("keyFile", &c.ec_key_sec1),
+    ]);
+    let (version, _) = run(legacy, legacy_spec.clone())
+        .await
+        .expect("with certFile/keyFile");
+    assert_eq!(version, "1.1.0");
+    let legacy_half = secret(&[("caFile", &c.ca), ("certFile", &c.ec_crt)]);
+    let e = run(legacy_half, legacy_spec).await.unwrap_err();
+    assert!(
+        e.message.contains("secret 'helm-auth' (secretRef)")
+            && e.message.contains("'keyFile' is missing"),
+        "{}",
+        e.message
     );
 }

@@ -1357,3 +1357,264 @@ async fn helm_repository_type_oci_over_tls_with_a_ca_from_the_cert_secret() {
         e.message
     );
 }
+
+/// The Secret of a `certSecretRef`, from files.
+fn cert_secret(files: &[(&str, &Path)]) -> Credentials {
+    Credentials(
+        files
+            .iter()
+            .map(|(k, p)| (k.to_string(), std::fs::read(p).unwrap()))
+            .collect(),
+    )
+}
+
+/// A registry that requires a client certificate (`http.tls.clientcas`): pushed and pulled with
+/// the `certSecretRef`'s `tls.crt`/`tls.key` (PKCS#1, PKCS#8 and SEC1 keys); without them, with
+/// a certificate the registry does not trust, with a key of another pair, or with only one
+/// half of the pair, the error says so and names the registry or the Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_for_a_registry_that_requires_them() {
+    let Some(openssl) = registry::openssl_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let c = registry::client_certificates(&openssl, dir.path());
+    let Some(reg) = Registry::start_mtls(&c.server_crt, &c.server_key, &c.ca) else {
+        return;
+    };
+    let ca_pem = std::fs::read(&c.ca).unwrap();
+    let pusher = OciClient::new(OciClientOptions {
+        ca_pem: Some(ca_pem.clone()),
+        client_cert: Some(trueup_sources::tls::ClientCert::new(
+            std::fs::read(&c.client_crt).unwrap(),
+            std::fs::read(&c.client_key_pkcs1).unwrap(),
+        )),
+        timeout: Duration::from_secs(20),
+        ..Default::default()
+    })
+    .unwrap();
+    let src_dir = tempfile::tempdir().unwrap();
+    write_tree(src_dir.path(), &[("deploy/app.yaml", "kind: ConfigMap\n")]);
+    let url = reg.url("fleet/mtls");
+    let digest = pusher
+        .push_artifact(src_dir.path(), &format!("{url}:v1"), "s", "r")
+        .await
+        .expect("push with a client certificate");
+
+    let mut s = spec(
+        &url,
+        serde_json::json!({"ref": {"tag": "v1"}, "certSecretRef": {"name": "registry-tls"}}),
+    );
+    s.insecure = false;
+    for (crt, key) in [
+        (&c.client_crt, &c.client_key_pkcs1),
+        (&c.client_crt, &c.client_key_pkcs8),
+        (&c.ec_crt, &c.ec_key_sec1),
+    ] {
+        let secret = cert_secret(&[("ca.crt", &c.ca), ("tls.crt", crt), ("tls.key", key)]);
+        let (fetched, out) = pull(&s, Some(&secret))
+            .await
+            .unwrap_or_else(|e| panic!("pull with {}: {}", key.display(), e.message));
+        assert_eq!(fetched.revision, format!("v1@{digest}"));
+        assert_eq!(read(out.path(), "deploy/app.yaml"), "kind: ConfigMap\n");
+    }
+
+    // No client certificate: the handshake fails, named as such, with the registry's address.
+    let only_ca = cert_secret(&[("ca.crt", &c.ca)]);
+    let e = resolve(&s, Some(&only_ca)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Auth,
+        &[
+            "TLS handshake failed",
+            "requires a client certificate",
+            &reg.addr,
+        ],
+    );
+
+    // A certificate the registry does not trust.
+    let stranger = cert_secret(&[
+        ("ca.crt", &c.ca),
+        ("tls.crt", &c.stranger_crt),
+        ("tls.key", &c.stranger_key),
+    ]);
+    let e = resolve(&s, Some(&stranger)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Auth,
+        &[
+            "TLS handshake failed",
+            "refused the client certificate",
+            &reg.addr,
+        ],
+    );
+
+    // The key of another pair: refused before connecting, naming the Secret and its keys.
+    let mismatched = cert_secret(&[
+        ("ca.crt", &c.ca),
+        ("tls.crt", &c.client_crt),
+        ("tls.key", &c.stranger_key),
+    ]);
+    let e = resolve(&s, Some(&mismatched)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::InvalidSpec,
+        &[
+            "secret 'registry-tls' (certSecretRef)",
+            "'tls.key'",
+            "does not match",
+        ],
+    );
+    let key_pem = std::fs::read_to_string(&c.stranger_key).unwrap();
+    let key_body = key_pem.lines().nth(1).unwrap();
+    assert!(!e.message.contains(key_body), "{}", e.message);
+
+    // Half a pair, and a key that is not PEM.
+    let half = cert_secret(&[("ca.crt", &c.ca), ("tls.crt", &c.client_crt)]);
+    let e = resolve(&s, Some(&half)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::InvalidSpec,
+        &[
+            "secret 'registry-tls' (certSecretRef)",
+            "'tls.key' is missing",
+        ],
+    );
+    let mut garbled = cert_secret(&[("ca.crt", &c.ca), ("tls.crt", &c.client_crt)]);
+    garbled
+        .0
+        .insert("tls.key".into(), b"s3cret-not-a-pem-key".to_vec());
+    let e = resolve(&s, Some(&garbled)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::InvalidSpec,
+        &[
+            "secret 'registry-tls' (certSecretRef)",
+            "'tls.key'",
+            "no PEM private key",
+        ],
+    );
+    assert!(!e.message.contains("s3cret"), "{}", e.message);
+
+    // A HelmRepository `type: oci` on the same registry: the chart pulled with the client
+    // certificate of its certSecretRef, and refused without one.
+    let chart = tgz(&[(
+        "db/Chart.yaml",
+        "apiVersion: v2\nname: db\nversion: 2.0.0\n",
+    )]);
+    pusher
+        .push_manifest_with_blobs(
+            &trueup_sources::oci::Reference::parse(&reg.url("charts/db")).unwrap(),
+            "2.0.0",
+            trueup_sources::oci::Blob::new(manifest::HELM_CONFIG, b"{}".to_vec()),
+            vec![trueup_sources::oci::Blob::new(
+                manifest::HELM_CHART,
+                chart.clone(),
+            )],
+            BTreeMap::new(),
+        )
+        .await
+        .expect("push a chart with a client certificate");
+    let mut hs = helm_chart_spec(&reg.url("charts"), "db", "2.x");
+    hs.repository.insecure = false;
+    hs.repository.cert_secret_ref =
+        Some(serde_json::from_value(serde_json::json!({"name": "charts-tls"})).unwrap());
+    let good = cert_secret(&[
+        ("ca.crt", &c.ca),
+        ("tls.crt", &c.client_crt),
+        ("tls.key", &c.client_key_pkcs8),
+    ]);
+    let (rev, bytes) = pull_helm_chart(&hs, Some(&good))
+        .await
+        .expect("chart over mutual TLS");
+    assert_eq!(rev.revision, "2.0.0");
+    assert_eq!(bytes, chart);
+    let e = pull_helm_chart(&hs, Some(&only_ca)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::Auth,
+        &["requires a client certificate", &reg.addr],
+    );
+    let e = pull_helm_chart(&hs, Some(&half)).await.unwrap_err();
+    assert_err(
+        &e,
+        SourceErrorKind::InvalidSpec,
+        &[
+            "secret 'charts-tls' (certSecretRef)",
+            "'tls.key' is missing",
+        ],
+    );
+
+    // Through the OCIRepository reconciler: the certSecretRef Secret read from the backend.
+    use trueup_core::reconcile::{OciRepositoryReconciler, Reconciler, Verdict};
+    use trueup_core::traits::{ApplyOptions, Backend};
+    let backend = trueup_core::memory::MemoryBackend::new();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = trueup_core::storage::ArtifactStore::new(store_dir.path()).unwrap();
+    let reconciler = OciRepositoryReconciler::new(OciSource::new(), store);
+    let secret = |name: &str, keys: &[(&str, &Path)]| {
+        let data: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .map(|(k, p)| (k.to_string(), std::fs::read_to_string(p).unwrap().into()))
+            .collect();
+        trueup_core::object::Object::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "flux-system"},
+            "stringData": data,
+        }))
+        .unwrap()
+    };
+    let repo = |name: &str, secret: &str| {
+        trueup_core::object::Object::from_value(serde_json::json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+            "metadata": {"name": name, "namespace": "flux-system"},
+            "spec": {"interval": "5m", "url": url, "ref": {"tag": "v1"},
+                     "certSecretRef": {"name": secret}},
+        }))
+        .unwrap()
+    };
+    for obj in [
+        secret(
+            "registry-tls",
+            &[
+                ("ca.crt", &c.ca),
+                ("tls.crt", &c.ec_crt),
+                ("tls.key", &c.ec_key_sec1),
+            ],
+        ),
+        secret(
+            "half-tls",
+            &[("ca.crt", &c.ca), ("tls.key", &c.ec_key_sec1)],
+        ),
+    ] {
+        backend.apply(&obj, &ApplyOptions::default()).await.unwrap();
+    }
+    let out = reconciler
+        .reconcile(&repo("fleet", "registry-tls"), &backend)
+        .await;
+    assert_eq!(out.verdict, Verdict::Ready, "{:?}", out.status);
+    let artifact = out.status.artifact.as_ref().expect("artifact");
+    assert_eq!(artifact.revision, format!("v1@{digest}"));
+    let out = reconciler
+        .reconcile(&repo("half", "half-tls"), &backend)
+        .await;
+    assert_eq!(
+        out.verdict,
+        Verdict::Failed { stalled: true },
+        "{:?}",
+        out.status
+    );
+    let ready = out.status.condition("Ready").expect("Ready");
+    assert!(
+        ready.message.contains("secret 'half-tls' (certSecretRef)")
+            && ready.message.contains("'tls.crt' is missing"),
+        "{}",
+        ready.message
+    );
+    let key_body = std::fs::read_to_string(&c.ec_key_sec1).unwrap();
+    assert!(
+        !ready.message.contains(key_body.lines().nth(1).unwrap()),
+        "{}",
+        ready.message
+    );
+}

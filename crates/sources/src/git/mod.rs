@@ -84,7 +84,10 @@ impl Job {
         let (scheme, parsed) = transport::check_url(&spec.url)?;
         unsupported(spec)?;
         let target = Target::from_spec(spec.reference.as_ref())?;
-        let auth = Auth::from_credentials(req.credentials)?;
+        let auth = Auth::from_credentials(
+            req.credentials,
+            spec.secret_ref.as_ref().map(|r| r.name.as_str()),
+        )?;
         let timeout = if req.timeout.is_zero() {
             GitSource::timeout_for(spec)
         } else {
@@ -531,6 +534,13 @@ fn classify(job: &Job, what: &str, e: &gix::Error) -> SourceError {
         return job.err(
             SourceErrorKind::InvalidSpec,
             "refusing credentials in the URL of",
+            &detail,
+        );
+    }
+    if let Some(hint) = crate::tls::handshake_hint(&detail, job.auth.client_cert.is_some()) {
+        return job.err(
+            SourceErrorKind::Auth,
+            &format!("TLS handshake failed ({hint}) for"),
             &detail,
         );
     }

@@ -93,6 +93,8 @@ pub struct Auth {
     pub headers: Vec<String>,
     /// Extra PEM roots from `ca.crt` / `caFile`.
     pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate from `tls.crt` and `tls.key` (mutual TLS over HTTPS).
+    pub client_cert: Option<crate::tls::ClientCert>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -100,12 +102,18 @@ impl std::fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("headers", &self.headers.len())
             .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert.is_some())
             .finish()
     }
 }
 
 impl Auth {
-    pub fn from_credentials(creds: Option<&Credentials>) -> Result<Auth, SourceError> {
+    /// Reads the `secretRef` Secret (`secret_name` for messages): basic or bearer auth, and
+    /// `ca.crt`, `tls.crt`, `tls.key` for HTTPS.
+    pub fn from_credentials(
+        creds: Option<&Credentials>,
+        secret_name: Option<&str>,
+    ) -> Result<Auth, SourceError> {
         let Some(creds) = creds else {
             return Ok(Auth::default());
         };
@@ -130,59 +138,19 @@ impl Auth {
                 "invalid secret: credentials contain a newline",
             ));
         }
-        auth.ca_pem = creds
-            .0
-            .get("ca.crt")
-            .or_else(|| creds.0.get("caFile"))
-            .cloned();
+        let secret = crate::tls::describe_secret(secret_name, "secretRef");
+        // `caFile` was read before Flux settled on `ca.crt`; it still is.
+        let tls = crate::tls::TlsSecret::from_credentials(Some(creds), &secret, Some(&secret))?;
+        auth.ca_pem = tls.ca_pem;
+        auth.client_cert = tls.client_cert;
         Ok(auth)
     }
 }
 
-/// The rustls client configuration: the `ring` provider (not aws-lc-rs, which needs a C
-/// toolchain and is slow to build), the platform's roots plus the Secret's CA.
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, SourceError> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::CertificateDer;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut extra: Vec<CertificateDer<'static>> = Vec::new();
-    if let Some(pem) = ca_pem {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| {
-                SourceError::new(
-                    SourceErrorKind::InvalidSpec,
-                    format!("invalid CA certificate in the secret: {e}"),
-                )
-            })?;
-            extra.push(cert);
-        }
-        if extra.is_empty() {
-            return Err(SourceError::new(
-                SourceErrorKind::InvalidSpec,
-                "invalid CA certificate in the secret: no PEM certificate found",
-            ));
-        }
-    }
-    let tls_err = |e: rustls::Error| {
-        SourceError::new(SourceErrorKind::Other, format!("TLS setup failed: {e}"))
-    };
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(tls_err)?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    // Smart HTTP works over HTTP/1.1; advertising only it keeps the client path simple.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 /// Options for gix's HTTP transport: our headers, timeouts and TLS.
 pub fn http_options(auth: &Auth, timeout: Duration) -> Result<http::Options, SourceError> {
-    let tls = tls_config(auth.ca_pem.as_deref())?;
+    // Smart HTTP works over HTTP/1.1, the only protocol the config offers.
+    let tls = crate::tls::client_config(auth.ca_pem.as_deref(), None, auth.client_cert.as_ref())?;
     let connect_timeout = timeout.min(Duration::from_secs(10));
     let backend = http::reqwest::Options {
         configure_client: Some(Box::new(
@@ -297,15 +265,23 @@ mod tests {
                     .collect::<BTreeMap<_, _>>(),
             )
         };
-        let a = Auth::from_credentials(Some(&creds(&[("username", "git"), ("password", "pw")])))
-            .unwrap();
+        let a = Auth::from_credentials(
+            Some(&creds(&[("username", "git"), ("password", "pw")])),
+            None,
+        )
+        .unwrap();
         assert_eq!(a.headers, vec!["Authorization: Basic Z2l0OnB3".to_string()]);
-        let a = Auth::from_credentials(Some(&creds(&[("bearerToken", "tok")]))).unwrap();
+        let a = Auth::from_credentials(Some(&creds(&[("bearerToken", "tok")])), None).unwrap();
         assert_eq!(a.headers, vec!["Authorization: Bearer tok".to_string()]);
         assert!(!format!("{a:?}").contains("tok"));
-        assert!(Auth::from_credentials(Some(&creds(&[("password", "x")]))).is_err());
-        assert!(Auth::from_credentials(Some(&creds(&[("ca.crt", "not pem")]))).is_ok());
-        assert!(tls_config(Some(b"not pem")).is_err());
-        assert!(tls_config(None).is_ok());
+        assert!(Auth::from_credentials(Some(&creds(&[("password", "x")])), None).is_err());
+        assert!(Auth::from_credentials(Some(&creds(&[("ca.crt", "not pem")])), None).is_ok());
+        let e =
+            Auth::from_credentials(Some(&creds(&[("tls.crt", "x")])), Some("git-tls")).unwrap_err();
+        assert!(
+            e.message.contains("secret 'git-tls'") && e.message.contains("'tls.key'"),
+            "{}",
+            e.message
+        );
     }
 }

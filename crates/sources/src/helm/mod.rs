@@ -12,8 +12,11 @@
 //! - The archive is checked against the index's sha256 digest and written to
 //!   the fetch directory as `NAME-VERSION.tgz`; the revision is the version.
 //! - `username`/`password` credentials become HTTP basic auth (sent to another
-//!   host than the repository's only with `passCredentials`), `ca.crt` is
-//!   trusted on top of the platform roots (rustls with ring).
+//!   host than the repository's only with `passCredentials`); `certSecretRef`'s
+//!   `ca.crt` is trusted on top of the platform roots (rustls with ring) and its
+//!   `tls.crt`/`tls.key` are presented as a client certificate (mutual TLS), for
+//!   HTTP and `type: oci` repositories alike (the deprecated `caFile`,
+//!   `certFile`, `keyFile` of `secretRef` are read when none is set).
 //! - A `type: oci` HelmRepository is a registry: no index; the chart's tags are
 //!   listed (all pages) and matched with Helm's `+` → `_` convention, or an exact
 //!   version is looked up by its tag; the chart layer is pulled with its digest
@@ -105,41 +108,47 @@ fn err(kind: SourceErrorKind, msg: impl Into<String>) -> SourceError {
     SourceError::new(kind, msg)
 }
 
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, SourceError> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::CertificateDer;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut extra: Vec<CertificateDer<'static>> = Vec::new();
-    if let Some(pem) = ca_pem {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            extra.push(cert.map_err(|e| {
-                err(
-                    SourceErrorKind::InvalidSpec,
-                    format!("invalid CA certificate in the secret: {e}"),
-                )
-            })?);
-        }
-    }
-    let tls_err = |e: rustls::Error| err(SourceErrorKind::Other, format!("TLS setup failed: {e}"));
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(tls_err)?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth())
+/// The TLS material of a HelmRepository, as Flux reads it: `ca.crt`, `tls.crt` and `tls.key`
+/// from `certSecretRef`; the deprecated `caFile`, `certFile` and `keyFile` from `secretRef` when
+/// none of those is set.
+fn tls_secret(
+    repo: &HelmRepositorySpec,
+    creds: Option<&Credentials>,
+) -> Result<crate::tls::TlsSecret, SourceError> {
+    let name = |r: &Option<trueup_core::api::meta::LocalObjectReference>| {
+        r.as_ref().map(|r| r.name.clone())
+    };
+    let legacy = crate::tls::describe_secret(name(&repo.secret_ref).as_deref(), "secretRef");
+    let secret = match name(&repo.cert_secret_ref) {
+        Some(n) => crate::tls::describe_secret(Some(&n), "certSecretRef"),
+        None => legacy.clone(),
+    };
+    crate::tls::TlsSecret::from_credentials(creds, &secret, Some(&legacy))
 }
 
 struct Http {
     client: reqwest::blocking::Client,
     auth: Option<(String, String)>,
+    /// A client certificate is configured (for messages about failed handshakes).
+    client_cert: bool,
 }
 
 impl Http {
-    fn new(creds: Option<&Credentials>, timeout: Duration) -> Result<Http, SourceError> {
-        let tls = tls_config(creds.and_then(|c| c.0.get("ca.crt")).map(|v| v.as_slice()))?;
+    fn new(
+        repo: &HelmRepositorySpec,
+        creds: Option<&Credentials>,
+        timeout: Duration,
+    ) -> Result<Http, SourceError> {
+        let secret = tls_secret(repo, creds)?;
+        let ca_origin = secret
+            .ca_origin
+            .as_ref()
+            .map(|(s, k)| (s.as_str(), k.as_str()));
+        let tls = crate::tls::client_config(
+            secret.ca_pem.as_deref(),
+            ca_origin,
+            secret.client_cert.as_ref(),
+        )?;
         let client = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -152,7 +161,11 @@ impl Http {
                 c.get_str("password").unwrap_or("").to_string(),
             ))
         });
-        Ok(Http { client, auth })
+        Ok(Http {
+            client,
+            auth,
+            client_cert: secret.client_cert.is_some(),
+        })
     }
 
     fn get(&self, url: &str) -> reqwest::blocking::RequestBuilder {
@@ -173,13 +186,29 @@ fn status_error(url: &str, status: reqwest::StatusCode) -> SourceError {
     err(kind, format!("failed to fetch {url}: {status}"))
 }
 
-fn request_error(url: &str, e: reqwest::Error) -> SourceError {
+fn request_error(url: &str, e: reqwest::Error, client_cert: bool) -> SourceError {
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !detail.contains(&m) {
+            detail.push_str(": ");
+            detail.push_str(&m);
+        }
+        src = s.source();
+    }
+    if let Some(hint) = crate::tls::handshake_hint(&detail, client_cert) {
+        return err(
+            SourceErrorKind::Auth,
+            format!("failed to fetch {url}: TLS handshake failed: {hint}: {detail}"),
+        );
+    }
     let kind = if e.is_timeout() {
         SourceErrorKind::Timeout
     } else {
         SourceErrorKind::Unreachable
     };
-    err(kind, format!("failed to fetch {url}: {e}"))
+    err(kind, format!("failed to fetch {url}: {detail}"))
 }
 
 /// `index.yaml` next to the repository URL.
@@ -240,7 +269,7 @@ impl HelmSource {
     }
 
     /// The registry client for a `type: oci` HelmRepository: `secretRef` (a dockerconfigjson
-    /// Secret, or `username`/`password` keys), `certSecretRef`'s `ca.crt`, `insecure`.
+    /// Secret, or `username`/`password` keys), `certSecretRef`'s TLS keys, `insecure`.
     fn oci_client(
         &self,
         repo: &HelmRepositorySpec,
@@ -258,9 +287,11 @@ impl HelmSource {
             ));
         }
         let auths = crate::oci::RegistryAuths::from_credentials(creds)?;
+        let tls = tls_secret(repo, creds)?;
         let opts = crate::oci::OciClientOptions {
             insecure: repo.insecure,
-            ca_pem: creds.and_then(|c| c.0.get("ca.crt").cloned()),
+            ca_pem: tls.ca_pem,
+            client_cert: tls.client_cert,
             timeout,
             auths,
             ..Default::default()
@@ -340,7 +371,9 @@ impl HelmSource {
         if let Some(c) = &cached {
             rb = rb.header(reqwest::header::IF_NONE_MATCH, c.etag.clone());
         }
-        let resp = rb.send().map_err(|e| request_error(&url, e))?;
+        let resp = rb
+            .send()
+            .map_err(|e| request_error(&url, e, http.client_cert))?;
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             if let Some(c) = cached {
                 return Ok(c.entries);
@@ -378,7 +411,7 @@ impl HelmSource {
         creds: Option<&Credentials>,
         timeout: Duration,
     ) -> Result<(ChartVersion, Http), SourceError> {
-        let http = Http::new(creds, timeout)?;
+        let http = Http::new(&spec.repository, creds, timeout)?;
         let repo = &spec.repository.url;
         let chart = &spec.chart.chart;
         let entries = self.entries(&http, repo, chart)?;
@@ -479,11 +512,11 @@ impl Source for HelmSource {
             } else {
                 http.client.get(&url)
             };
-            let resp = rb.send().map_err(|e| request_error(&url, e))?;
+            let resp = rb.send().map_err(|e| request_error(&url, e, http.client_cert))?;
             if !resp.status().is_success() {
                 return Err(status_error(&url, resp.status()));
             }
-            let bytes = resp.bytes().map_err(|e| request_error(&url, e))?;
+            let bytes = resp.bytes().map_err(|e| request_error(&url, e, http.client_cert))?;
             if let Some(want) = v.digest.as_deref().filter(|d| !d.is_empty()) {
                 let got = hex::encode(sha2::Sha256::digest(&bytes));
                 let want = want.trim_start_matches("sha256:");

@@ -134,11 +134,12 @@ impl RegistryAuths {
             );
             return Ok(RegistryAuths { by_host });
         }
-        if creds
-            .0
-            .keys()
-            .all(|k| k == "ca.crt" || k == "tls.crt" || k == "tls.key")
-        {
+        if creds.0.keys().all(|k| {
+            [
+                "ca.crt", "tls.crt", "tls.key", "caFile", "certFile", "keyFile",
+            ]
+            .contains(&k.as_str())
+        }) {
             return Ok(RegistryAuths::default());
         }
         Err(invalid(

@@ -33,6 +33,9 @@ pub struct OciClientOptions {
     pub insecure: bool,
     /// Extra PEM roots (`certSecretRef`'s `ca.crt`).
     pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate for registries that require one (`certSecretRef`'s `tls.crt` and
+    /// `tls.key`).
+    pub client_cert: Option<crate::tls::ClientCert>,
     /// Per request, body included.
     pub timeout: Duration,
     pub auths: RegistryAuths,
@@ -51,6 +54,7 @@ impl Default for OciClientOptions {
         OciClientOptions {
             insecure: false,
             ca_pem: None,
+            client_cert: None,
             timeout: Duration::from_secs(60),
             auths: RegistryAuths::default(),
             max_blob_bytes: trueup_core::storage::Limits::default().max_archive_bytes,
@@ -96,6 +100,7 @@ impl std::fmt::Debug for OciClient {
         f.debug_struct("OciClient")
             .field("insecure", &self.opts.insecure)
             .field("auths", &self.opts.auths)
+            .field("client_cert", &self.opts.client_cert.is_some())
             .finish()
     }
 }
@@ -115,44 +120,6 @@ impl Ctx<'_> {
             format!("{} '{}': {detail}", self.op, self.r.repo_url()),
         )
     }
-}
-
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, SourceError> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::CertificateDer;
-    // The ring provider, as the Git transport: aws-lc-rs needs a C toolchain and is slow to build.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut extra: Vec<CertificateDer<'static>> = Vec::new();
-    if let Some(pem) = ca_pem {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            extra.push(cert.map_err(|e| {
-                SourceError::new(
-                    SourceErrorKind::InvalidSpec,
-                    format!("invalid CA certificate in the secret: {e}"),
-                )
-            })?);
-        }
-        if extra.is_empty() {
-            return Err(SourceError::new(
-                SourceErrorKind::InvalidSpec,
-                "invalid CA certificate in the secret: no PEM certificate found",
-            ));
-        }
-    }
-    let tls_err = |e: rustls::Error| {
-        SourceError::new(SourceErrorKind::Other, format!("TLS setup failed: {e}"))
-    };
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(tls_err)?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// The registry's JSON error body, `{"errors":[{"code":..,"message":..}]}`, summarised.
@@ -220,7 +187,11 @@ impl OciClient {
             .user_agent(concat!("trueup/", env!("CARGO_PKG_VERSION")));
         // Always our TLS config: without one reqwest would look for a process-wide rustls
         // provider (and panic when there is none), even for plain HTTP.
-        builder = builder.tls_backend_preconfigured(tls_config(opts.ca_pem.as_deref())?);
+        builder = builder.tls_backend_preconfigured(crate::tls::client_config(
+            opts.ca_pem.as_deref(),
+            None,
+            opts.client_cert.as_ref(),
+        )?);
         if !opts.insecure {
             builder = builder.https_only(true);
         }
@@ -421,6 +392,17 @@ impl OciClient {
             detail.push_str(": ");
             detail.push_str(&s.to_string());
             src = s.source();
+        }
+        if let Some(hint) = crate::tls::handshake_hint(&detail, self.opts.client_cert.is_some()) {
+            // A client certificate missing or refused: retrying will not help until the Secret
+            // changes.
+            return ctx.err(
+                SourceErrorKind::Auth,
+                format!(
+                    "TLS handshake failed: {hint}: {}",
+                    crate::git::display_url(&detail)
+                ),
+            );
         }
         let kind = if e.is_timeout() {
             SourceErrorKind::Timeout

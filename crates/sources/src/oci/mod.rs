@@ -13,7 +13,8 @@
 //!
 //! Credentials: the `secretRef` Secret's `.dockerconfigjson` (type
 //! `kubernetes.io/dockerconfigjson`), looked up by registry host; `certSecretRef`'s `ca.crt`
-//! arrives in the same [`Credentials`] (the reconciler merges both Secrets). Basic credentials go
+//! (extra roots) and `tls.crt`/`tls.key` (a client certificate, for registries that require
+//! mutual TLS) arrive in the same [`Credentials`] (the reconciler merges both Secrets). Basic credentials go
 //! with the first request; a `Bearer` challenge is answered with a token from the realm.
 
 mod auth;
@@ -162,11 +163,16 @@ impl OciSource {
         timeout: Duration,
     ) -> Result<OciClient, SourceError> {
         let auths = RegistryAuths::from_credentials(credentials)?;
-        let ca_pem =
-            credentials.and_then(|c| c.0.get("ca.crt").or_else(|| c.0.get("caFile")).cloned());
+        let secret = crate::tls::describe_secret(
+            spec.cert_secret_ref.as_ref().map(|r| r.name.as_str()),
+            "certSecretRef",
+        );
+        // `caFile` was read before Flux settled on `ca.crt`; it still is.
+        let tls = crate::tls::TlsSecret::from_credentials(credentials, &secret, Some(&secret))?;
         let opts = OciClientOptions {
             insecure: spec.insecure,
-            ca_pem,
+            ca_pem: tls.ca_pem,
+            client_cert: tls.client_cert,
             timeout,
             auths,
             max_blob_bytes: self.limits.max_archive_bytes,

@@ -218,6 +218,34 @@ fn tls_server_config() -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
+/// [`tls_server_config`] that also requires a client certificate signed by `client_ca_pem`.
+fn mtls_server_config(client_ca_pem: &[u8]) -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca_pem) {
+        roots.add(ca.expect("client CA")).expect("client CA");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let certs = CertificateDer::pem_slice_iter(TEST_CERT_PEM.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("cert");
+    let key = PrivateKeyDer::from_pem_slice(TEST_KEY_PEM.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .expect("server config");
+    Arc::new(config)
+}
+
 impl HttpGit {
     pub fn start(root: &Path, auth: HttpAuth) -> HttpGit {
         HttpGit::start_with(root, auth, None)
@@ -226,6 +254,11 @@ impl HttpGit {
     /// The same over HTTPS, with the certificate of [`TEST_CA_PEM`].
     pub fn start_tls(root: &Path, auth: HttpAuth) -> HttpGit {
         HttpGit::start_with(root, auth, Some(tls_server_config()))
+    }
+
+    /// Over HTTPS ([`TEST_CA_PEM`]), requiring a client certificate signed by `client_ca_pem`.
+    pub fn start_mtls(root: &Path, auth: HttpAuth, client_ca_pem: &[u8]) -> HttpGit {
+        HttpGit::start_with(root, auth, Some(mtls_server_config(client_ca_pem)))
     }
 
     fn start_with(root: &Path, auth: HttpAuth, tls: Option<Arc<rustls::ServerConfig>>) -> HttpGit {

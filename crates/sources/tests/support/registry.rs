@@ -83,6 +83,18 @@ impl Registry {
         Registry::start_with(false, Some(tls))
     }
 
+    /// Starts a registry serving HTTPS with `cert`/`key` that requires a client certificate
+    /// signed by `client_ca` (`http.tls.clientcas`: Go's `RequireAndVerifyClientCert`).
+    pub fn start_mtls(cert: &Path, key: &Path, client_ca: &Path) -> Option<Registry> {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+            cert.display(),
+            key.display(),
+            client_ca.display()
+        );
+        Registry::start_with(false, Some(tls))
+    }
+
     fn start_with(basic_auth: bool, token_auth: Option<String>) -> Option<Registry> {
         let bin = registry_bin()?;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -801,4 +813,124 @@ pub fn tls_certificates(openssl: &Path, dir: &Path) -> (PathBuf, PathBuf, PathBu
         dir.join("server.crt"),
         dir.join("server.key"),
     )
+}
+
+/// Client certificates for mutual TLS, made with `openssl` next to [`tls_certificates`]'s CA.
+pub struct ClientCerts {
+    /// The CA that signed the server's and the clients' certificates.
+    pub ca: PathBuf,
+    pub server_crt: PathBuf,
+    pub server_key: PathBuf,
+    /// An RSA client certificate signed by the CA, its key as PKCS#1 (`RSA PRIVATE KEY`).
+    pub client_crt: PathBuf,
+    pub client_key_pkcs1: PathBuf,
+    /// The same key as PKCS#8 (`PRIVATE KEY`).
+    pub client_key_pkcs8: PathBuf,
+    /// A P-256 client certificate signed by the CA, its key as SEC1 (`EC PRIVATE KEY`).
+    pub ec_crt: PathBuf,
+    pub ec_key_sec1: PathBuf,
+    /// A self-signed client certificate the server does not trust, and its key.
+    pub stranger_crt: PathBuf,
+    pub stranger_key: PathBuf,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and client certificates (see [`ClientCerts`]).
+pub fn client_certificates(openssl: &Path, dir: &Path) -> ClientCerts {
+    let (ca, server_crt, server_key) = tls_certificates(openssl, dir);
+    let run = |args: &[&str]| {
+        let out = Command::new(openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let sign = |name: &str| {
+        run(&[
+            "req",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN=trueup-{name}"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext.cnf",
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+    };
+    run(&["genrsa", "-traditional", "-out", "client.key", "2048"]);
+    sign("client");
+    run(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        "client.key",
+        "-out",
+        "client-pkcs8.key",
+    ]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ec.key",
+    ]);
+    sign("ec");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=trueup-stranger",
+        "-addext",
+        "extendedKeyUsage=clientAuth",
+        "-keyout",
+        "stranger.key",
+        "-out",
+        "stranger.crt",
+    ]);
+    ClientCerts {
+        ca,
+        server_crt,
+        server_key,
+        client_crt: dir.join("client.crt"),
+        client_key_pkcs1: dir.join("client.key"),
+        client_key_pkcs8: dir.join("client-pkcs8.key"),
+        ec_crt: dir.join("ec.crt"),
+        ec_key_sec1: dir.join("ec.key"),
+        stranger_crt: dir.join("stranger.crt"),
+        stranger_key: dir.join("stranger.key"),
+    }
 }
