@@ -34,6 +34,7 @@ mod exec;
 pub mod funcs;
 pub mod gofmt;
 mod gotime;
+mod head_scan;
 mod lex;
 pub mod parse;
 mod semver;
