@@ -708,6 +708,14 @@ pub fn from_serde_yaml(v: &serde_yaml::Value) -> Value {
 /// merge keys are applied, tags are ignored, and errors read like
 /// go-yaml's (`yaml: line N: message`).
 pub fn from_yaml_str_go(s: &str) -> Result<Value, String> {
+    match crate::head_scan::parse_map(s) {
+        Some(v) => Ok(v),
+        None => from_yaml_str_go_full(s),
+    }
+}
+
+/// [`from_yaml_str_go`] without the quick path for plain block mappings.
+pub(crate) fn from_yaml_str_go_full(s: &str) -> Result<Value, String> {
     let mut docs = serde_yaml::Deserializer::from_str(s);
     let Some(doc) = docs.next() else {
         return Ok(Value::Nil);
