@@ -42,11 +42,28 @@ enum Val<'a> {
     Other,
 }
 
+/// What the scan is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Only the head ([`scan`]).
+    Head,
+    /// Values as go-yaml v2 reads them ([`parse_map`]).
+    Go,
+    /// Values as the YAML 1.2 parser reads them ([`parse_map_core`]):
+    /// `yes`/`no`/`on`/`off` stay strings, a duplicate key is an error.
+    Core,
+}
+
+impl Mode {
+    fn build(self) -> bool {
+        self != Mode::Head
+    }
+}
+
 struct Scanner<'a> {
     lines: Vec<Line<'a>>,
     i: usize,
-    /// Build values ([`parse_map`]) rather than only read the head.
-    build: bool,
+    mode: Mode,
     /// Whether the last line ends with a newline.
     ends_with_newline: bool,
 }
@@ -54,7 +71,7 @@ struct Scanner<'a> {
 /// `Some((kind, hook))` when `doc` is in the accepted subset and is a
 /// mapping; `None` when the full parse has to decide.
 pub(crate) fn scan(doc: &str) -> Option<(String, bool)> {
-    let mut s = Scanner::new(doc, false)?;
+    let mut s = Scanner::new(doc, Mode::Head)?;
     let (kind, hook, _) = s.root()?;
     Some((kind?, hook))
 }
@@ -63,7 +80,14 @@ pub(crate) fn scan(doc: &str) -> Option<(String, bool)> {
 /// under `sigs.k8s.io/yaml` reads it; `None` when the full parse has to
 /// decide.
 pub(crate) fn parse_map(doc: &str) -> Option<Value> {
-    let mut s = Scanner::new(doc, true)?;
+    let mut s = Scanner::new(doc, Mode::Go)?;
+    let (_, _, v) = s.root()?;
+    Some(v)
+}
+
+/// [`parse_map`] for YAML 1.2 (see [`crate::yaml::from_yaml_str`]).
+pub(crate) fn parse_map_core(doc: &str) -> Option<Value> {
+    let mut s = Scanner::new(doc, Mode::Core)?;
     let (_, _, v) = s.root()?;
     Some(v)
 }
@@ -91,9 +115,9 @@ fn is_key_byte(b: u8) -> bool {
 
 /// A plain key that reads back as a non-null string or a small integer
 /// (when building: as a string).
-fn key_ok(k: &str, build: bool) -> bool {
+fn key_ok(k: &str, mode: Mode) -> bool {
     let b = k.as_bytes();
-    if build {
+    if mode.build() {
         return (b[0].is_ascii_alphabetic() || b[0] == b'_')
             && !crate::yaml::resolves_non_string(k);
     }
@@ -105,7 +129,7 @@ fn key_ok(k: &str, build: bool) -> bool {
 }
 
 /// `key:` or `key: rest` with a plain key of safe characters.
-fn split_key(t: &str, build: bool) -> Option<(&str, &str)> {
+fn split_key(t: &str, mode: Mode) -> Option<(&str, &str)> {
     let b = t.as_bytes();
     let mut j = 0;
     while j < b.len() && is_key_byte(b[j]) {
@@ -118,7 +142,7 @@ fn split_key(t: &str, build: bool) -> Option<(&str, &str)> {
         return None;
     }
     let key = &t[..j];
-    key_ok(key, build).then(|| (key, &t[j + 1..]))
+    key_ok(key, mode).then(|| (key, &t[j + 1..]))
 }
 
 /// A plain scalar (already trimmed) that cannot be a number JSON rejects
@@ -159,7 +183,7 @@ fn simple_number(s: &str) -> bool {
 /// The value of a plain scalar that passed [`plain_ok`], or `None` where
 /// YAML 1.1 (go-yaml) and 1.2 (the parser under the slow path) could
 /// disagree.
-fn plain_value(s: &str) -> Option<Value> {
+fn plain_value(s: &str, mode: Mode) -> Option<Value> {
     let first = s.as_bytes()[0];
     if first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.') {
         // Decimal numbers without a sign, leading zero or trailing dot
@@ -177,12 +201,11 @@ fn plain_value(s: &str) -> Option<Value> {
     }
     Some(match s {
         "~" | "null" | "Null" | "NULL" => Value::Nil,
-        "true" | "True" | "TRUE" | "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
-            Value::Bool(true)
-        }
-        "false" | "False" | "FALSE" | "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
-            Value::Bool(false)
-        }
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        _ if mode == Mode::Core => Value::str(s),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Value::Bool(true),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Value::Bool(false),
         _ => Value::str(s),
     })
 }
@@ -275,7 +298,8 @@ fn rest_blank(s: &[u8], j: usize) -> bool {
 
 /// End (exclusive) and value (when building) of a one-line flow collection
 /// starting at `s[j]`.
-fn flow(s: &[u8], j: usize, depth: usize, build: bool) -> Option<(usize, Value)> {
+fn flow(s: &[u8], j: usize, depth: usize, mode: Mode) -> Option<(usize, Value)> {
+    let build = mode.build();
     if depth > 8 {
         return None;
     }
@@ -306,15 +330,17 @@ fn flow(s: &[u8], j: usize, depth: usize, build: bool) -> Option<(usize, Value)>
                 return None;
             }
             key = std::str::from_utf8(&s[start..j]).ok()?;
-            if !key_ok(key, build) {
+            if !key_ok(key, mode) {
                 return None;
             }
             j = skip_spaces(s, j + 2);
         }
-        let (end, v) = flow_item(s, j, depth, build)?;
+        let (end, v) = flow_item(s, j, depth, mode)?;
         if build {
             if is_map {
-                map.insert(key.to_string(), v);
+                if map.insert(key.to_string(), v).is_some() && mode == Mode::Core {
+                    return None;
+                }
             } else {
                 items.push(v);
             }
@@ -334,7 +360,8 @@ fn flow(s: &[u8], j: usize, depth: usize, build: bool) -> Option<(usize, Value)>
     }
 }
 
-fn flow_item(s: &[u8], j: usize, depth: usize, build: bool) -> Option<(usize, Value)> {
+fn flow_item(s: &[u8], j: usize, depth: usize, mode: Mode) -> Option<(usize, Value)> {
+    let build = mode.build();
     let text = |a: usize, b: usize| std::str::from_utf8(&s[a..b]).ok();
     match *s.get(j)? {
         b'"' => {
@@ -359,7 +386,7 @@ fn flow_item(s: &[u8], j: usize, depth: usize, build: bool) -> Option<(usize, Va
                 },
             ))
         }
-        b'[' | b'{' => flow(s, j, depth + 1, build),
+        b'[' | b'{' => flow(s, j, depth + 1, mode),
         _ => {
             let mut e = j;
             while e < s.len() && !b",]}".contains(&s[e]) {
@@ -369,13 +396,20 @@ fn flow_item(s: &[u8], j: usize, depth: usize, build: bool) -> Option<(usize, Va
             if !plain_ok(tok, true) {
                 return None;
             }
-            Some((e, if build { plain_value(tok)? } else { Value::Nil }))
+            Some((
+                e,
+                if build {
+                    plain_value(tok, mode)?
+                } else {
+                    Value::Nil
+                },
+            ))
         }
     }
 }
 
 impl<'a> Scanner<'a> {
-    fn new(doc: &'a str, build: bool) -> Option<Scanner<'a>> {
+    fn new(doc: &'a str, mode: Mode) -> Option<Scanner<'a>> {
         if !chars_ok(doc) {
             return None;
         }
@@ -397,7 +431,7 @@ impl<'a> Scanner<'a> {
         Some(Scanner {
             lines,
             i: 0,
-            build,
+            mode,
             ends_with_newline,
         })
     }
@@ -439,7 +473,7 @@ impl<'a> Scanner<'a> {
             if line.indent > n || is_seq_line(line.text) {
                 return None;
             }
-            let (key, rest) = split_key(line.text, self.build)?;
+            let (key, rest) = split_key(line.text, self.mode)?;
             self.i += 1;
             let next = match (level, key) {
                 (Level::Top, "metadata") => Level::Metadata,
@@ -462,12 +496,15 @@ impl<'a> Scanner<'a> {
                 }
                 _ => {}
             }
-            if self.build {
-                // Duplicate keys: the last one wins, as in go-yaml v2.
-                map.insert(key.to_string(), value);
+            // Duplicate keys: the last one wins in go-yaml v2.
+            if self.mode.build()
+                && map.insert(key.to_string(), value).is_some()
+                && self.mode == Mode::Core
+            {
+                return None;
             }
         }
-        let value = if self.build {
+        let value = if self.mode.build() {
             Value::map(map)
         } else {
             Value::Nil
@@ -507,14 +544,20 @@ impl<'a> Scanner<'a> {
             }
             b'"' => {
                 let e = double_quoted(b)?;
-                (e, self.build.then(|| double_quoted_value(&rest[..e])))
+                (
+                    e,
+                    self.mode.build().then(|| double_quoted_value(&rest[..e])),
+                )
             }
             b'\'' => {
                 let e = single_quoted(b)?;
-                (e, self.build.then(|| single_quoted_value(&rest[..e])))
+                (
+                    e,
+                    self.mode.build().then(|| single_quoted_value(&rest[..e])),
+                )
             }
             b'[' | b'{' => {
-                let (e, v) = flow(b, 0, 0, self.build)?;
+                let (e, v) = flow(b, 0, 0, self.mode)?;
                 (e, Some(v))
             }
             _ => {
@@ -526,8 +569,8 @@ impl<'a> Scanner<'a> {
                 if !plain_ok(plain, false) {
                     return None;
                 }
-                let v = if self.build {
-                    plain_value(plain)?
+                let v = if self.mode.build() {
+                    plain_value(plain, self.mode)?
                 } else {
                     Value::Nil
                 };
@@ -569,7 +612,7 @@ impl<'a> Scanner<'a> {
             let (_, v) = if item.is_empty() || item.starts_with('#') {
                 self.i += 1;
                 self.value("", n, false, Level::Skip)?
-            } else if is_seq_line(item) || split_key(item, self.build).is_some() {
+            } else if is_seq_line(item) || split_key(item, self.mode).is_some() {
                 // `- key: v` / `- - x`: a collection starting on this line,
                 // at the column of its first item.
                 let off = 1 + (after.len() - item.len());
@@ -585,11 +628,11 @@ impl<'a> Scanner<'a> {
                 self.i += 1;
                 self.value(item, n, false, Level::Skip)?
             };
-            if self.build {
+            if self.mode.build() {
                 items.push(v);
             }
         }
-        Some(if self.build {
+        Some(if self.mode.build() {
             Value::list(items)
         } else {
             Value::Nil
@@ -606,7 +649,7 @@ impl<'a> Scanner<'a> {
             max_blank = max_blank.max(self.lines[j].indent);
             j += 1;
         }
-        if self.build && (j > start || !literal) {
+        if self.mode.build() && (j > start || !literal) {
             return None;
         }
         let m = match self.lines.get(j) {
@@ -614,7 +657,7 @@ impl<'a> Scanner<'a> {
             // Empty scalar; the line belongs to the enclosing collection.
             _ => {
                 self.i = j;
-                return Some(if self.build {
+                return Some(if self.mode.build() {
                     Value::str("")
                 } else {
                     Value::Nil
@@ -636,7 +679,7 @@ impl<'a> Scanner<'a> {
             }
         }
         self.i = j;
-        if !self.build {
+        if !self.mode.build() {
             return Some(Value::Nil);
         }
         // The last line without its newline changes the chomping.
@@ -810,6 +853,34 @@ mod tests {
         }
     }
 
+    /// Whatever `parse_map_core` accepts, the YAML 1.2 parse reads the same.
+    fn same_core_value(doc: &str) -> bool {
+        let Some(v) = super::parse_map_core(doc) else {
+            return false;
+        };
+        match crate::yaml::from_yaml_str_full(doc) {
+            Ok(full) => {
+                assert!(v == full, "{doc:?}: {v:?} != {full:?}");
+                assert_eq!(format!("{v:?}"), format!("{full:?}"), "{doc:?}");
+            }
+            Err(e) => panic!("parse_map_core accepted what the parse rejects ({e}): {doc:?}"),
+        }
+        true
+    }
+
+    #[test]
+    fn builds_core_values_like_the_yaml_1_2_parse() {
+        for doc in [
+            "apiVersion: v2\nname: x\nversion: 0.1.0\nappVersion: \"1.0\"\nkubeVersion: \">=1.20\"\ndependencies:\n  - name: common\n    version: 2.x.x\n    repository: file://../common\n    condition: common.enabled\n    tags: [a, b]\n",
+            "a: yes\nb: on\nc: true\nd: ~\ne: 1\nf: 1.5\ng: [no, y]\n",
+        ] {
+            assert!(same_core_value(doc), "not accepted: {doc:?}");
+        }
+        for doc in ["a: 1\na: 2\n", "a: {b: 1, b: 2}\n"] {
+            assert!(super::parse_map_core(doc).is_none(), "accepted: {doc:?}");
+        }
+    }
+
     #[test]
     fn builds_the_fixture_values_like_the_full_parse() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
@@ -825,6 +896,7 @@ mod tests {
                     if same_value(&text) {
                         accepted += 1;
                     }
+                    same_core_value(&text);
                 }
             }
         }
@@ -902,6 +974,7 @@ mod tests {
             }
             let values = doc.replacen("kind: A\n", "", 1);
             same_value(&values);
+            same_core_value(&values);
         }
         assert!(accepted > 1500, "only {accepted} accepted");
     }

@@ -113,12 +113,12 @@ pub enum Arg {
     Bool(usize, bool),
     Number {
         pos: usize,
-        text: String,
+        text: Rc<str>,
         value: Number,
     },
     String {
         pos: usize,
-        quoted: String,
+        quoted: Rc<str>,
         value: Rc<str>,
     },
     Pipe(Box<Pipe>),
@@ -773,25 +773,17 @@ impl<'a> Parser<'a> {
             Tok::Bool(b) => Arg::Bool(pos, b),
             Tok::Char(text, c) => Arg::Number {
                 pos,
-                text: text.to_string(),
+                text,
                 value: Number::Int(c),
             },
             Tok::Number(text) => match parse_number(&text) {
-                Some(value) => Arg::Number {
-                    pos,
-                    text: text.to_string(),
-                    value,
-                },
+                Some(value) => Arg::Number { pos, text, value },
                 None => return self.err(pos, format!("illegal number syntax: {text:?}")),
             },
             Tok::LeftParen => Arg::Pipe(Box::new(
                 self.pipeline("parenthesized pipeline", &Tok::RightParen)?,
             )),
-            Tok::Str(quoted, value) => Arg::String {
-                pos,
-                quoted: quoted.to_string(),
-                value,
-            },
+            Tok::Str(quoted, value) => Arg::String { pos, quoted, value },
             _ => {
                 self.i -= 1;
                 return Ok(None);

@@ -704,6 +704,14 @@ pub fn yaml_float(f: f64) -> String {
 /// Parses one YAML document into a [`Value`] the way `sigs.k8s.io/yaml`
 /// does (numbers become float64, keys become strings).
 pub fn from_yaml_str(s: &str) -> Result<Value, String> {
+    match crate::head_scan::parse_map_core(s) {
+        Some(v) => Ok(v),
+        None => from_yaml_str_full(s),
+    }
+}
+
+/// [`from_yaml_str`] without the quick path for plain block mappings.
+pub(crate) fn from_yaml_str_full(s: &str) -> Result<Value, String> {
     let v: serde_yaml::Value = serde_yaml::from_str(s).map_err(|e| e.to_string())?;
     Ok(from_serde_yaml(&v))
 }
@@ -1098,6 +1106,10 @@ pub(crate) fn manifest_head(s: &str) -> Result<Head, String> {
 /// stream. `None` when any document is not a plain mapping (or the stream
 /// does not parse): the caller then reads each document on its own.
 pub(crate) fn manifest_heads<'a>(docs: impl Iterator<Item = &'a str> + Clone) -> Option<Vec<Head>> {
+    // Setting up the parser costs more than the rest for nothing to parse.
+    if docs.clone().next().is_none() {
+        return Some(Vec::new());
+    }
     let mut stream = String::with_capacity(docs.clone().map(|d| d.len() + 5).sum());
     let mut n = 0;
     for d in docs {
