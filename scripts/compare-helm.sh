@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Compares trueup's in-process `helm template` (crates/gotmpl/examples/helm-template.rs)
 # with real `helm template` on the same chart: checks the outputs are identical, then runs
-# each N times and prints the median wall time (process start included), the ratio and the
-# peak RSS (/usr/bin/time %M).
+# each N times in turn and prints the median wall time (process start included), the ratio
+# (of the medians, and the median of the run-by-run ratios) and the peak RSS
+# (/usr/bin/time %M, from separate runs).
 #
 #   scripts/compare-helm.sh [CHART_DIR] [RUNS] [-- extra helm template args]
 #
@@ -25,29 +26,50 @@ if ! diff <("$HELM" template bench "$CHART" "${EXTRA[@]}" 2>&1) <("$OURS" bench 
   echo "WARNING: outputs differ for $CHART" >&2
 fi
 
-# Prints "median_seconds peak_rss_kb" for RUNS runs of the given command.
-measure() {
-  local times=() rss=0 t0 t1 m tf
+# Wall time of one run in nanoseconds, read from bash's own clock: forking
+# `date` around the run, or wrapping it in /usr/bin/time, would add a few
+# milliseconds of the measurement's own to every run (as much as the fast
+# side takes in all).
+wall_ns() {
+  local t0 t1
+  t0=$EPOCHREALTIME
+  "$@" >/dev/null 2>&1 || true
+  t1=$EPOCHREALTIME
+  echo $(( (${t1/[.,]/} - ${t0/[.,]/}) * 1000 ))
+}
+
+# Peak RSS (KB) over a few separate runs under /usr/bin/time.
+peak_rss() {
+  local rss=0 m tf
   tf=$(mktemp)
-  for _ in $(seq "$RUNS"); do
-    t0=$(date +%s%N)
+  for _ in 1 2 3; do
     /usr/bin/time -o "$tf" -f "%M" "$@" >/dev/null 2>&1 || true
-    t1=$(date +%s%N)
-    times+=( $(( t1 - t0 )) )
     m=$(tail -1 "$tf")
     (( m > rss )) && rss=$m
   done
   rm -f "$tf"
-  local med
-  med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "$med $rss"
+  echo "$rss"
 }
 
-read -r h_ns h_rss < <(measure "$HELM" template bench "$CHART" "${EXTRA[@]}")
-read -r o_ns o_rss < <(measure "$OURS" bench "$CHART" "${EXTRA[@]}")
-awk -v h="$h_ns" -v o="$o_ns" -v hr="$h_rss" -v orss="$o_rss" -v chart="$CHART" -v runs="$RUNS" 'BEGIN {
-  printf "chart: %s (%d runs each, median wall time incl. process start)\n", chart, runs
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# The two commands run in turn (helm, ours, helm, ours, ...) so that a
+# change in the machine's load hits both sides alike.
+h_times=() o_times=() ratios=()
+for _ in $(seq "$RUNS"); do
+  h=$(wall_ns "$HELM" template bench "$CHART" "${EXTRA[@]}")
+  o=$(wall_ns "$OURS" bench "$CHART" "${EXTRA[@]}")
+  h_times+=( "$h" ) o_times+=( "$o" )
+  ratios+=( "$(awk -v h="$h" -v o="$o" 'BEGIN {printf "%.4f", h/o}')" )
+done
+h_ns=$(printf '%s\n' "${h_times[@]}" | median)
+o_ns=$(printf '%s\n' "${o_times[@]}" | median)
+pair=$(printf '%s\n' "${ratios[@]}" | median)
+h_rss=$(peak_rss "$HELM" template bench "$CHART" "${EXTRA[@]}")
+o_rss=$(peak_rss "$OURS" bench "$CHART" "${EXTRA[@]}")
+awk -v h="$h_ns" -v o="$o_ns" -v p="$pair" -v hr="$h_rss" -v orss="$o_rss" -v chart="$CHART" -v runs="$RUNS" 'BEGIN {
+  printf "chart: %s (%d runs each, in turn, median wall time incl. process start)\n", chart, runs
   printf "helm template : %8.1f ms  peak RSS %7d KB\n", h/1e6, hr
   printf "trueup        : %8.1f ms  peak RSS %7d KB\n", o/1e6, orss
-  printf "ratio         : %.1fx faster, %.1fx less memory\n", h/o, hr/orss
+  printf "ratio         : %.1fx faster (median of paired runs: %.1fx), %.1fx less memory\n", h/o, p, hr/orss
 }'

@@ -8,7 +8,7 @@
 //! Helm's install order, `# Source:` headers, hooks last).
 
 use crate::value::{Object, Value};
-use crate::{yaml, Error, Templates};
+use crate::{head_scan, yaml, Error, Templates};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
@@ -840,13 +840,27 @@ pub(crate) fn render_release(
             docs.push((path.clone(), doc));
         }
     }
-    // One YAML parse for all documents; on any problem, one parse each,
+    // Most documents are plain block YAML that a quick scan reads. The rest
+    // get one YAML parse together; on any problem there, one parse each,
     // which also gives Helm's error for the first bad document.
-    let batch = yaml::manifest_heads(docs.iter().map(|(_, d)| d.as_str()));
-    for (i, (path, doc)) in docs.into_iter().enumerate() {
-        let (kind, hook) = match batch.as_ref().and_then(|b| b.get(i)) {
-            Some(yaml::Head::Map { kind, hook }) => (kind.clone(), *hook),
-            _ => head_of(&doc, &path)?,
+    let quick: Vec<Option<(String, bool)>> = docs.iter().map(|(_, d)| head_scan::scan(d)).collect();
+    let batch = yaml::manifest_heads(
+        docs.iter()
+            .zip(&quick)
+            .filter(|(_, q)| q.is_none())
+            .map(|((_, d), _)| d.as_str()),
+    );
+    let mut slow = 0;
+    for ((path, doc), quick) in docs.into_iter().zip(quick) {
+        let (kind, hook) = match quick {
+            Some(head) => head,
+            None => {
+                slow += 1;
+                match batch.as_ref().and_then(|b| b.get(slow - 1)) {
+                    Some(yaml::Head::Map { kind, hook }) => (kind.clone(), *hook),
+                    _ => head_of(&doc, &path)?,
+                }
+            }
         };
         let f = RenderedFile {
             path,

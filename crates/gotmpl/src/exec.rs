@@ -16,7 +16,10 @@ const MAX_EXEC_DEPTH: usize = 10_000;
 const MAX_INCLUDE_NESTING: usize = 1000;
 
 /// The set of named templates visible during one execution.
-pub(crate) type TreeMap = HashMap<String, Rc<Tree>>;
+pub(crate) type TreeMap = HashMap<String, Rc<Tree>, FnvBuild>;
+
+/// Template names are short and trusted: FNV rather than SipHash.
+pub(crate) type FnvBuild = std::hash::BuildHasherDefault<funcs::Fnv>;
 
 /// Cache of templates parsed by `tpl`, keyed by text (every `tpl` template
 /// is named "gotpl", as in Helm v4).
@@ -42,7 +45,7 @@ pub struct State<'e> {
     pub(crate) tree: &'e Rc<Tree>,
     vars: Vec<(&'e str, Value)>,
     depth: usize,
-    pub(crate) includes: Rc<RefCell<HashMap<String, usize>>>,
+    pub(crate) includes: Rc<RefCell<HashMap<String, usize, FnvBuild>>>,
     pub(crate) tpl_cache: &'e TplCache,
     /// Position and node being evaluated, for error context (formatted only
     /// when an error is actually built).
@@ -85,7 +88,7 @@ impl<'e> State<'e> {
             tree,
             vars: vec![("$", dot.clone())],
             depth: 0,
-            includes: Rc::new(RefCell::new(HashMap::new())),
+            includes: Rc::new(RefCell::new(HashMap::default())),
             tpl_cache,
             at: (0, Ctx::None),
         }

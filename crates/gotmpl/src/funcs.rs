@@ -993,26 +993,40 @@ fn f_indent(a: &[Value]) -> R {
 }
 
 fn indent(s: &str, n: i64) -> String {
-    let pad = " ".repeat(n.max(0) as usize);
-    let mut out = String::with_capacity(s.len() + pad.len() * 4);
-    out.push_str(&pad);
-    for c in s.chars() {
-        out.push(c);
-        if c == '\n' {
-            out.push_str(&pad);
-        }
-    }
+    let mut out = String::with_capacity(s.len() + (n.max(0) as usize) * 4);
+    push_indented(&mut out, s, n);
     out
+}
+
+/// Appends `s` with `n` spaces before it and after every newline.
+fn push_indented(out: &mut String, s: &str, n: i64) {
+    let n = n.max(0) as usize;
+    let mut lines = s.split('\n');
+    if let Some(first) = lines.next() {
+        out.extend(std::iter::repeat_n(' ', n));
+        out.push_str(first);
+    }
+    for line in lines {
+        out.push('\n');
+        out.extend(std::iter::repeat_n(' ', n));
+        out.push_str(line);
+    }
 }
 
 fn f_nindent(a: &[Value]) -> R {
     arity("nindent", a, 2, Some(2))?;
     let n = i_arg(&a[0])?;
     let s = s_arg(&a[1])?;
-    Ok(Value::string(format!("\n{}", indent(&s, n))))
+    let mut out = String::with_capacity(s.len() + 1 + (n.max(0) as usize) * 8);
+    out.push('\n');
+    push_indented(&mut out, &s, n);
+    Ok(Value::string(out))
 }
 
 fn f_quote(a: &[Value]) -> R {
+    if let [Value::String(s)] = a {
+        return Ok(Value::string(gofmt::go_quote(s)));
+    }
     let parts: Vec<String> = a
         .iter()
         .filter(|v| !v.is_nil())
@@ -1074,6 +1088,10 @@ fn f_trunc(a: &[Value]) -> R {
     let n = i_arg(&a[0])?;
     let s = s_arg(&a[1])?;
     let len = s.len() as i64;
+    if (n >= 0 && len <= n) || (n < 0 && len + n <= 0) {
+        // Nothing to cut: the same string.
+        return Ok(a[1].clone());
+    }
     // Sprig slices bytes: negative counts keep the tail.
     let out = if n < 0 && len + n > 0 {
         s.get((len + n) as usize..).unwrap_or(&s).to_string()
@@ -1135,7 +1153,10 @@ fn f_untitle(a: &[Value]) -> R {
 fn f_trim_suffix(a: &[Value]) -> R {
     arity("trimSuffix", a, 2, Some(2))?;
     let (suf, s) = (s_arg(&a[0])?, s_arg(&a[1])?);
-    Ok(Value::str(s.strip_suffix(&*suf).unwrap_or(&s)))
+    match s.strip_suffix(&*suf) {
+        Some(t) => Ok(Value::str(t)),
+        None => Ok(a[1].clone()),
+    }
 }
 fn f_trim_prefix(a: &[Value]) -> R {
     arity("trimPrefix", a, 2, Some(2))?;
@@ -2261,7 +2282,10 @@ fn table() -> &'static FnTable {
             ("semver", f_semver),
             // misc
         ];
-        let mut m: FnTable = FnTable::default();
+        let extra = crate::sprig_extra::functions();
+        // Sized once: growing rehashes every name several times.
+        let mut m =
+            FnTable::with_capacity_and_hasher(plain.len() + extra.len() + 4, Default::default());
         let mut add = |n: &'static str, f: Func| {
             m.insert(n, (f, signature(n).map(str::as_bytes)));
         };
@@ -2272,7 +2296,7 @@ fn table() -> &'static FnTable {
         add("or", Func::Or);
         add("include", Func::Ctx(f_include));
         add("tpl", Func::Ctx(f_tpl));
-        for (n, f) in crate::sprig_extra::functions() {
+        for (n, f) in extra {
             add(n, Func::Plain(f));
         }
         m

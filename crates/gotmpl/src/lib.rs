@@ -34,6 +34,7 @@ mod exec;
 pub mod funcs;
 pub mod gofmt;
 mod gotime;
+mod head_scan;
 mod lex;
 pub mod parse;
 mod semver;
@@ -289,7 +290,10 @@ pub(crate) fn tpl(st: &mut State<'_>, text: &str, data: &Value) -> Result<Value,
             "error during tpl function execution for {text:?}: {e}"
         ))
     })?;
-    Ok(Value::string(out.replace("<no value>", "")))
+    if out.contains("<no value>") {
+        out = out.replace("<no value>", "");
+    }
+    Ok(Value::string(out))
 }
 
 /// Renders a standalone template text with `data` (convenience for tests and

@@ -267,9 +267,19 @@ fn walk(
         } else {
             format!("{rel}/{name}")
         };
-        // Follow symlinks like Helm's sympath.Walk.
-        let md = std::fs::metadata(e.path()).map_err(other(&p))?;
-        if md.is_dir() {
+        // Follow symlinks like Helm's sympath.Walk; the directory entry
+        // already knows the type of anything else.
+        let ft = e.file_type().map_err(other(&p))?;
+        let md = if ft.is_symlink() {
+            Some(std::fs::metadata(e.path()).map_err(other(&p))?)
+        } else {
+            None
+        };
+        let (is_dir, is_file) = match &md {
+            Some(md) => (md.is_dir(), md.is_file()),
+            None => (ft.is_dir(), ft.is_file()),
+        };
+        if is_dir {
             if ignore.ignored(&p, true) {
                 continue;
             }
@@ -278,7 +288,7 @@ fn walk(
             if ignore.ignored(&p, false) {
                 continue;
             }
-            if !md.is_file() {
+            if !is_file {
                 return Err(Error::Other(format!(
                     "cannot load irregular file {} as it has file mode type bits set",
                     root.join(&p).display()
@@ -353,7 +363,9 @@ fn from_files(files: Vec<(String, Vec<u8>)>) -> Result<Chart, Error> {
             "values.schema.json" => schema = Some(data),
             "Chart.lock" | "requirements.yaml" | "requirements.lock" => {}
             n if n.starts_with("templates/") => {
-                templates.push((name.clone(), String::from_utf8_lossy(&data).into_owned()))
+                let text = String::from_utf8(data)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                templates.push((name.clone(), text))
             }
             n if n.starts_with("charts/") => {
                 let rest = &n["charts/".len()..];

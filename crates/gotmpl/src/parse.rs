@@ -113,12 +113,12 @@ pub enum Arg {
     Bool(usize, bool),
     Number {
         pos: usize,
-        text: String,
+        text: Rc<str>,
         value: Number,
     },
     String {
         pos: usize,
-        quoted: String,
+        quoted: Rc<str>,
         value: Rc<str>,
     },
     Pipe(Box<Pipe>),
@@ -324,6 +324,39 @@ impl<'a> Parser<'a> {
         self.next()
     }
 
+    /// [`Parser::next_non_space`] for a token the parser never looks at
+    /// again (text, and the operands of a command): it is moved out of the
+    /// token list rather than copied.
+    fn take_non_space(&mut self) -> Token {
+        self.skip_space();
+        match self.toks.get_mut(self.i) {
+            Some(t)
+                if matches!(
+                    t.tok,
+                    Tok::Text(_)
+                        | Tok::Identifier(_)
+                        | Tok::Field(_)
+                        | Tok::Variable(_)
+                        | Tok::Str(..)
+                        | Tok::Char(..)
+                        | Tok::Number(_)
+                ) =>
+            {
+                let pos = t.pos;
+                let taken = std::mem::replace(
+                    t,
+                    Token {
+                        tok: Tok::Space,
+                        pos,
+                    },
+                );
+                self.i += 1;
+                taken
+            }
+            _ => self.next(),
+        }
+    }
+
     fn describe(t: &Tok) -> String {
         match t {
             Tok::Text(s) => format!("{s:?}"),
@@ -430,7 +463,7 @@ impl<'a> Parser<'a> {
     }
 
     fn text_or_action(&mut self) -> Result<Item, ParseError> {
-        let t = self.next_non_space();
+        let t = self.take_non_space();
         match t.tok {
             Tok::Text(s) => Ok(Item::Node(Node::Text(s))),
             Tok::LeftDelim => self.action(),
@@ -745,7 +778,7 @@ impl<'a> Parser<'a> {
     }
 
     fn term(&mut self) -> Result<Option<Arg>, ParseError> {
-        let t = self.next_non_space();
+        let t = self.take_non_space();
         let pos = t.pos;
         Ok(Some(match t.tok {
             Tok::Identifier(name) => {
@@ -773,25 +806,17 @@ impl<'a> Parser<'a> {
             Tok::Bool(b) => Arg::Bool(pos, b),
             Tok::Char(text, c) => Arg::Number {
                 pos,
-                text: text.to_string(),
+                text,
                 value: Number::Int(c),
             },
             Tok::Number(text) => match parse_number(&text) {
-                Some(value) => Arg::Number {
-                    pos,
-                    text: text.to_string(),
-                    value,
-                },
+                Some(value) => Arg::Number { pos, text, value },
                 None => return self.err(pos, format!("illegal number syntax: {text:?}")),
             },
             Tok::LeftParen => Arg::Pipe(Box::new(
                 self.pipeline("parenthesized pipeline", &Tok::RightParen)?,
             )),
-            Tok::Str(quoted, value) => Arg::String {
-                pos,
-                quoted: quoted.to_string(),
-                value,
-            },
+            Tok::Str(quoted, value) => Arg::String { pos, quoted, value },
             _ => {
                 self.i -= 1;
                 return Ok(None);

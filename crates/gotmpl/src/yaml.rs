@@ -46,12 +46,10 @@ const BEST_WIDTH: usize = 80;
 
 impl Emitter {
     fn write(&mut self, s: &str) {
-        for c in s.chars() {
-            if c == '\n' {
-                self.column = 0;
-            } else {
-                self.column += 1;
-            }
+        match s.rfind('\n') {
+            Some(nl) => self.column = s[nl + 1..].chars().count(),
+            None if s.is_ascii() => self.column += s.len(),
+            None => self.column += s.chars().count(),
         }
         self.out.push_str(s);
     }
@@ -81,8 +79,7 @@ impl Emitter {
                     self.write("[]");
                     return;
                 }
-                let items: Vec<Value> = l.iter().cloned().collect();
-                self.sequence(&items, indent, ctx);
+                self.sequence(l, indent, ctx);
             }
             Value::Object(o) => {
                 let d = o.to_data();
@@ -124,7 +121,7 @@ impl Emitter {
                 _ => self.newline_indent(indent),
             }
             first = false;
-            self.scalar(&Value::str(k), indent, true);
+            self.string(k, indent, true);
             self.write(":");
             match v {
                 Value::Map(sub) if !sub.borrow().is_empty() => {
@@ -201,6 +198,23 @@ impl Emitter {
     /// Writes plain / single / double quoted text, folding at spaces once the
     /// line is past the best width (libyaml's writer loops).
     fn write_folded(&mut self, s: &str, indent: usize, allow_breaks: bool, style: Style) {
+        // Breaks only happen at a space past the best width: text that ends
+        // before it (its bytes bound its characters), or that cannot break,
+        // is written as it is.
+        let whole: std::borrow::Cow<str> = match style {
+            Style::Single if s.contains('\'') => s.replace('\'', "''").into(),
+            Style::Double
+                if s.bytes()
+                    .any(|b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\') =>
+            {
+                s.chars().map(double_escape).collect::<String>().into()
+            }
+            _ => s.into(),
+        };
+        if self.column + whole.len() <= BEST_WIDTH || !allow_breaks || !s.contains(' ') {
+            self.write(&whole);
+            return;
+        }
         let chars: Vec<char> = s.chars().collect();
         let n = chars.len();
         let mut spaces = false;
@@ -328,12 +342,12 @@ fn analyze(s: &str) -> Analysis {
     if s.starts_with("---") || s.starts_with("...") {
         block_indicators = true;
     }
-    let chars: Vec<char> = s.chars().collect();
-    let n = chars.len();
+    let mut chars = s.chars().peekable();
     let mut preceded_by_ws = true;
-    for i in 0..n {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
+    let mut i = 0;
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied();
+        let last = next.is_none();
         let followed_by_ws = next.is_none_or(|c| c == ' ' || c == '\t' || is_break(c));
         if i == 0 {
             match c {
@@ -367,7 +381,7 @@ fn analyze(s: &str) -> Analysis {
             if i == 0 {
                 leading_space = true;
             }
-            if i == n - 1 {
+            if last {
                 trailing_space = true;
             }
             if previous_break {
@@ -379,7 +393,7 @@ fn analyze(s: &str) -> Analysis {
             if i == 0 {
                 leading_break = true;
             }
-            if i == n - 1 {
+            if last {
                 trailing_break = true;
             }
             if previous_space {
@@ -392,6 +406,7 @@ fn analyze(s: &str) -> Analysis {
             previous_break = false;
         }
         preceded_by_ws = c == ' ' || c == '\t' || is_break(c);
+        i += 1;
     }
     let mut plain = !block_indicators;
     let mut single = true;
@@ -457,12 +472,45 @@ fn double_escape(c: char) -> String {
 /// non-letter sorts before a letter, and runs of digits compare as numbers
 /// (`a2` before `a10`).
 fn key_less(a: &str, b: &str) -> bool {
+    // Most keys are ASCII: compare their bytes without collecting chars.
+    if a.is_ascii() && b.is_ascii() {
+        return key_less_in(a.as_bytes(), b.as_bytes());
+    }
     let (ar, br): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    key_less_in(&ar, &br)
+}
+
+/// A character of a mapping key, for [`key_less`].
+trait KeyChar: Copy + Ord {
+    fn alphabetic(self) -> bool;
+    /// The value of an ASCII digit.
+    fn digit(self) -> Option<u8>;
+}
+
+impl KeyChar for u8 {
+    fn alphabetic(self) -> bool {
+        self.is_ascii_alphabetic()
+    }
+    fn digit(self) -> Option<u8> {
+        self.is_ascii_digit().then(|| self - b'0')
+    }
+}
+
+impl KeyChar for char {
+    fn alphabetic(self) -> bool {
+        self.is_alphabetic()
+    }
+    fn digit(self) -> Option<u8> {
+        self.is_ascii_digit().then(|| self as u8 - b'0')
+    }
+}
+
+fn key_less_in<C: KeyChar>(ar: &[C], br: &[C]) -> bool {
     for i in 0..ar.len().min(br.len()) {
         if ar[i] == br[i] {
             continue;
         }
-        let (al, bl) = (ar[i].is_alphabetic(), br[i].is_alphabetic());
+        let (al, bl) = (ar[i].alphabetic(), br[i].alphabetic());
         if al && bl {
             return ar[i] < br[i];
         }
@@ -470,31 +518,28 @@ fn key_less(a: &str, b: &str) -> bool {
             return bl;
         }
         let (mut an, mut bn) = (0i64, 0i64);
-        if ar[i] == '0' || br[i] == '0' {
+        if ar[i].digit() == Some(0) || br[i].digit() == Some(0) {
             // Inside a number that already has a non-zero digit, zeros count.
             for j in (0..i).rev() {
-                if !ar[j].is_ascii_digit() {
-                    break;
-                }
-                if ar[j] != '0' {
-                    an = 1;
-                    bn = 1;
-                    break;
+                match ar[j].digit() {
+                    None => break,
+                    Some(0) => {}
+                    Some(_) => {
+                        an = 1;
+                        bn = 1;
+                        break;
+                    }
                 }
             }
         }
         let mut ai = i;
-        while ai < ar.len() && ar[ai].is_ascii_digit() {
-            an = an
-                .wrapping_mul(10)
-                .wrapping_add(i64::from(ar[ai] as u8 - b'0'));
+        while let Some(d) = ar.get(ai).and_then(|c| c.digit()) {
+            an = an.wrapping_mul(10).wrapping_add(i64::from(d));
             ai += 1;
         }
         let mut bi = i;
-        while bi < br.len() && br[bi].is_ascii_digit() {
-            bn = bn
-                .wrapping_mul(10)
-                .wrapping_add(i64::from(br[bi] as u8 - b'0'));
+        while let Some(d) = br.get(bi).and_then(|c| c.digit()) {
+            bn = bn.wrapping_mul(10).wrapping_add(i64::from(d));
             bi += 1;
         }
         if an != bn {
@@ -659,6 +704,14 @@ pub fn yaml_float(f: f64) -> String {
 /// Parses one YAML document into a [`Value`] the way `sigs.k8s.io/yaml`
 /// does (numbers become float64, keys become strings).
 pub fn from_yaml_str(s: &str) -> Result<Value, String> {
+    match crate::head_scan::parse_map_core(s) {
+        Some(v) => Ok(v),
+        None => from_yaml_str_full(s),
+    }
+}
+
+/// [`from_yaml_str`] without the quick path for plain block mappings.
+pub(crate) fn from_yaml_str_full(s: &str) -> Result<Value, String> {
     let v: serde_yaml::Value = serde_yaml::from_str(s).map_err(|e| e.to_string())?;
     Ok(from_serde_yaml(&v))
 }
@@ -708,6 +761,14 @@ pub fn from_serde_yaml(v: &serde_yaml::Value) -> Value {
 /// merge keys are applied, tags are ignored, and errors read like
 /// go-yaml's (`yaml: line N: message`).
 pub fn from_yaml_str_go(s: &str) -> Result<Value, String> {
+    match crate::head_scan::parse_map(s) {
+        Some(v) => Ok(v),
+        None => from_yaml_str_go_full(s),
+    }
+}
+
+/// [`from_yaml_str_go`] without the quick path for plain block mappings.
+pub(crate) fn from_yaml_str_go_full(s: &str) -> Result<Value, String> {
     let mut docs = serde_yaml::Deserializer::from_str(s);
     let Some(doc) = docs.next() else {
         return Ok(Value::Nil);
@@ -1045,6 +1106,10 @@ pub(crate) fn manifest_head(s: &str) -> Result<Head, String> {
 /// stream. `None` when any document is not a plain mapping (or the stream
 /// does not parse): the caller then reads each document on its own.
 pub(crate) fn manifest_heads<'a>(docs: impl Iterator<Item = &'a str> + Clone) -> Option<Vec<Head>> {
+    // Setting up the parser costs more than the rest for nothing to parse.
+    if docs.clone().next().is_none() {
+        return Some(Vec::new());
+    }
     let mut stream = String::with_capacity(docs.clone().map(|d| d.len() + 5).sum());
     let mut n = 0;
     for d in docs {
