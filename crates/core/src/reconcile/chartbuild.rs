@@ -357,6 +357,7 @@ pub fn package_dir(
     copy_chart(chart_dir, &root, helmignore(chart_dir).as_ref())
         .map_err(|e| BuildError::io(build_reason::CHART_PACKAGE, format!("copying {shown}"), e))?;
     for d in &opts.fetched_dependencies {
+        check_fetched(d, shown)?;
         let charts = root.join("charts");
         let file = charts.join(format!("{}-{}.tgz", d.name, d.version));
         std::fs::create_dir_all(&charts)
@@ -439,7 +440,7 @@ fn vendor_dependencies(
         let repo = field("repository");
         let Some(rel) = repo.strip_prefix("file://") else {
             return Err(err(format!(
-                "{shown}: dependency '{name}' from '{repo}' is not in charts/: fetching dependencies from chart repositories is not supported yet; vendor it (helm dependency build) or use a file:// path"
+                "{shown}: dependency '{name}' from '{repo}' is not in charts/ and this build fetches no dependencies from chart repositories (no ChartDependencyFetcher): vendor it (helm dependency build) or use a file:// path"
             )));
         };
         // Relative to the chart, and never outside the source.
@@ -459,6 +460,40 @@ fn vendor_dependencies(
                 e,
             )
         })?;
+    }
+    Ok(())
+}
+
+/// A fetched dependency must be a chart archive holding that chart (as Flux loads it before
+/// adding it): a broken download fails the build, not the release that renders it.
+fn check_fetched(d: &FetchedDependency, shown: &str) -> Result<(), BuildError> {
+    let what = format!("{shown}: dependency '{}' version '{}'", d.name, d.version);
+    let tmp = tempfile::tempdir().map_err(|e| {
+        BuildError::io(
+            build_reason::DEPENDENCY_BUILD,
+            "creating a working directory".into(),
+            e,
+        )
+    })?;
+    crate::storage::extract(&d.tgz[..], tmp.path(), &what, &Default::default()).map_err(|e| {
+        BuildError::new(
+            build_reason::DEPENDENCY_BUILD,
+            format!("{what}: invalid chart archive: {e}"),
+        )
+    })?;
+    let root = chart_root(tmp.path(), &what).map_err(|e| BuildError {
+        reason: build_reason::DEPENDENCY_BUILD,
+        ..e
+    })?;
+    let (_, name, _) = read_chart_yaml(&root, &what).map_err(|e| BuildError {
+        reason: build_reason::DEPENDENCY_BUILD,
+        ..e
+    })?;
+    if name != d.name {
+        return Err(BuildError::new(
+            build_reason::DEPENDENCY_BUILD,
+            format!("{what}: the archive holds chart '{name}'"),
+        ));
     }
     Ok(())
 }
@@ -908,6 +943,18 @@ mod tests {
         assert_eq!(normalize_repository_url("oci://r/c/"), "oci://r/c");
 
         // Fetched dependencies land in charts/ as <name>-<version>.tgz.
+        let chart_tgz = |name: &str| {
+            let d = tempfile::tempdir().unwrap();
+            write(
+                d.path(),
+                &[(
+                    &format!("{name}/Chart.yaml"),
+                    &format!("apiVersion: v2\nname: {name}\nversion: 1.4.0\n"),
+                )],
+            );
+            crate::storage::pack_dir(d.path(), &crate::storage::keep_all).unwrap()
+        };
+        let (db, app_tgz) = (chart_tgz("db"), chart_tgz("other"));
         write(
             src.path(),
             &[("app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: db\n  version: ^1.0.0\n  repository: https://charts.example/stable\n")],
@@ -917,7 +964,7 @@ mod tests {
             fetched_dependencies: vec![FetchedDependency {
                 name: "db".into(),
                 version: "1.4.0".into(),
-                tgz: b"db chart".to_vec(),
+                tgz: db.clone(),
             }],
             ..Default::default()
         };
@@ -925,8 +972,22 @@ mod tests {
         let out = unpack(&b.tgz);
         assert_eq!(
             std::fs::read(out.path().join("app/charts/db-1.4.0.tgz")).unwrap(),
-            b"db chart"
+            db
         );
+        // Not a chart, or another chart: the build fails naming the dependency.
+        for tgz in [b"not a chart".to_vec(), app_tgz] {
+            let opts = BuildOptions {
+                fetched_dependencies: vec![FetchedDependency {
+                    name: "db".into(),
+                    version: "1.4.0".into(),
+                    tgz,
+                }],
+                ..opts.clone()
+            };
+            let e = package_dir(&dir, src.path(), "app", &opts).unwrap_err();
+            assert_eq!(e.reason, build_reason::DEPENDENCY_BUILD);
+            assert!(e.message.contains("dependency 'db' version '1.4.0'"), "{e}");
+        }
     }
 
     #[test]
