@@ -1699,7 +1699,7 @@ fn dependency_chart(name: &str, version: &str) -> Vec<u8> {
 /// of an HTTP Helm repository behind basic auth (the credentials of the HelmRepository whose
 /// URL matches; `^1.0.0` picks the newest 1.x) and on one of a real OCI registry (under an
 /// alias): the HelmChart packages both into `charts/`, and a HelmRelease renders their
-/// objects. A version nothing matches, an unreachable repository and a wrong password each
+/// objects; a `Chart.lock` pins its version. A version nothing matches, an unreachable repository and a wrong password each
 /// leave Ready=False naming the dependency and the repository, and no password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_dependencies_come_from_helm_and_oci_repositories() {
@@ -1750,6 +1750,20 @@ async fn chart_dependencies_come_from_helm_and_oci_repositories() {
             chart_yaml(&format!("- name: db\n  version: 1.x\n  repository: {unreachable}\n")),
         ),
         (
+            "charts/locked/Chart.yaml".to_string(),
+            chart_yaml(&format!(
+                "- name: db\n  version: ^1.0.0\n  repository: {}\n",
+                helm.url
+            )),
+        ),
+        (
+            "charts/locked/Chart.lock".to_string(),
+            format!(
+                "dependencies:\n- name: db\n  repository: {}/\n  version: 1.2.0\ndigest: sha256:0\ngenerated: \"2026-01-01T00:00:00Z\"\n",
+                helm.url
+            ),
+        ),
+        (
             "charts/denied/Chart.yaml".to_string(),
             chart_yaml(&format!("- name: db\n  version: 1.x\n  repository: {}\n", other.url)),
         ),
@@ -1774,7 +1788,7 @@ async fn chart_dependencies_come_from_helm_and_oci_repositories() {
         other.url,
         daemon.url("fleet.git"),
     );
-    for name in ["app", "nomatch", "unreachable", "denied"] {
+    for name in ["app", "locked", "nomatch", "unreachable", "denied"] {
         text.push_str(&format!(
             "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {{name: {name}, namespace: flux-system}}\nspec: {{interval: 5m, chart: ./charts/{name}, sourceRef: {{kind: GitRepository, name: fleet}}}}\n"
         ));
@@ -1817,6 +1831,16 @@ async fn chart_dependencies_come_from_helm_and_oci_repositories() {
         "0.2.0",
         "the OCI dependency, under its alias"
     );
+
+    // Chart.lock pins the version it holds.
+    let st = get_status(
+        &backend,
+        &FluxKind::HelmChart.ref_to("flux-system", "locked"),
+    )
+    .await;
+    assert!(st.is_ready(), "{:?}", st.conditions);
+    let unpacked = store.unpacked(st.artifact.as_ref().unwrap()).unwrap();
+    assert!(unpacked.join("app/charts/db-1.2.0.tgz").is_file());
 
     let failed = |name: &'static str| {
         let backend = backend.clone();
