@@ -79,7 +79,8 @@ pub mod presets {
         }
     }
 
-    /// A runtime builder with the Git, OCI and Helm sources, the Kustomize and HelmRelease
+    /// A runtime builder with the Git, OCI and Helm sources (the Helm one also fetching the
+    /// chart-repository dependencies of charts from Git), the Kustomize and HelmRelease
     /// appliers wired to `backend` (and to the remote clusters of `spec.kubeConfig`, see
     /// [`remote_clusters`]),
     /// artifacts kept in `store`, and the Terraform reconciler when a `tofu` or `terraform`
@@ -97,6 +98,7 @@ pub mod presets {
             kustomizations = kustomizations.with_remote_clusters(remote.clone());
             releases = releases.with_remote_clusters(remote);
         }
+        let helm = trueup_sources::HelmSource::new();
         let builder = Runtime::builder(backend)
             .reconciler(GitRepositoryReconciler::new(
                 trueup_sources::GitSource::new(),
@@ -107,11 +109,13 @@ pub mod presets {
                 store.clone(),
             ))
             .reconciler(kustomizations)
-            .reconciler(HelmChartReconciler::new(
-                trueup_sources::HelmSource::new(),
-                store.clone(),
-                |repository, chart| trueup_sources::helm::HelmChartSource { repository, chart },
-            ))
+            .reconciler(
+                HelmChartReconciler::new(helm.clone(), store.clone(), |repository, chart| {
+                    trueup_sources::helm::HelmChartSource { repository, chart }
+                })
+                // Dependencies of charts from Git, from HTTP and OCI chart repositories.
+                .with_dependency_fetcher(Arc::new(helm)),
+            )
             .reconciler(releases);
         match trueup_appliers::tofu::TofuRunner::detect() {
             Ok(runner) => builder.reconciler(TerraformReconciler::new(runner, store)),

@@ -1682,3 +1682,276 @@ fn health_endpoints_answer_live_then_ready() {
     operator.kill().unwrap();
     operator.wait().unwrap();
 }
+
+/// A chart with one ConfigMap named after the release and the chart (an alias renames it).
+fn dependency_chart(name: &str, version: &str) -> Vec<u8> {
+    package_chart(
+        name,
+        version,
+        &[(
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-{{ .Chart.Name }}\n  namespace: {{ .Release.Namespace }}\ndata:\n  chart: {{ .Chart.Version | quote }}\n",
+        )],
+    )
+}
+
+/// A chart in a GitRepository (served by `git daemon`) whose `Chart.yaml` depends on a chart
+/// of an HTTP Helm repository behind basic auth (the credentials of the HelmRepository whose
+/// URL matches; `^1.0.0` picks the newest 1.x) and on one of a real OCI registry (under an
+/// alias): the HelmChart packages both into `charts/`, and a HelmRelease renders their
+/// objects; a `Chart.lock` pins its version. A version nothing matches, an unreachable repository and a wrong password each
+/// leave Ready=False naming the dependency and the repository, and no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_dependencies_come_from_helm_and_oci_repositories() {
+    const USER: &str = "deps-bot";
+    const PASSWORD: &str = "Dep5-pa55word";
+    const WRONG: &str = "N0t-the-dep5-pa55word";
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    for v in ["0.1.0", "0.2.0", "1.0.0"] {
+        push_chart(&addr, "charts/cache", v, dependency_chart("cache", v), None).await;
+    }
+    let db = |v: &str| ("db".to_string(), v.to_string(), dependency_chart("db", v));
+    let helm = HelmRepo::serve_with_auth(
+        vec![
+            db("0.9.0"),
+            db("1.0.0"),
+            db("1.2.0"),
+            db("1.10.0"),
+            db("2.0.0"),
+        ],
+        Some((USER, PASSWORD)),
+    );
+    let other = HelmRepo::serve_with_auth(vec![db("1.0.0")], Some((USER, PASSWORD)));
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = FleetRepo::new(tmp.path());
+    let chart_yaml =
+        |deps: &str| format!("apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n{deps}");
+    let app_deps = format!(
+        "- name: db\n  version: ^1.0.0\n  repository: {}/\n- name: cache\n  version: '>=0.1.0 <1.0.0'\n  repository: oci://{addr}/charts\n  alias: sessions\n",
+        helm.url
+    );
+    let files = [
+        ("charts/app/Chart.yaml".to_string(), chart_yaml(&app_deps)),
+        (
+            "charts/app/templates/cm.yaml".to_string(),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-app\n  namespace: {{ .Release.Namespace }}\ndata:\n  chart: {{ .Chart.Version | quote }}\n".to_string(),
+        ),
+        (
+            "charts/nomatch/Chart.yaml".to_string(),
+            chart_yaml(&format!("- name: db\n  version: ^3.0.0\n  repository: {}\n", helm.url)),
+        ),
+        (
+            "charts/unreachable/Chart.yaml".to_string(),
+            chart_yaml(&format!("- name: db\n  version: 1.x\n  repository: {unreachable}\n")),
+        ),
+        (
+            "charts/locked/Chart.yaml".to_string(),
+            chart_yaml(&format!(
+                "- name: db\n  version: ^1.0.0\n  repository: {}\n",
+                helm.url
+            )),
+        ),
+        (
+            "charts/locked/Chart.lock".to_string(),
+            format!(
+                "dependencies:\n- name: db\n  repository: {}/\n  version: 1.2.0\ndigest: sha256:0\ngenerated: \"2026-01-01T00:00:00Z\"\n",
+                helm.url
+            ),
+        ),
+        (
+            "charts/denied/Chart.yaml".to_string(),
+            chart_yaml(&format!("- name: db\n  version: 1.x\n  repository: {}\n", other.url)),
+        ),
+    ];
+    for (p, c) in &files {
+        let p = repo.work.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    repo.commit("charts with dependencies");
+    let daemon = GitDaemon::start(&repo.base);
+    let backend = local_cluster(tmp.path());
+    let mut text = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: deps-creds, namespace: flux-system}}\nstringData: {{username: {USER}, password: {PASSWORD}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: wrong-creds, namespace: flux-system}}\nstringData: {{username: {USER}, password: {WRONG}}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: deps, namespace: flux-system}}\nspec: {{interval: 5m, url: '{}', secretRef: {{name: deps-creds}}}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: other, namespace: flux-system}}\nspec: {{interval: 5m, url: '{}/', secretRef: {{name: wrong-creds}}}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: oci-charts, namespace: flux-system}}\nspec: {{type: oci, interval: 5m, url: 'oci://{addr}/charts/', insecure: true}}\n---\n\
+         apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {{name: fleet, namespace: flux-system}}\nspec: {{interval: 1m, url: '{}', ref: {{branch: main}}}}\n---\n\
+         apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {{name: app, namespace: apps}}\nspec: {{interval: 10m, chartRef: {{kind: HelmChart, name: app, namespace: flux-system}}}}\n",
+        helm.url,
+        other.url,
+        daemon.url("fleet.git"),
+    );
+    for name in ["app", "locked", "nomatch", "unreachable", "denied"] {
+        text.push_str(&format!(
+            "---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {{name: {name}, namespace: flux-system}}\nspec: {{interval: 5m, chart: ./charts/{name}, sourceRef: {{kind: GitRepository, name: fleet}}}}\n"
+        ));
+    }
+    apply_yaml(&backend, &text).await;
+    // A fetch that fails on a loaded machine settles the run (a failure is final for now):
+    // run again until the GitRepository has its artifact.
+    let git_ref = FluxKind::GitRepository.ref_to("flux-system", "fleet");
+    for round in 0..5 {
+        runtime(&backend)
+            .run_until_settled(CancellationToken::new())
+            .await
+            .unwrap();
+        let git = get_status(&backend, &git_ref).await;
+        if git.is_ready() {
+            break;
+        }
+        assert!(round < 4, "{:?}", git.conditions);
+        println!("GitRepository not ready yet: {:?}", git.conditions);
+    }
+    let st = get_status(&backend, &FluxKind::HelmChart.ref_to("flux-system", "app")).await;
+    let ready = st.condition(READY).cloned().unwrap();
+    assert!(st.is_ready(), "{ready:?}");
+    assert_eq!(ready.reason, "ChartPackageSucceeded");
+    let store = ArtifactStore::new(backend.state_dir().join("artifacts")).unwrap();
+    let unpacked = store.unpacked(st.artifact.as_ref().unwrap()).unwrap();
+    let mut vendored: Vec<String> = std::fs::read_dir(unpacked.join("app/charts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    vendored.sort();
+    assert_eq!(vendored, ["cache-0.2.0.tgz", "db-1.10.0.tgz"]);
+    assert_eq!(
+        std::fs::read(unpacked.join("app/charts/db-1.10.0.tgz")).unwrap(),
+        dependency_chart("db", "1.10.0"),
+        "the archive as the repository serves it"
+    );
+    let hr = get_status(&backend, &FluxKind::HelmRelease.ref_to("apps", "app")).await;
+    assert!(hr.is_ready(), "{:?}", hr.conditions);
+    assert_eq!(
+        configmap_data(&backend, "apps", "app-app").await["chart"],
+        "0.1.0"
+    );
+    assert_eq!(
+        configmap_data(&backend, "apps", "app-db").await["chart"],
+        "1.10.0"
+    );
+    assert_eq!(
+        configmap_data(&backend, "apps", "app-sessions").await["chart"],
+        "0.2.0",
+        "the OCI dependency, under its alias"
+    );
+
+    // Chart.lock pins the version it holds.
+    let st = get_status(
+        &backend,
+        &FluxKind::HelmChart.ref_to("flux-system", "locked"),
+    )
+    .await;
+    assert!(st.is_ready(), "{:?}", st.conditions);
+    let unpacked = store.unpacked(st.artifact.as_ref().unwrap()).unwrap();
+    assert!(unpacked.join("app/charts/db-1.2.0.tgz").is_file());
+
+    let failed = |name: &'static str| {
+        let backend = backend.clone();
+        async move {
+            let st = get_status(&backend, &FluxKind::HelmChart.ref_to("flux-system", name)).await;
+            let c = st.condition(READY).cloned().expect("a Ready condition");
+            assert_eq!(
+                c.status,
+                trueup::core::status::ConditionStatus::False,
+                "{c:?}"
+            );
+            assert_eq!(c.reason, "DependencyBuildError", "{c:?}");
+            assert!(
+                c.message
+                    .contains(&format!("HelmChart 'flux-system/{name}'"))
+                    && c.message.contains("remote dependency 'db'"),
+                "{}",
+                c.message
+            );
+            c.message
+        }
+    };
+    let m = failed("nomatch").await;
+    assert!(
+        m.contains("^3.0.0")
+            && m.contains(&helm.url)
+            && m.contains("(HelmRepository 'flux-system/deps')"),
+        "{m}"
+    );
+    let m = failed("unreachable").await;
+    assert!(
+        m.contains(&unreachable) && m.contains("failed to fetch"),
+        "{m}"
+    );
+    let m = failed("denied").await;
+    assert!(m.contains(&other.url) && m.contains("401"), "{m}");
+
+    let mut everything = serde_json::to_string(&backend.events(None).unwrap()).unwrap();
+    for kind in [FluxKind::HelmChart, FluxKind::HelmRelease] {
+        for o in backend
+            .list(&trueup::core::traits::ListParams::kind(
+                kind.group(),
+                kind.kind(),
+            ))
+            .await
+            .unwrap()
+        {
+            everything.push_str(&serde_json::to_string(&o.status()).unwrap());
+        }
+    }
+    assert!(everything.contains("401"));
+    for secret in [PASSWORD, WRONG] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked: {everything}"
+        );
+    }
+
+    // Real helm, when there is one, picks the same version from the same repository.
+    if let Some(helm_bin) = std::env::var_os("TRUEUP_HELM") {
+        let work = tempfile::tempdir().unwrap();
+        let chart = work.path().join("app");
+        std::fs::create_dir_all(&chart).unwrap();
+        std::fs::write(
+            chart.join("Chart.yaml"),
+            chart_yaml(&format!(
+                "- name: db\n  version: ^1.0.0\n  repository: {}/\n",
+                helm.url
+            )),
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(&helm_bin)
+                .args(args)
+                .env("HELM_CONFIG_HOME", work.path().join("config"))
+                .env("HELM_CACHE_HOME", work.path().join("cache"))
+                .env("HELM_DATA_HOME", work.path().join("data"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "helm {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "repo",
+            "add",
+            "deps",
+            &helm.url,
+            "--username",
+            USER,
+            "--password",
+            PASSWORD,
+        ]);
+        run(&["dependency", "build", chart.to_str().unwrap()]);
+        assert!(
+            chart.join("charts/db-1.10.0.tgz").is_file(),
+            "helm picked {:?}",
+            std::fs::read_dir(chart.join("charts"))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        );
+    }
+}

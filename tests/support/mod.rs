@@ -247,8 +247,42 @@ pub struct HelmRepo {
     pub url: String,
 }
 
+/// Standard base64 with padding (for a basic-auth header).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 impl HelmRepo {
     pub fn serve(charts: Vec<(String, String, Vec<u8>)>) -> HelmRepo {
+        HelmRepo::serve_with_auth(charts, None)
+    }
+
+    /// A repository that answers 401 to requests without HTTP basic auth for `user`/`password`.
+    pub fn serve_with_auth(
+        charts: Vec<(String, String, Vec<u8>)>,
+        auth: Option<(&str, &str)>,
+    ) -> HelmRepo {
+        let want = auth.map(|(u, p)| {
+            format!(
+                "authorization: basic {}",
+                base64(format!("{u}:{p}").as_bytes())
+            )
+            .to_ascii_lowercase()
+        });
         use sha2::Digest;
         use std::io::{Read, Write};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -279,6 +313,13 @@ impl HelmRepo {
                 let n = s.read(&mut buf).unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                if let Some(want) = &want {
+                    let lower = req.to_ascii_lowercase();
+                    if !lower.lines().any(|l| l.trim() == want.as_str()) {
+                        let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"charts\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                        continue;
+                    }
+                }
                 match files.get(&path) {
                     Some(body) => {
                         let _ = s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());

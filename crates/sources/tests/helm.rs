@@ -423,3 +423,62 @@ async fn https_repository_requiring_a_client_certificate() {
         e.message
     );
 }
+
+/// Chart dependencies (of charts from Git) through the same index code: Helm's constraint
+/// syntax picks the newest match, the index digest is checked, the size is bounded, and a wrong
+/// password is an authentication error that does not repeat it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_dependencies_from_an_http_repository() {
+    use trueup_core::traits::source::{ChartDependencyFetcher, ChartDependencyRequest};
+    let repo = serve(
+        repo_with(&["1.0.0", "1.2.0", "1.10.0", "2.0.0"], Some("1.2.0")),
+        Some("bot:s3cret-pass"),
+    );
+    let src = HelmSource::new();
+    let repository: trueup_core::api::source::HelmRepositorySpec =
+        serde_json::from_value(serde_json::json!({"url": format!("{}/", repo.url)})).unwrap();
+    let creds = |p: &str| {
+        Credentials(
+            [("username", "bot"), ("password", p)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    };
+    let good = creds("s3cret-pass");
+    let fetch = |version: &'static str, creds: Credentials, max_bytes: u64| {
+        let (src, repository, url) = (src.clone(), repository.clone(), repo.url.clone());
+        async move {
+            let req = ChartDependencyRequest {
+                repository: &url,
+                chart: "podinfo",
+                version,
+                repository_spec: &repository,
+                credentials: Some(&creds),
+                timeout: Duration::from_secs(10),
+                max_bytes,
+            };
+            src.fetch_dependency(&req).await
+        }
+    };
+    let got = fetch("^1.0.0", good.clone(), 1 << 20).await.unwrap();
+    assert_eq!(got.version, "1.10.0", "the newest 1.x, by semver");
+    assert_eq!(got.tgz, package("podinfo", "1.10.0"));
+    let e = fetch("~1.2.0", good.clone(), 1 << 20).await.unwrap_err();
+    assert!(e.message.contains("digest mismatch"), "{e}");
+    let e = fetch("1.0.0", good.clone(), 16).await.unwrap_err();
+    assert!(
+        e.message.contains("larger than the limit of 16 bytes"),
+        "{e}"
+    );
+    let e = fetch("^3.0.0", good.clone(), 1 << 20).await.unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::NotFound, "{e}");
+    let e = fetch("^1.0.0", creds("wrong-pass"), 1 << 20)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::Auth, "{e}");
+    assert!(
+        e.message.contains("401") && !e.message.contains("wrong-pass"),
+        "{e}"
+    );
+}

@@ -68,6 +68,27 @@ pub struct BuildOptions {
     /// A chart from a source tree: dependencies in `Chart.yaml` must be in `charts/`, or be
     /// `file://` paths inside the source, which are copied there (as `helm dependency build`).
     pub local_dependencies: bool,
+    /// Dependencies fetched from chart repositories, written to `charts/` before the local
+    /// ones are checked.
+    pub fetched_dependencies: Vec<FetchedDependency>,
+}
+
+/// A dependency fetched from a chart repository, placed in `charts/<name>-<version>.tgz`.
+#[derive(Clone, Default)]
+pub struct FetchedDependency {
+    pub name: String,
+    pub version: String,
+    pub tgz: Vec<u8>,
+}
+
+impl std::fmt::Debug for FetchedDependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchedDependency")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("bytes", &self.tgz.len())
+            .finish()
+    }
 }
 
 /// A built chart.
@@ -335,6 +356,20 @@ pub fn package_dir(
     let root = tmp.path().join(&name);
     copy_chart(chart_dir, &root, helmignore(chart_dir).as_ref())
         .map_err(|e| BuildError::io(build_reason::CHART_PACKAGE, format!("copying {shown}"), e))?;
+    for d in &opts.fetched_dependencies {
+        check_fetched(d, shown)?;
+        let charts = root.join("charts");
+        let file = charts.join(format!("{}-{}.tgz", d.name, d.version));
+        std::fs::create_dir_all(&charts)
+            .and_then(|_| std::fs::write(&file, &d.tgz))
+            .map_err(|e| {
+                BuildError::io(
+                    build_reason::DEPENDENCY_BUILD,
+                    format!("{shown}: writing dependency '{}'", d.name),
+                    e,
+                )
+            })?;
+    }
     if opts.local_dependencies {
         vendor_dependencies(&doc, chart_dir, values_base, &root, shown)?;
     }
@@ -399,23 +434,13 @@ fn vendor_dependencies(
             )));
         }
         let charts = dest_root.join("charts");
-        let present = charts.join(name).join("Chart.yaml").is_file()
-            || std::fs::read_dir(&charts)
-                .ok()
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    let f = e.file_name().to_string_lossy().to_string();
-                    f.starts_with(&format!("{name}-")) && f.ends_with(".tgz")
-                });
-        if present {
+        if dependency_present(&charts, name) {
             continue;
         }
         let repo = field("repository");
         let Some(rel) = repo.strip_prefix("file://") else {
             return Err(err(format!(
-                "{shown}: dependency '{name}' from '{repo}' is not in charts/: fetching dependencies from chart repositories is not supported yet; vendor it (helm dependency build) or use a file:// path"
+                "{shown}: dependency '{name}' from '{repo}' is not in charts/ and this build fetches no dependencies from chart repositories (no ChartDependencyFetcher): vendor it (helm dependency build) or use a file:// path"
             )));
         };
         // Relative to the chart, and never outside the source.
@@ -437,6 +462,179 @@ fn vendor_dependencies(
         })?;
     }
     Ok(())
+}
+
+/// A fetched dependency must be a chart archive holding that chart (as Flux loads it before
+/// adding it): a broken download fails the build, not the release that renders it.
+fn check_fetched(d: &FetchedDependency, shown: &str) -> Result<(), BuildError> {
+    let what = format!("{shown}: dependency '{}' version '{}'", d.name, d.version);
+    let tmp = tempfile::tempdir().map_err(|e| {
+        BuildError::io(
+            build_reason::DEPENDENCY_BUILD,
+            "creating a working directory".into(),
+            e,
+        )
+    })?;
+    crate::storage::extract(&d.tgz[..], tmp.path(), &what, &Default::default()).map_err(|e| {
+        BuildError::new(
+            build_reason::DEPENDENCY_BUILD,
+            format!("{what}: invalid chart archive: {e}"),
+        )
+    })?;
+    let root = chart_root(tmp.path(), &what).map_err(|e| BuildError {
+        reason: build_reason::DEPENDENCY_BUILD,
+        ..e
+    })?;
+    let (_, name, _) = read_chart_yaml(&root, &what).map_err(|e| BuildError {
+        reason: build_reason::DEPENDENCY_BUILD,
+        ..e
+    })?;
+    if name != d.name {
+        return Err(BuildError::new(
+            build_reason::DEPENDENCY_BUILD,
+            format!("{what}: the archive holds chart '{name}'"),
+        ));
+    }
+    Ok(())
+}
+
+/// A dependency of a chart from a source tree that must come from a chart repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteDependency {
+    pub name: String,
+    /// The repository as `Chart.yaml` writes it (`https://...`, `oci://...`).
+    pub repository: String,
+    /// The version constraint of `Chart.yaml`, or the exact version `Chart.lock` holds.
+    pub version: String,
+    /// Whether `version` comes from `Chart.lock`.
+    pub locked: bool,
+}
+
+/// A chart repository URL as source-controller compares them: an `oci://` URL without a
+/// trailing `/`, an HTTP one with exactly one.
+pub fn normalize_repository_url(url: &str) -> String {
+    let url = url.trim();
+    if url.starts_with("oci://") {
+        url.trim_end_matches('/').to_string()
+    } else {
+        format!("{}/", url.trim_end_matches('/'))
+    }
+}
+
+/// Whether a dependency named `name` is in the chart's `charts/` (a directory or an archive).
+fn dependency_present(charts: &Path, name: &str) -> bool {
+    charts.join(name).join("Chart.yaml").is_file()
+        || std::fs::read_dir(charts)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let f = e.file_name().to_string_lossy().to_string();
+                f.starts_with(&format!("{name}-")) && f.ends_with(".tgz")
+            })
+}
+
+/// The dependencies of the chart at `chart_dir` that are not in its `charts/` and come from
+/// chart repositories (`http(s)://` or `oci://`; `file://` ones are copied from the source at
+/// packaging). When a `Chart.lock` lists the same dependencies (names and repositories) as
+/// `Chart.yaml`, its exact versions are used, as `helm dependency build` does; a lock that
+/// differs is an error, as it is for helm. `@name` and `alias:name` repositories refer to the
+/// helm CLI's repository configuration, which a HelmChart has not: an error says so (Flux:
+/// "aliased repository dependency is not supported").
+pub fn remote_dependencies(
+    chart_dir: &Path,
+    shown: &str,
+) -> Result<Vec<RemoteDependency>, BuildError> {
+    let (doc, _, _) = read_chart_yaml(chart_dir, shown)?;
+    let err = |m: String| BuildError::new(build_reason::DEPENDENCY_BUILD, m);
+    let Some(deps) = doc.get("dependencies").and_then(|d| d.as_sequence()) else {
+        return Ok(Vec::new());
+    };
+    let text = |v: &serde_yaml::Value, k: &str| match v.get(k) {
+        Some(serde_yaml::Value::String(s)) => s.trim().to_string(),
+        Some(serde_yaml::Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let wanted: Vec<(String, String, String)> = deps
+        .iter()
+        .map(|d| (text(d, "name"), text(d, "repository"), text(d, "version")))
+        .collect();
+    // Chart.lock, when there is one and it matches Chart.yaml.
+    let mut locked: Option<std::collections::BTreeMap<String, String>> = None;
+    let lock_path = chart_dir.join("Chart.lock");
+    if lock_path.is_file() {
+        let lock_text = std::fs::read_to_string(&lock_path).map_err(|e| {
+            BuildError::io(
+                build_reason::DEPENDENCY_BUILD,
+                format!("{shown}/Chart.lock"),
+                e,
+            )
+        })?;
+        let lock: serde_yaml::Value = serde_yaml::from_str(&lock_text)
+            .map_err(|e| err(format!("{shown}/Chart.lock: invalid YAML: {e}")))?;
+        let entries: Vec<(String, String, String)> = lock
+            .get("dependencies")
+            .and_then(|d| d.as_sequence())
+            .map(|s| {
+                s.iter()
+                    .map(|d| (text(d, "name"), text(d, "repository"), text(d, "version")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = |n: &str, r: &str| (n.to_string(), normalize_repository_url(r));
+        let mut want_keys: Vec<_> = wanted.iter().map(|(n, r, _)| key(n, r)).collect();
+        let mut lock_keys: Vec<_> = entries.iter().map(|(n, r, _)| key(n, r)).collect();
+        want_keys.sort();
+        lock_keys.sort();
+        if want_keys != lock_keys {
+            return Err(err(format!(
+                "{shown}: Chart.lock is out of sync with the dependencies of Chart.yaml: run 'helm dependency update' and commit Chart.lock"
+            )));
+        }
+        locked = Some(
+            entries
+                .into_iter()
+                .map(|(n, r, v)| (format!("{n}\n{}", normalize_repository_url(&r)), v))
+                .collect(),
+        );
+    }
+    let charts = chart_dir.join("charts");
+    let mut out = Vec::new();
+    for (name, repo, version) in wanted {
+        if name.is_empty() || name.contains(['/', '\\']) || name == ".." {
+            return Err(err(format!(
+                "{shown}/Chart.yaml: a dependency without a valid name"
+            )));
+        }
+        if dependency_present(&charts, &name) || repo.is_empty() || repo.starts_with("file://") {
+            continue;
+        }
+        if repo.starts_with('@') || repo.starts_with("alias:") {
+            return Err(err(format!(
+                "{shown}: dependency '{name}' (version '{version}') from repository '{repo}': aliased repository dependency is not supported: '{repo}' names a repository of the helm CLI's configuration, which a HelmChart does not have; write the repository URL (https:// or oci://) instead"
+            )));
+        }
+        if !(repo.starts_with("https://")
+            || repo.starts_with("http://")
+            || repo.starts_with("oci://"))
+        {
+            return Err(err(format!(
+                "{shown}: dependency '{name}' (version '{version}') from repository '{repo}': invalid dependency repository URL: want http://, https://, oci:// or file://"
+            )));
+        }
+        let lock_version = locked
+            .as_ref()
+            .and_then(|l| l.get(&format!("{name}\n{}", normalize_repository_url(&repo))))
+            .filter(|v| !v.is_empty());
+        out.push(RemoteDependency {
+            name,
+            repository: repo,
+            locked: lock_version.is_some(),
+            version: lock_version.cloned().unwrap_or(version),
+        });
+    }
+    Ok(out)
 }
 
 /// The single chart directory inside an unpacked chart archive.
@@ -544,6 +742,7 @@ mod tests {
             ignore_missing_values_files: true,
             version_metadata: Some("abcdef012345.2".into()),
             local_dependencies: false,
+            fetched_dependencies: Vec::new(),
         };
         let b = package_dir(
             &src.path().join("charts/app"),
@@ -659,6 +858,136 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("escapes"), "{e}");
+    }
+
+    #[test]
+    fn remote_dependencies_follow_chart_lock_and_refuse_aliases() {
+        let src = tempfile::tempdir().unwrap();
+        let chart = "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: db\n  version: ^1.0.0\n  repository: https://charts.example/stable\n- name: cache\n  version: '>=0.1'\n  repository: oci://r.example/charts/\n  alias: sessions\n- name: lib\n  repository: file://../lib\n- name: vendored\n  version: 2.0.0\n  repository: https://charts.example/stable\n";
+        write(
+            src.path(),
+            &[
+                ("app/Chart.yaml", chart),
+                ("app/charts/vendored-2.0.0.tgz", "x"),
+            ],
+        );
+        let dir = src.path().join("app");
+        let deps = remote_dependencies(&dir, "app").unwrap();
+        let got: Vec<_> = deps
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.repository.as_str(),
+                    d.version.as_str(),
+                    d.locked,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("db", "https://charts.example/stable", "^1.0.0", false),
+                ("cache", "oci://r.example/charts/", ">=0.1", false),
+            ]
+        );
+        // A lock listing the same dependencies pins their versions.
+        write(
+            src.path(),
+            &[(
+                "app/Chart.lock",
+                "dependencies:\n- name: db\n  repository: https://charts.example/stable/\n  version: 1.2.3\n- name: cache\n  repository: oci://r.example/charts\n  version: 0.1.5\n- name: lib\n  repository: file://../lib\n  version: 0.1.0\n- name: vendored\n  repository: https://charts.example/stable\n  version: 2.0.0\ndigest: sha256:0\n",
+            )],
+        );
+        let deps = remote_dependencies(&dir, "app").unwrap();
+        assert_eq!(
+            deps.iter()
+                .map(|d| (d.version.as_str(), d.locked))
+                .collect::<Vec<_>>(),
+            vec![("1.2.3", true), ("0.1.5", true)]
+        );
+        // A lock that lists other dependencies is out of sync, as helm says.
+        write(
+            src.path(),
+            &[(
+                "app/Chart.lock",
+                "dependencies:\n- name: db\n  repository: https://charts.example/stable\n  version: 1.2.3\n",
+            )],
+        );
+        let e = remote_dependencies(&dir, "app").unwrap_err();
+        assert_eq!(e.reason, build_reason::DEPENDENCY_BUILD);
+        assert!(e.message.contains("out of sync"), "{e}");
+        std::fs::remove_file(dir.join("Chart.lock")).unwrap();
+        // Repositories named by the helm CLI's configuration cannot be resolved.
+        for repo in ["'@stable'", "alias:stable", "ftp://x.example"] {
+            write(
+                src.path(),
+                &[(
+                    "app/Chart.yaml",
+                    &format!("apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: db\n  version: 1.x\n  repository: {repo}\n"),
+                )],
+            );
+            let e = remote_dependencies(&dir, "app").unwrap_err();
+            assert!(e.message.contains("dependency 'db'"), "{e}");
+            let want = if repo.starts_with('f') {
+                "invalid dependency repository URL"
+            } else {
+                "aliased repository dependency is not supported"
+            };
+            assert!(e.message.contains(want), "{e}");
+        }
+        assert_eq!(
+            normalize_repository_url("https://x.example/a//"),
+            "https://x.example/a/"
+        );
+        assert_eq!(normalize_repository_url("oci://r/c/"), "oci://r/c");
+
+        // Fetched dependencies land in charts/ as <name>-<version>.tgz.
+        let chart_tgz = |name: &str| {
+            let d = tempfile::tempdir().unwrap();
+            write(
+                d.path(),
+                &[(
+                    &format!("{name}/Chart.yaml"),
+                    &format!("apiVersion: v2\nname: {name}\nversion: 1.4.0\n"),
+                )],
+            );
+            crate::storage::pack_dir(d.path(), &crate::storage::keep_all).unwrap()
+        };
+        let (db, app_tgz) = (chart_tgz("db"), chart_tgz("other"));
+        write(
+            src.path(),
+            &[("app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: db\n  version: ^1.0.0\n  repository: https://charts.example/stable\n")],
+        );
+        let opts = BuildOptions {
+            local_dependencies: true,
+            fetched_dependencies: vec![FetchedDependency {
+                name: "db".into(),
+                version: "1.4.0".into(),
+                tgz: db.clone(),
+            }],
+            ..Default::default()
+        };
+        let b = package_dir(&dir, src.path(), "app", &opts).unwrap();
+        let out = unpack(&b.tgz);
+        assert_eq!(
+            std::fs::read(out.path().join("app/charts/db-1.4.0.tgz")).unwrap(),
+            db
+        );
+        // Not a chart, or another chart: the build fails naming the dependency.
+        for tgz in [b"not a chart".to_vec(), app_tgz] {
+            let opts = BuildOptions {
+                fetched_dependencies: vec![FetchedDependency {
+                    name: "db".into(),
+                    version: "1.4.0".into(),
+                    tgz,
+                }],
+                ..opts.clone()
+            };
+            let e = package_dir(&dir, src.path(), "app", &opts).unwrap_err();
+            assert_eq!(e.reason, build_reason::DEPENDENCY_BUILD);
+            assert!(e.message.contains("dependency 'db' version '1.4.0'"), "{e}");
+        }
     }
 
     #[test]

@@ -13,10 +13,13 @@ use crate::event::{Event, Severity};
 use crate::object::{Object, ObjectRef};
 use crate::status::{reason, Condition, ConditionStatus, Status, ARTIFACT_IN_STORAGE};
 use crate::storage::ArtifactStore;
-use crate::traits::source::{Credentials, SourceErrorKind, SourceRequest};
-use crate::traits::{Backend, Source};
+use crate::traits::source::{
+    ChartDependencyFetcher, ChartDependencyRequest, Credentials, SourceErrorKind, SourceRequest,
+};
+use crate::traits::{Backend, ListParams, Source};
 use async_trait::async_trait;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Flux's reasons for a HelmChart.
@@ -45,11 +48,14 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Reconciles HelmChart objects. `source` fetches charts from HelmRepositories (both types);
 /// `chart_spec` builds its spec from the repository and the chart (core names no concrete
-/// source). Charts from GitRepositories are read from the repository's stored artifact.
+/// source). Charts from GitRepositories are read from the repository's stored artifact; their
+/// dependencies from chart repositories come through the [`ChartDependencyFetcher`] given with
+/// [`HelmChartReconciler::with_dependency_fetcher`] (without one they must be vendored).
 pub struct HelmChartReconciler<S: Source> {
     source: S,
     store: ArtifactStore,
     chart_spec: ChartSpecFn<S::Spec>,
+    dependencies: Option<Arc<dyn ChartDependencyFetcher>>,
 }
 
 impl<S: Source> HelmChartReconciler<S> {
@@ -58,7 +64,15 @@ impl<S: Source> HelmChartReconciler<S> {
             source,
             store,
             chart_spec,
+            dependencies: None,
         }
+    }
+
+    /// Fetches the dependencies of charts from GitRepositories that `Chart.yaml` takes from
+    /// HTTP or OCI chart repositories, as source-controller's dependency manager does.
+    pub fn with_dependency_fetcher(mut self, fetcher: Arc<dyn ChartDependencyFetcher>) -> Self {
+        self.dependencies = Some(fetcher);
+        self
     }
 }
 
@@ -411,6 +425,21 @@ where
         if self.up_to_date(obj, status, &version) {
             return Ok(None);
         }
+        if let Some(fetcher) = self.dependencies.clone() {
+            let (dir, s) = (chart_dir.clone(), shown.clone());
+            let deps =
+                tokio::task::spawn_blocking(move || chartbuild::remote_dependencies(&dir, &s))
+                    .await
+                    .map_err(|e| {
+                        Failure::new(build_reason::DEPENDENCY_BUILD, e.to_string(), false)
+                    })?
+                    .map_err(Failure::build)?;
+            if !deps.is_empty() {
+                opts.fetched_dependencies = self
+                    .fetch_dependencies(fetcher.as_ref(), chart, backend, &deps)
+                    .await?;
+            }
+        }
         let built = tokio::task::spawn_blocking(move || {
             chartbuild::package_dir(&chart_dir, &root, &shown, &opts)
         })
@@ -421,6 +450,123 @@ where
             built,
             source_revision: Some(source_artifact.revision),
         }))
+    }
+
+    /// Fetches the dependencies a chart from a source tree takes from chart repositories: each
+    /// with the credentials and TLS settings of the HelmRepository of the chart's namespace whose
+    /// URL matches the dependency's, else anonymously (as source-controller does).
+    async fn fetch_dependencies(
+        &self,
+        fetcher: &dyn ChartDependencyFetcher,
+        chart: &HelmChart,
+        backend: &dyn Backend,
+        deps: &[chartbuild::RemoteDependency],
+    ) -> Result<Vec<chartbuild::FetchedDependency>, Failure> {
+        let ns = chart.namespace().to_string();
+        let whose = format!("HelmChart '{ns}/{}' ({})", chart.name(), chart.spec.chart);
+        let params = ListParams {
+            namespace: Some(ns.clone()),
+            ..ListParams::kind(crate::api::SOURCE_GROUP, "HelmRepository")
+        };
+        let mut repos: Vec<(String, HelmRepositorySpec)> = backend
+            .list(&params)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    build_reason::DEPENDENCY_BUILD,
+                    format!("dependency build error: {whose}: listing HelmRepositories: {e}"),
+                    false,
+                )
+            })?
+            .iter()
+            .filter(|o| o.namespace() == Some(ns.as_str()))
+            .filter_map(|o| {
+                let r: Resource<HelmRepositorySpec> = from_object(o).ok()?;
+                Some((o.name().to_string(), r.spec))
+            })
+            .collect();
+        repos.sort_by(|a, b| a.0.cmp(&b.0));
+        let limits = self.store.limits();
+        let mut out = Vec::new();
+        for d in deps {
+            let url = chartbuild::normalize_repository_url(&d.repository);
+            let matching = repos
+                .iter()
+                .find(|(_, s)| chartbuild::normalize_repository_url(&s.url) == url);
+            let what = format!(
+                "{whose}: failed to add remote dependency '{}' version '{}'{} from '{}'{}",
+                d.name,
+                d.version,
+                if d.locked { " (Chart.lock)" } else { "" },
+                d.repository,
+                matching
+                    .map(|(n, _)| format!(" (HelmRepository '{ns}/{n}')"))
+                    .unwrap_or_default()
+            );
+            let (spec, creds) = match matching {
+                Some((_, spec)) => {
+                    let creds = read_repository_credentials(backend, &ns, spec)
+                        .await
+                        .map_err(|m| {
+                            Failure::new(
+                                build_reason::DEPENDENCY_BUILD,
+                                format!("dependency build error: {what}: {m}"),
+                                false,
+                            )
+                        })?;
+                    (spec.clone(), creds)
+                }
+                None => {
+                    let mut v = serde_json::json!({"url": d.repository.trim()});
+                    if url.starts_with("oci://") {
+                        v["type"] = Value::String("oci".into());
+                    }
+                    let spec: HelmRepositorySpec = serde_json::from_value(v).map_err(|e| {
+                        Failure::new(
+                            build_reason::DEPENDENCY_BUILD,
+                            format!("dependency build error: {what}: {e}"),
+                            true,
+                        )
+                    })?;
+                    (spec, None)
+                }
+            };
+            let timeout = spec
+                .timeout
+                .as_ref()
+                .map(|t| t.duration())
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_TIMEOUT);
+            let req = ChartDependencyRequest {
+                repository: d.repository.trim(),
+                chart: &d.name,
+                version: &d.version,
+                repository_spec: &spec,
+                credentials: creds.as_ref(),
+                timeout,
+                max_bytes: limits.max_archive_bytes,
+            };
+            let fetched = fetcher.fetch_dependency(&req).await.map_err(|e| {
+                let cause = redact_credentials(creds.as_ref(), &e.message);
+                // A version or chart that is not there, or a spec that cannot work, stays so
+                // until something changes; the rest is retried.
+                let persistent = matches!(
+                    e.kind,
+                    SourceErrorKind::NotFound | SourceErrorKind::InvalidSpec
+                );
+                Failure::new(
+                    build_reason::DEPENDENCY_BUILD,
+                    format!("dependency build error: {what}: {cause}"),
+                    persistent,
+                )
+            })?;
+            out.push(chartbuild::FetchedDependency {
+                name: d.name.clone(),
+                version: fetched.version,
+                tgz: fetched.tgz,
+            });
+        }
+        Ok(out)
     }
 
     /// The stored artifact already holds this version of this chart for this generation.
@@ -515,6 +661,7 @@ where
             ignore_missing_values_files: chart.spec.ignore_missing_values_files,
             version_metadata: None,
             local_dependencies: false,
+            fetched_dependencies: Vec::new(),
         };
         let result = match sref.kind.as_str() {
             "HelmRepository" => {

@@ -20,5 +20,6 @@ pub use plan::{
     plan_id, OutputValue, Outputs, Plan, PlanError, PlanRequest, PlanRunner, PlanSummary,
 };
 pub use source::{
-    Credentials, FetchedRevision, Source, SourceError, SourceErrorKind, SourceRequest,
+    ChartDependencyFetcher, ChartDependencyRequest, Credentials, FetchedChart, FetchedRevision,
+    Source, SourceError, SourceErrorKind, SourceRequest,
 };

@@ -122,3 +122,43 @@ pub trait Source: Send + Sync {
         dir: &Path,
     ) -> Result<FetchedRevision, SourceError>;
 }
+
+/// What a [`ChartDependencyFetcher`] is asked for: one dependency of a chart built from a
+/// source tree (`dependencies:` of its `Chart.yaml`, or the locked version of `Chart.lock`).
+#[derive(Debug)]
+pub struct ChartDependencyRequest<'a> {
+    /// The dependency's chart repository: `https://...`, `http://...` or `oci://...`.
+    pub repository: &'a str,
+    /// The chart's name in that repository.
+    pub chart: &'a str,
+    /// A Helm version constraint (`^1.0.0`, `1.2.3`); empty means the latest stable version.
+    pub version: &'a str,
+    /// The HelmRepository of the HelmChart's namespace whose `spec.url` matches `repository`
+    /// (its `type`, `insecure`, `passCredentials`, `provider`), or a plain one with that URL
+    /// when none does (the chart is then fetched anonymously).
+    pub repository_spec: &'a crate::api::source::HelmRepositorySpec,
+    /// The data of that HelmRepository's `secretRef` and `certSecretRef`.
+    pub credentials: Option<&'a Credentials>,
+    pub timeout: Duration,
+    /// The largest chart archive accepted.
+    pub max_bytes: u64,
+}
+
+/// A dependency fetched: the chart archive and the version it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedChart {
+    pub version: String,
+    /// The chart `.tgz`, digest-checked where the repository gives a digest.
+    pub tgz: Vec<u8>,
+}
+
+/// Fetches the charts a chart from a GitRepository depends on from HTTP or OCI chart
+/// repositories, as source-controller's dependency manager does. Core names no concrete
+/// implementation: the sources crate has one over its Helm index and OCI clients.
+#[async_trait]
+pub trait ChartDependencyFetcher: Send + Sync {
+    async fn fetch_dependency(
+        &self,
+        req: &ChartDependencyRequest<'_>,
+    ) -> Result<FetchedChart, SourceError>;
+}

@@ -38,7 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use trueup_core::api::source::{HelmChartSpec, HelmRepositorySpec};
 use trueup_core::traits::source::{
-    Credentials, FetchedRevision, Source, SourceError, SourceErrorKind, SourceRequest,
+    ChartDependencyFetcher, ChartDependencyRequest, Credentials, FetchedChart, FetchedRevision,
+    Source, SourceError, SourceErrorKind, SourceRequest,
 };
 
 /// What [`HelmSource`] works on: the HelmChart and the HelmRepository its
@@ -275,6 +276,7 @@ impl HelmSource {
         repo: &HelmRepositorySpec,
         creds: Option<&Credentials>,
         timeout: Duration,
+        max_blob_bytes: u64,
     ) -> Result<crate::oci::OciClient, SourceError> {
         if let Some(p) = repo
             .provider
@@ -294,6 +296,7 @@ impl HelmSource {
             client_cert: tls.client_cert,
             timeout,
             auths,
+            max_blob_bytes,
             ..Default::default()
         };
         Ok(crate::oci::OciClient::new(opts)?.with_token_cache(self.tokens.clone()))
@@ -303,7 +306,12 @@ impl HelmSource {
         &self,
         req: &SourceRequest<'_, HelmChartSource>,
     ) -> Result<FetchedRevision, SourceError> {
-        let client = self.oci_client(&req.spec.repository, req.credentials, req.timeout)?;
+        let client = self.oci_client(
+            &req.spec.repository,
+            req.credentials,
+            req.timeout,
+            trueup_core::storage::Limits::default().max_archive_bytes,
+        )?;
         let url = oci_chart_url(req.spec)?;
         let v = client
             .resolve_chart_version(&url, req.spec.chart.version.as_deref())
@@ -324,7 +332,12 @@ impl HelmSource {
         revision: &FetchedRevision,
         dir: &Path,
     ) -> Result<FetchedRevision, SourceError> {
-        let client = self.oci_client(&req.spec.repository, req.credentials, req.timeout)?;
+        let client = self.oci_client(
+            &req.spec.repository,
+            req.credentials,
+            req.timeout,
+            trueup_core::storage::Limits::default().max_archive_bytes,
+        )?;
         let url = oci_chart_url(req.spec)?;
         let known = (
             revision.metadata.get(crate::oci::META_DIGEST),
@@ -431,6 +444,150 @@ impl HelmSource {
     }
 }
 
+/// Downloads the archive of an index entry: credentials go to the repository's own host only,
+/// unless `passCredentials` lets them follow the index to another one (as Helm and Flux do);
+/// at most `max_bytes`; checked against the index's sha256 digest when it has one.
+fn download(
+    http: &Http,
+    repository: &HelmRepositorySpec,
+    v: &ChartVersion,
+    max_bytes: u64,
+) -> Result<Vec<u8>, SourceError> {
+    use std::io::Read;
+    let Some(url) = v.urls.first() else {
+        return Err(err(
+            SourceErrorKind::Other,
+            format!("chart {} {} has no URL in the index", v.name, v.version),
+        ));
+    };
+    let url = chart_url(&repository.url, url);
+    let host = |u: &str| {
+        u.split_once("://")
+            .map(|(_, r)| r.split('/').next().unwrap_or("").to_ascii_lowercase())
+    };
+    let rb = if repository.pass_credentials || host(&url) == host(&repository.url) {
+        http.get(&url)
+    } else {
+        http.client.get(&url)
+    };
+    let resp = rb
+        .send()
+        .map_err(|e| request_error(&url, e, http.client_cert))?;
+    if !resp.status().is_success() {
+        return Err(status_error(&url, resp.status()));
+    }
+    let too_big = || {
+        err(
+            SourceErrorKind::Other,
+            format!(
+                "chart {} {} from {url}: larger than the limit of {max_bytes} bytes",
+                v.name, v.version
+            ),
+        )
+    };
+    if resp.content_length().is_some_and(|n| n > max_bytes) {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    resp.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            err(
+                SourceErrorKind::Unreachable,
+                format!("failed to fetch {url}: {e}"),
+            )
+        })?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big());
+    }
+    if let Some(want) = v.digest.as_deref().filter(|d| !d.is_empty()) {
+        let got = hex::encode(sha2::Sha256::digest(&bytes));
+        let want = want.trim_start_matches("sha256:");
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(err(
+                SourceErrorKind::Other,
+                format!(
+                    "chart {} {} from {url}: digest mismatch: index says sha256:{want}, got sha256:{got}",
+                    v.name, v.version
+                ),
+            ));
+        }
+    }
+    Ok(bytes)
+}
+
+#[async_trait]
+impl ChartDependencyFetcher for HelmSource {
+    /// A dependency of a chart from a source tree: from an HTTP repository's index (Helm's
+    /// constraint syntax, digest-checked download) or from an OCI registry (`<repository>/<chart>`,
+    /// tags with `+` as `_`), with the matching HelmRepository's credentials and TLS settings.
+    async fn fetch_dependency(
+        &self,
+        req: &ChartDependencyRequest<'_>,
+    ) -> Result<FetchedChart, SourceError> {
+        let redact = |mut e: SourceError| {
+            if let Some(c) = req.credentials {
+                e.message = c.redact(&e.message);
+            }
+            e
+        };
+        let mut repository = req.repository_spec.clone();
+        repository.url = req.repository.trim().to_string();
+        let chart = req.chart.trim();
+        if chart.is_empty() || chart.contains(['/', '\\', '@', ':']) || chart.contains("..") {
+            return Err(err(
+                SourceErrorKind::InvalidSpec,
+                format!("invalid chart name '{}'", req.chart),
+            ));
+        }
+        let version = Some(req.version.trim()).filter(|v| !v.is_empty());
+        if repository.url.starts_with("oci://") {
+            repository.repo_type = Some("oci".into());
+            let client = self
+                .oci_client(&repository, req.credentials, req.timeout, req.max_bytes)
+                .map_err(redact)?;
+            let url = format!("{}/{chart}", repository.url.trim_end_matches('/'));
+            let v = client
+                .resolve_chart_version(&url, version)
+                .await
+                .map_err(redact)?;
+            let pulled = client.pull_chart(&url, v).await.map_err(redact)?;
+            return Ok(FetchedChart {
+                version: pulled.version.version,
+                tgz: pulled.tgz,
+            });
+        }
+        let this = self.clone();
+        let creds = req.credentials.cloned();
+        let (timeout, max_bytes) = (req.timeout, req.max_bytes);
+        let (chart, version) = (chart.to_string(), version.map(str::to_string));
+        tokio::task::spawn_blocking(move || -> Result<FetchedChart, SourceError> {
+            let http = Http::new(&repository, creds.as_ref(), timeout)?;
+            let entries = this.entries(&http, &repository.url, &chart)?;
+            if entries.is_empty() {
+                return Err(err(
+                    SourceErrorKind::NotFound,
+                    format!("chart {chart:?} not found in {}", repository.url),
+                ));
+            }
+            let v = select_version(&entries, version.as_deref()).map_err(|m| {
+                err(
+                    SourceErrorKind::NotFound,
+                    format!("chart {chart:?} in {}: {m}", repository.url),
+                )
+            })?;
+            let tgz = download(&http, &repository, v, max_bytes)?;
+            Ok(FetchedChart {
+                version: v.version.clone(),
+                tgz,
+            })
+        })
+        .await
+        .map_err(|e| err(SourceErrorKind::Other, format!("fetch task failed: {e}")))?
+        .map_err(redact)
+    }
+}
+
 fn revision_of(v: &ChartVersion) -> FetchedRevision {
     let mut metadata = std::collections::BTreeMap::new();
     metadata.insert("chart".into(), v.name.clone());
@@ -497,39 +654,19 @@ impl Source for HelmSource {
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || -> Result<FetchedRevision, SourceError> {
             let (v, http) = this.resolve_blocking(&spec, creds.as_ref(), timeout)?;
-            let Some(url) = v.urls.first() else {
-                return Err(err(SourceErrorKind::Other, format!("chart {} {} has no URL in the index", v.name, v.version)));
-            };
-            let url = chart_url(&spec.repository.url, url);
-            // Credentials go to the repository's own host only, unless passCredentials says
-            // they may follow the index to another one (as Helm and Flux do).
-            let same_host = |a: &str, b: &str| {
-                let host = |u: &str| u.split_once("://").map(|(_, r)| r.split('/').next().unwrap_or("").to_ascii_lowercase());
-                host(a) == host(b)
-            };
-            let rb = if spec.repository.pass_credentials || same_host(&url, &spec.repository.url) {
-                http.get(&url)
-            } else {
-                http.client.get(&url)
-            };
-            let resp = rb.send().map_err(|e| request_error(&url, e, http.client_cert))?;
-            if !resp.status().is_success() {
-                return Err(status_error(&url, resp.status()));
-            }
-            let bytes = resp.bytes().map_err(|e| request_error(&url, e, http.client_cert))?;
-            if let Some(want) = v.digest.as_deref().filter(|d| !d.is_empty()) {
-                let got = hex::encode(sha2::Sha256::digest(&bytes));
-                let want = want.trim_start_matches("sha256:");
-                if !got.eq_ignore_ascii_case(want) {
-                    return Err(err(
-                        SourceErrorKind::Other,
-                        format!("chart {} {} from {url}: digest mismatch: index says sha256:{want}, got sha256:{got}", v.name, v.version),
-                    ));
-                }
-            }
+            let bytes = download(
+                &http,
+                &spec.repository,
+                &v,
+                trueup_core::storage::Limits::default().max_archive_bytes,
+            )?;
             let file = dir.join(format!("{}-{}.tgz", v.name, v.version));
-            std::fs::write(&file, &bytes)
-                .map_err(|e| err(SourceErrorKind::Other, format!("writing {}: {e}", file.display())))?;
+            std::fs::write(&file, &bytes).map_err(|e| {
+                err(
+                    SourceErrorKind::Other,
+                    format!("writing {}: {e}", file.display()),
+                )
+            })?;
             Ok(revision_of(&v))
         })
         .await
