@@ -1,8 +1,9 @@
-//! Sprig's cryptographic functions: private keys (RSA, ECDSA P-256,
+//! Sprig's cryptographic functions: private keys (RSA, DSA, ECDSA P-256,
 //! Ed25519) as PEM, X.509 certificates (self-signed, CAs, CA-signed),
 //! AES-256-CBC, bcrypt, and the Master Password `derivePassword`.
 //!
-//! Keys are generated with the `rsa` crate (RSA) and `ring` (the rest), and
+//! Keys are generated with the `rsa` crate (RSA), the `dsa` crate (DSA,
+//! which Sprig can generate but not sign with) and `ring` (the rest), and
 //! signed with `ring`; certificates are encoded here with a small DER writer
 //! following what Go's `x509.CreateCertificate` writes for Sprig's templates.
 
@@ -195,6 +196,26 @@ fn rsa_generate(bits: usize) -> Result<Key, FnError> {
         .to_pkcs1_der()
         .map_err(|e| FnError::Call(format!("error generating rsa key: {e}")))?;
     Ok(Key::Rsa(der.as_bytes().to_vec()))
+}
+
+/// A new DSA key with new parameters, as Sprig makes it: Go's
+/// `dsa.GenerateParameters` with `L2048N256` (p of 2048 bits, q of 256),
+/// then `dsa.GenerateKey`, written in OpenSSL's `DSA PRIVATE KEY` layout,
+/// SEQUENCE { version 0, p, q, g, y, x }.
+fn dsa_generate_pem() -> String {
+    let components = dsa::Components::generate(&mut rand_core::OsRng, dsa::KeySize::DSA_2048_256);
+    let key = dsa::SigningKey::generate(&mut rand_core::OsRng, components);
+    let public = key.verifying_key();
+    let c = public.components();
+    let der = seq(&[
+        uint(&[0]),
+        uint(&c.p().to_bytes_be()),
+        uint(&c.q().to_bytes_be()),
+        uint(&c.g().to_bytes_be()),
+        uint(&public.y().to_bytes_be()),
+        uint(&key.x().to_bytes_be()),
+    ]);
+    pem_encode("DSA PRIVATE KEY", &der)
 }
 
 fn ec_generate() -> Result<Key, FnError> {
@@ -706,11 +727,7 @@ pub(crate) fn f_gen_private_key(a: &[Value]) -> R {
             let seed: [u8; 32] = random_bytes(32).try_into().unwrap_or([0; 32]);
             Ok(Key::Ed25519(seed))
         }
-        "dsa" => {
-            return Ok(Value::str(
-                "failed to generate dsa params: DSA keys are not supported by this renderer",
-            ))
-        }
+        "dsa" => return Ok(Value::string(dsa_generate_pem())),
         other => return Ok(Value::string(format!("Unknown type {other}"))),
     };
     match key {
