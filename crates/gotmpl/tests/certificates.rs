@@ -420,3 +420,48 @@ fn dsa_private_keys_have_the_shape_of_helms() {
     assert_eq!(dsa_shape(&chart, "ours.pem"), helms);
     let _ = std::fs::remove_dir_all(&chart);
 }
+
+/// Sprig reads DSA keys but Go's `x509.CreateCertificate` takes none:
+/// certificate functions given one fail with helm's errors.
+#[test]
+fn certificates_with_dsa_keys_fail_like_helms() {
+    let Some(helm) = helm() else {
+        return require("helm");
+    };
+    let cases = [
+        r#"{{ genCAWithKey "x" 3 (genPrivateKey "dsa") }}"#,
+        r#"{{ genSelfSignedCertWithKey "x" nil nil 3 (genPrivateKey "dsa") }}"#,
+        r#"{{ genSignedCertWithKey "x" nil nil 3 (genCA "ca" 3) (genPrivateKey "dsa") }}"#,
+        r#"{{ genSelfSignedCertWithKey "x" (list "bad") nil 3 (genPrivateKey "dsa") }}"#,
+        "{{ genCAWithKey \"x\" 3 \"-----BEGIN DSA PRIVATE KEY-----\\nMAMCAQA=\\n-----END DSA PRIVATE KEY-----\\n\" }}",
+    ];
+    let chart = tempdir("dsa-errors");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    // The error as Sprig words it, after the template position.
+    let error_text = |e: &str| e[e.find("error calling ").expect(e)..].trim().to_string();
+    for case in cases {
+        std::fs::write(chart.join("templates/t.yaml"), case).unwrap();
+        let out = Command::new(&helm)
+            .args(["template", "x"])
+            .arg(&chart)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{case}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let helms = error_text(stderr.lines().next().unwrap());
+
+        let mut t = Templates::new();
+        t.add("c/templates/t.yaml", case).unwrap();
+        let ours = t
+            .render("c/templates/t.yaml", &Value::empty_map())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error_text(&ours), helms, "{case}");
+    }
+    let _ = std::fs::remove_dir_all(&chart);
+}
