@@ -1,8 +1,9 @@
-//! Sprig's cryptographic functions: private keys (RSA, ECDSA P-256,
+//! Sprig's cryptographic functions: private keys (RSA, DSA, ECDSA P-256,
 //! Ed25519) as PEM, X.509 certificates (self-signed, CAs, CA-signed),
 //! AES-256-CBC, bcrypt, and the Master Password `derivePassword`.
 //!
-//! Keys are generated with the `rsa` crate (RSA) and `ring` (the rest), and
+//! Keys are generated with the `rsa` crate (RSA), the `dsa` crate (DSA,
+//! which Sprig can generate but not sign with) and `ring` (the rest), and
 //! signed with `ring`; certificates are encoded here with a small DER writer
 //! following what Go's `x509.CreateCertificate` writes for Sprig's templates.
 
@@ -185,7 +186,14 @@ enum Key {
     },
     /// The 32-byte seed.
     Ed25519([u8; 32]),
+    /// OpenSSL's `DSAPrivateKey` DER: SEQUENCE { 0, p, q, g, y, x }. Go
+    /// can neither sign a certificate with it nor put it in one.
+    Dsa(Vec<u8>),
 }
+
+/// Go's `x509.CreateCertificate` with a DSA signing key.
+const DSA_NOT_SIGNER: &str =
+    "error creating certificate: x509: certificate private key does not implement crypto.Signer";
 
 fn rsa_generate(bits: usize) -> Result<Key, FnError> {
     use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -195,6 +203,25 @@ fn rsa_generate(bits: usize) -> Result<Key, FnError> {
         .to_pkcs1_der()
         .map_err(|e| FnError::Call(format!("error generating rsa key: {e}")))?;
     Ok(Key::Rsa(der.as_bytes().to_vec()))
+}
+
+/// A new DSA key with new parameters, as Sprig makes it: Go's
+/// `dsa.GenerateParameters` with `L2048N256` (p of 2048 bits, q of 256),
+/// then `dsa.GenerateKey`.
+fn dsa_generate() -> Key {
+    let components = dsa::Components::generate(&mut rand_core::OsRng, dsa::KeySize::DSA_2048_256);
+    let key = dsa::SigningKey::generate(&mut rand_core::OsRng, components);
+    let public = key.verifying_key();
+    let c = public.components();
+    let der = seq(&[
+        uint(&[0]),
+        uint(&c.p().to_bytes_be()),
+        uint(&c.q().to_bytes_be()),
+        uint(&c.g().to_bytes_be()),
+        uint(&public.y().to_bytes_be()),
+        uint(&key.x().to_bytes_be()),
+    ]);
+    Key::Dsa(der)
 }
 
 fn ec_generate() -> Result<Key, FnError> {
@@ -267,6 +294,7 @@ impl Key {
                 let der = seq(&[uint(&[0]), seq(&[oid(OID_ED25519)]), octets(&octets(seed))]);
                 pem_encode("PRIVATE KEY", &der)
             }
+            Key::Dsa(der) => pem_encode("DSA PRIVATE KEY", der),
         }
     }
 
@@ -292,6 +320,11 @@ impl Key {
                     seq(&[oid(OID_ED25519)]),
                     bit_string(0, kp.public_key().as_ref()),
                 ])
+            }
+            Key::Dsa(_) => {
+                return call_err(
+                    "error creating certificate: x509: unsupported public key type: *dsa.PublicKey",
+                )
             }
         })
     }
@@ -330,6 +363,7 @@ impl Key {
                     signature::Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| fail(&e))?;
                 (seq(&[oid(OID_ED25519)]), kp.sign(msg).as_ref().to_vec())
             }
+            Key::Dsa(_) => return call_err(DSA_NOT_SIGNER),
         })
     }
 }
@@ -361,9 +395,26 @@ fn parse_private_key_pem(text: &str) -> Result<Key, String> {
                 public,
             })
         }
-        "DSA" => Err("parsing DSA private key from PEM: DSA keys are not supported".into()),
+        "DSA" => parse_dsa(&der)
+            .map(|()| Key::Dsa(der.clone()))
+            .map_err(|e| format!("parsing DSA private key from PEM: {e}")),
         _ => Err(format!("invalid private key type {kind}")),
     }
+}
+
+/// Go's `asn1.Unmarshal` of Sprig's `DSAKeyFormat`: a SEQUENCE of (at least)
+/// the six INTEGERs version, p, q, g, y and x. A short sequence gets Go's
+/// error text; other malformed input a shortened form of Go's.
+fn parse_dsa(der: &[u8]) -> Result<(), String> {
+    let (top, _) = der_read(der).ok_or("asn1: syntax error: data truncated")?;
+    let parts = der_children(top.body).ok_or("asn1: syntax error: data truncated")?;
+    if top.tag != 0x30 || parts.iter().take(6).any(|p| p.tag != 0x02) {
+        return Err("asn1: structure error: tags don't match".into());
+    }
+    if parts.len() < 6 {
+        return Err("asn1: syntax error: sequence truncated".into());
+    }
+    Ok(())
 }
 
 /// PKCS#8 `PrivateKeyInfo` holding an RSA, EC or Ed25519 key.
@@ -537,6 +588,9 @@ fn make_cert(
     issuer: Option<(&[u8], Option<&[u8]>)>,
     signing_key: &Key,
 ) -> Result<String, FnError> {
+    if let Key::Dsa(_) = signing_key {
+        return call_err(DSA_NOT_SIGNER);
+    }
     let spki = subject_key.public_key_info()?;
     let mut serial = random_bytes(16);
     serial[0] &= 0x7f;
@@ -706,11 +760,7 @@ pub(crate) fn f_gen_private_key(a: &[Value]) -> R {
             let seed: [u8; 32] = random_bytes(32).try_into().unwrap_or([0; 32]);
             Ok(Key::Ed25519(seed))
         }
-        "dsa" => {
-            return Ok(Value::str(
-                "failed to generate dsa params: DSA keys are not supported by this renderer",
-            ))
-        }
+        "dsa" => Ok(dsa_generate()),
         other => return Ok(Value::string(format!("Unknown type {other}"))),
     };
     match key {

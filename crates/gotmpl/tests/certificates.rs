@@ -244,3 +244,224 @@ fn certificates_have_the_fields_of_helms() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// `genPrivateKey "dsa"` twice, as PEM blocks.
+fn our_dsa_keys() -> Vec<String> {
+    let mut t = Templates::new();
+    t.add(
+        "c/templates/dsa.yaml",
+        r#"{{ genPrivateKey "dsa" }}{{ genPrivateKey "dsa" }}"#,
+    )
+    .unwrap();
+    blocks(
+        &t.render("c/templates/dsa.yaml", &Value::empty_map())
+            .unwrap(),
+    )
+}
+
+/// The INTEGERs of a DSA key's DER (version, p, q, g, y, x), from
+/// `openssl asn1parse`, checking that nothing else is in it.
+fn dsa_integers(dir: &Path, key: &str) -> Vec<dsa::BigUint> {
+    let text = openssl(dir, &["asn1parse", "-in", key]);
+    let mut lines = text.lines();
+    let top = lines.next().unwrap();
+    assert!(
+        top.contains("d=0") && top.contains("cons: SEQUENCE"),
+        "{text}"
+    );
+    lines
+        .map(|l| {
+            assert!(l.contains("d=1") && l.contains("prim: INTEGER"), "{text}");
+            let hex = l.rsplit(':').next().unwrap().trim();
+            dsa::BigUint::parse_bytes(hex.as_bytes(), 16).unwrap()
+        })
+        .collect()
+}
+
+/// What a DSA key PEM shows regardless of its random numbers: its PEM
+/// type, the bit sizes of p and q, and the fields `openssl pkey -text` names.
+fn dsa_shape(dir: &Path, key: &str) -> (String, usize, usize, String) {
+    let pem = std::fs::read_to_string(dir.join(key)).unwrap();
+    let armor = pem
+        .lines()
+        .filter(|l| l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ints = dsa_integers(dir, key);
+    assert_eq!(ints.len(), 6, "{key}: version, p, q, g, y, x");
+    let text = openssl(dir, &["pkey", "-in", key, "-noout", "-text"]);
+    let fields = text
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (armor, ints[1].bits(), ints[2].bits(), fields)
+}
+
+#[test]
+fn dsa_private_keys_are_valid_and_new_each_time() {
+    if !have("openssl") {
+        return require("openssl");
+    }
+    let start = std::time::Instant::now();
+    let keys = our_dsa_keys();
+    println!("two DSA keys in {:?}", start.elapsed());
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+    let dir = tempdir("dsa");
+    let mut params = Vec::new();
+    for (i, pem) in keys.iter().enumerate() {
+        assert!(
+            pem.starts_with("-----BEGIN DSA PRIVATE KEY-----\n"),
+            "{pem}"
+        );
+        assert!(pem.ends_with("\n-----END DSA PRIVATE KEY-----\n"), "{pem}");
+        assert!(pem.lines().all(|l| l.len() <= 64), "{pem}");
+        let key = format!("k{i}.pem");
+        std::fs::write(dir.join(&key), pem).unwrap();
+        // OpenSSL reads it as a DSA key and checks it (parameters and that
+        // the public value belongs to the private one).
+        let text = openssl(&dir, &["pkey", "-in", &key, "-noout", "-text"]);
+        assert!(text.starts_with("Private-Key: (2048 bit)"), "{text}");
+        openssl(&dir, &["pkey", "-in", &key, "-check", "-noout"]);
+        openssl(&dir, &["dsa", "-in", &key, "-noout"]);
+
+        let ints = dsa_integers(&dir, &key);
+        let [version, p, q, g, y, x] = <[dsa::BigUint; 6]>::try_from(ints).unwrap();
+        assert_eq!(version, dsa::BigUint::from(0u8));
+        assert_eq!((p.bits(), q.bits()), (2048, 256));
+        let one = dsa::BigUint::from(1u8);
+        assert_eq!((&p - &one) % &q, dsa::BigUint::from(0u8), "q divides p-1");
+        assert!(g > one && g < p && g.modpow(&q, &p) == one, "g has order q");
+        assert!(x >= one && x < q);
+        assert_eq!(g.modpow(&x, &p), y, "y = g^x mod p");
+        params.push(p);
+
+        // A signature made with the key verifies with its public half, and
+        // not for another message.
+        std::fs::write(dir.join("msg"), format!("message {i}")).unwrap();
+        std::fs::write(dir.join("other"), "another message").unwrap();
+        let sig = format!("k{i}.sig");
+        let public = format!("k{i}.pub");
+        openssl(&dir, &["pkey", "-in", &key, "-pubout", "-out", &public]);
+        openssl(
+            &dir,
+            &["dgst", "-sha256", "-sign", &key, "-out", &sig, "msg"],
+        );
+        let v = openssl(
+            &dir,
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                &public,
+                "-signature",
+                &sig,
+                "msg",
+            ],
+        );
+        assert!(v.contains("Verified OK"), "{v}");
+        let bad = Command::new("openssl")
+            .args([
+                "dgst",
+                "-sha256",
+                "-verify",
+                &public,
+                "-signature",
+                &sig,
+                "other",
+            ])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+    }
+    // Each call makes new parameters, like Sprig's.
+    assert_ne!(params[0], params[1]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dsa_private_keys_have_the_shape_of_helms() {
+    if !have("openssl") {
+        return require("openssl");
+    }
+    let Some(helm) = helm() else {
+        return require("helm");
+    };
+    let chart = tempdir("dsa-chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/key.yaml"),
+        "key: |\n{{ genPrivateKey \"dsa\" | indent 2 }}\n",
+    )
+    .unwrap();
+    let out = Command::new(helm)
+        .args(["template", "x"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let helm_keys = blocks(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(helm_keys.len(), 1, "{helm_keys:?}");
+    std::fs::write(chart.join("helm.pem"), &helm_keys[0]).unwrap();
+    std::fs::write(chart.join("ours.pem"), &our_dsa_keys()[0]).unwrap();
+    let helms = dsa_shape(&chart, "helm.pem");
+    assert_eq!((helms.1, helms.2), (2048, 256), "{helms:?}");
+    assert_eq!(dsa_shape(&chart, "ours.pem"), helms);
+    let _ = std::fs::remove_dir_all(&chart);
+}
+
+/// Sprig reads DSA keys but Go's `x509.CreateCertificate` takes none:
+/// certificate functions given one fail with helm's errors.
+#[test]
+fn certificates_with_dsa_keys_fail_like_helms() {
+    let Some(helm) = helm() else {
+        return require("helm");
+    };
+    let cases = [
+        r#"{{ genCAWithKey "x" 3 (genPrivateKey "dsa") }}"#,
+        r#"{{ genSelfSignedCertWithKey "x" nil nil 3 (genPrivateKey "dsa") }}"#,
+        r#"{{ genSignedCertWithKey "x" nil nil 3 (genCA "ca" 3) (genPrivateKey "dsa") }}"#,
+        r#"{{ genSelfSignedCertWithKey "x" (list "bad") nil 3 (genPrivateKey "dsa") }}"#,
+        "{{ genCAWithKey \"x\" 3 \"-----BEGIN DSA PRIVATE KEY-----\\nMAMCAQA=\\n-----END DSA PRIVATE KEY-----\\n\" }}",
+    ];
+    let chart = tempdir("dsa-errors");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    // The error as Sprig words it, after the template position.
+    let error_text = |e: &str| e[e.find("error calling ").expect(e)..].trim().to_string();
+    for case in cases {
+        std::fs::write(chart.join("templates/t.yaml"), case).unwrap();
+        let out = Command::new(&helm)
+            .args(["template", "x"])
+            .arg(&chart)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{case}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let helms = error_text(stderr.lines().next().unwrap());
+
+        let mut t = Templates::new();
+        t.add("c/templates/t.yaml", case).unwrap();
+        let ours = t
+            .render("c/templates/t.yaml", &Value::empty_map())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error_text(&ours), helms, "{case}");
+    }
+    let _ = std::fs::remove_dir_all(&chart);
+}
