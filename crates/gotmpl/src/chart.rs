@@ -813,6 +813,40 @@ fn head_of(doc: &str, path: &str) -> Result<(String, bool), Error> {
     }
 }
 
+/// The hook events Helm knows; `test-success` is the old name of `test`.
+const HOOK_EVENTS: &[&str] = &[
+    "pre-install",
+    "post-install",
+    "pre-delete",
+    "post-delete",
+    "pre-upgrade",
+    "post-upgrade",
+    "pre-rollback",
+    "post-rollback",
+    "test",
+    "test-success",
+];
+
+/// Whether every type a hook's `helm.sh/hook` annotation lists (comma-separated, compared
+/// trimmed and in lower case, as Helm does) is one Helm knows. An empty list or an empty item
+/// is unknown too. Hooks are few, so reading the document again here costs little.
+fn known_hook_types(doc: &str) -> bool {
+    let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(doc) else {
+        return true;
+    };
+    let Some(types) = v
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get("helm.sh/hook"))
+        .and_then(|t| t.as_str())
+    else {
+        return true;
+    };
+    types
+        .split(',')
+        .all(|t| HOOK_EVENTS.contains(&t.trim().to_ascii_lowercase().as_str()))
+}
+
 /// A rendered release, split the way `helm template` prints it.
 pub(crate) struct Release {
     /// (path, content) of crds/ files (printed only with --include-crds).
@@ -862,6 +896,11 @@ pub(crate) fn render_release(
                 }
             }
         };
+        if hook && !known_hook_types(&doc) {
+            // Helm leaves such a document out of the release altogether (it logs "skipping
+            // unknown hooks"): neither a manifest nor a hook.
+            continue;
+        }
         let f = RenderedFile {
             path,
             content: doc,
