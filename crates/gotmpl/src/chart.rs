@@ -277,21 +277,39 @@ pub(crate) fn prepare_chart(mut chart: Chart, user: &Value) -> Result<(Chart, Va
 /// Helm's coalesce: `user` wins over `defaults`, maps merge recursively and a
 /// user `null` removes the chart's key.
 fn coalesce(user: &Value, defaults: &Value) -> Value {
+    coalesce_mode(user, defaults, false, &[])
+}
+
+/// [`coalesce`] for a chart's own values: under a key naming one of its
+/// `subcharts` that the user gave a map for, Helm merges instead (nulls on
+/// both sides are kept, for the subchart's own coalesce to act on).
+fn coalesce_mode(user: &Value, defaults: &Value, merge: bool, subcharts: &[&str]) -> Value {
     match (user, defaults) {
         (Value::Map(u), Value::Map(d)) => {
             let defaults = d.borrow();
             let mut out = defaults.clone();
-            // Defaults that are null are dropped.
-            out.retain(|_, v| !v.is_nil());
+            if !merge {
+                // Defaults that are null are dropped, in nested maps too (not
+                // inside lists).
+                out.retain(|_, v| !v.is_nil());
+                for v in out.values_mut() {
+                    if has_nested_nil(v) {
+                        *v = without_nils(v);
+                    }
+                }
+            }
             for (k, uv) in u.borrow().iter() {
                 // A user null removes a key the chart has; a null for a key
                 // the chart does not have stays (and prints as null).
-                if uv.is_nil() && defaults.contains_key(k) {
+                if !merge && uv.is_nil() && defaults.contains_key(k) {
                     out.remove(k);
                     continue;
                 }
-                let merged = match out.get(k) {
-                    Some(dv @ Value::Map(_)) if matches!(uv, Value::Map(_)) => coalesce(uv, dv),
+                let merged = match defaults.get(k) {
+                    Some(dv @ Value::Map(_)) if matches!(uv, Value::Map(_)) => {
+                        let sub = merge || subcharts.contains(&k.as_str());
+                        coalesce_mode(uv, dv, sub, &[])
+                    }
                     _ => uv.clone(),
                 };
                 out.insert(k.clone(), merged);
@@ -299,6 +317,28 @@ fn coalesce(user: &Value, defaults: &Value) -> Value {
             Value::map(out)
         }
         (u, _) => u.deep_copy(),
+    }
+}
+
+/// Whether a map holds a null at any depth (lists not entered).
+fn has_nested_nil(v: &Value) -> bool {
+    match v {
+        Value::Map(m) => m.borrow().values().any(|x| x.is_nil() || has_nested_nil(x)),
+        _ => false,
+    }
+}
+
+/// A copy of `v` with its maps' null entries removed (lists not entered).
+fn without_nils(v: &Value) -> Value {
+    match v {
+        Value::Map(m) => Value::map(
+            m.borrow()
+                .iter()
+                .filter(|(_, x)| !x.is_nil())
+                .map(|(k, x)| (k.clone(), without_nils(x)))
+                .collect(),
+        ),
+        _ => v.clone(),
     }
 }
 
@@ -316,7 +356,8 @@ fn get_path(v: &Value, path: &str) -> Option<Value> {
 
 /// Values for a chart and its enabled subcharts, Helm style.
 fn coalesce_chart(chart: &Chart, user: &Value) -> Value {
-    let vals = coalesce(user, &chart.values);
+    let names: Vec<&str> = chart.subcharts.iter().map(|s| s.name.as_str()).collect();
+    let vals = coalesce_mode(user, &chart.values, false, &names);
     let Value::Map(m) = &vals else { return vals };
     for sub in &chart.subcharts {
         let parent_part = m
@@ -753,10 +794,11 @@ pub(crate) fn render_prepared(
 
 /// Splits a rendered file into YAML documents like Helm's SplitManifests.
 fn split_manifests(content: &str) -> Vec<String> {
-    // Helm splits on `(?:^|\s*\n)---\s*`: a `---` at the start of the text
-    // or of a line whose newline no earlier separator consumed, with the
-    // whitespace around it (the pieces are trimmed below anyway).
-    let trimmed = content.trim();
+    // Helm v4 splits at a `---` that starts the text or a line (one whose
+    // newline no earlier separator consumed). Each document loses its
+    // leading whitespace but keeps its trailing whitespace, up to and
+    // including the newline before the next `---`.
+    let trimmed = content.trim_start();
     let bytes = trimmed.as_bytes();
     let mut parts: Vec<&str> = Vec::new();
     let (mut start, mut consumed, mut i) = (0usize, 0usize, 0usize);
@@ -791,8 +833,9 @@ fn split_manifests(content: &str) -> Vec<String> {
             }
             d
         })
+        .map(str::trim_start)
         .filter(|d| !d.is_empty())
-        .map(|d| d.trim().to_string())
+        .map(str::to_string)
         .collect()
 }
 
@@ -958,8 +1001,8 @@ pub fn render_chart(
 }
 
 /// Formats manifests the way `helm template` (v4) prints them: each
-/// document followed by a blank line, the manifest block trimmed, then the
-/// hooks.
+/// document (with its trailing whitespace) followed by a newline, the
+/// manifest block trimmed, then the hooks.
 pub fn format_manifests(files: &[RenderedFile]) -> String {
     format_output(&[], files)
 }
@@ -988,7 +1031,7 @@ pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -
         out.push_str(&f.path);
         out.push('\n');
         out.push_str(&f.content);
-        out.push_str("\n\n");
+        out.push('\n');
     }
     // Trim in place (the text starts with `---`, so only the end can have
     // whitespace; a crds-only or empty text is handled the same way).
@@ -1001,7 +1044,7 @@ pub(crate) fn format_output(crds: &[(String, String)], files: &[RenderedFile]) -
         out.push_str(&f.path);
         out.push('\n');
         out.push_str(&f.content);
-        out.push_str("\n\n");
+        out.push('\n');
     }
     out
 }
@@ -1036,7 +1079,19 @@ mod split_tests {
             "\n\n---\n\n",
             "x: '---'\n---\r\ny: 1\r\n---",
         ] {
-            assert_eq!(super::split_manifests(text), helm_split(text), "{text:?}");
+            let ours: Vec<String> = super::split_manifests(text)
+                .iter()
+                .map(|d| d.trim_end().to_string())
+                .collect();
+            assert_eq!(ours, helm_split(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn documents_keep_trailing_whitespace() {
+        assert_eq!(
+            super::split_manifests("\n  a: 1\n  \n\n---   \n\nb: 2\n  \n---\n---\nc\r\n---\r\nd"),
+            ["a: 1\n  \n\n", "b: 2\n  \n", "c\r\n", "d"]
+        );
     }
 }
