@@ -70,14 +70,14 @@ pub fn parse_version(s: &str) -> Result<Version, String> {
             .iter()
             .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err("Invalid Semantic Version".into());
+        return Err("invalid semantic version".into());
     }
     let num = |i: usize| {
         parts
             .get(i)
             .map(|p| {
                 p.parse::<u64>()
-                    .map_err(|_| "Invalid Semantic Version".to_string())
+                    .map_err(|_| "invalid semantic version".to_string())
             })
             .unwrap_or(Ok(0))
     };
@@ -120,10 +120,17 @@ fn parse_constraint(s: &str) -> Result<Constraint, String> {
     let mut given = 0;
     let mut wildcard = false;
     let mut nums = Vec::new();
+    if core.split('.').count() > 3 {
+        return Err(format!("improper constraint: {s}"));
+    }
     for p in core.split('.') {
-        if matches!(p, "x" | "X" | "*") {
+        if wildcard || matches!(p, "x" | "X" | "*") {
+            // Masterminds accepts only digits and wildcards after one.
+            if p.is_empty() || !p.bytes().all(|b| b"0123456789xX*|".contains(&b)) {
+                return Err(format!("improper constraint: {s}"));
+            }
             wildcard = true;
-            break;
+            continue;
         }
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("improper constraint: {s}"));
@@ -283,7 +290,11 @@ fn and_group(g: &str) -> Result<Vec<Constraint>, String> {
 pub fn semver_compare(constraint: &str, version: &str) -> Result<bool, String> {
     let mut groups = Vec::new();
     for g in constraint.split("||") {
-        groups.push(and_group(g)?);
+        // Masterminds names the whole `||` part, Go-quoted.
+        groups.push(
+            and_group(g)
+                .map_err(|_| format!("improper constraint: {}", crate::gofmt::go_quote(g)))?,
+        );
     }
     let v = parse_version(version)?;
     Ok(groups.iter().any(|g| g.iter().all(|c| check(c, &v))))
