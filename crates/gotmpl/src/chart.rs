@@ -540,24 +540,93 @@ impl Object for ApiVersions {
     }
 }
 
+/// The numeric components of a Kubernetes version, parsed like Kubernetes'
+/// `ParseGeneric` (which Helm uses): optional spaces and `v`, at least two
+/// dot-separated numbers, anything after them ignored.
+pub(crate) fn kube_version_components(s: &str) -> Result<Vec<u64>, String> {
+    let t = s.trim_start();
+    let t = t.strip_prefix('v').unwrap_or(t);
+    let mut end = 0;
+    let b = t.as_bytes();
+    // `[0-9]+(\.[0-9]+)*`
+    loop {
+        let start = end;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        if end == start {
+            // A dot not followed by a digit is not part of the numbers.
+            end = start.saturating_sub(1);
+            break;
+        }
+        if end < b.len() && b[end] == b'.' && b.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        } else {
+            break;
+        }
+    }
+    if end == 0 {
+        return Err(format!(
+            "could not parse {} as version",
+            crate::gofmt::go_quote(s)
+        ));
+    }
+    let comps: Vec<&str> = t[..end].split('.').collect();
+    if comps.len() < 2 {
+        return Err(format!(
+            "illegal version string {}",
+            crate::gofmt::go_quote(s)
+        ));
+    }
+    let q = crate::gofmt::go_quote;
+    comps
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 && c.starts_with('0') && *c != "0" {
+                return Err(format!(
+                    "illegal zero-prefixed version component {} in {}",
+                    q(c),
+                    q(s)
+                ));
+            }
+            c.parse::<u64>().map_err(|_| {
+                format!(
+                    "illegal non-numeric version component {} in {}: strconv.ParseUint: parsing {}: value out of range",
+                    q(c),
+                    q(s),
+                    q(c)
+                )
+            })
+        })
+        .collect()
+}
+
 fn capabilities(opts: &ChartOptions) -> Value {
+    // Helm keeps the version as given (with a `v`); Major, Minor and the
+    // printed form come from its numbers.
     let kv = if opts.kube_version.starts_with('v') {
         opts.kube_version.clone()
     } else {
         format!("v{}", opts.kube_version)
     };
-    let parts: Vec<&str> = kv.trim_start_matches('v').split('.').collect();
+    let comps = kube_version_components(&opts.kube_version)
+        .or_else(|_| kube_version_components(&kv[1..]))
+        .unwrap_or_else(|_| vec![1, 0]);
+    let normalized = format!(
+        "v{}",
+        comps
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(".")
+    );
     let mut k = BTreeMap::new();
     k.insert("Version".into(), Value::str(&kv));
     k.insert("GitVersion".into(), Value::str(&kv));
-    k.insert(
-        "Major".into(),
-        Value::str(parts.first().copied().unwrap_or("1")),
-    );
-    k.insert(
-        "Minor".into(),
-        Value::str(parts.get(1).copied().unwrap_or("0")),
-    );
+    k.insert(" normalized".into(), Value::str(&normalized));
+    k.insert("Major".into(), Value::string(comps[0].to_string()));
+    k.insert("Minor".into(), Value::string(comps[1].to_string()));
     let mut api: Vec<String> = DEFAULT_API_VERSIONS
         .split(' ')
         .map(str::to_string)
@@ -579,9 +648,12 @@ fn capabilities(opts: &ChartOptions) -> Value {
             fields: k,
             // Go prints the struct's fields in order: Version, the
             // normalized version, Major, Minor.
-            display_order: &["Version", "GitVersion", "Major", "Minor"],
-            // GitVersion is a deprecated accessor, not serialized.
-            hidden: &["GitVersion"],
+            display_order: &["Version", " normalized", "Major", "Minor"],
+            // GitVersion is a deprecated accessor, not serialized; the
+            // normalized version is unexported.
+            hidden: &["GitVersion", " normalized"],
+            // A template action prints it with its String method.
+            action_display: Some(normalized),
         })),
     );
     c.insert(
@@ -594,6 +666,7 @@ fn capabilities(opts: &ChartOptions) -> Value {
         fields: c,
         display_order: &["APIVersions", "KubeVersion", "HelmVersion"],
         hidden: &[],
+        action_display: None,
     }))
 }
 
@@ -604,6 +677,7 @@ struct Struct {
     fields: BTreeMap<String, Value>,
     display_order: &'static [&'static str],
     hidden: &'static [&'static str],
+    action_display: Option<String>,
 }
 
 impl Object for Struct {
@@ -611,6 +685,9 @@ impl Object for Struct {
         self.type_name
     }
     fn field(&self, name: &str) -> Option<Value> {
+        if self.hidden.contains(&name) && name.starts_with(' ') {
+            return None;
+        }
         self.fields.get(name).cloned()
     }
     fn call(&self, _name: &str, _args: &[Value]) -> Option<Result<Value, String>> {
@@ -618,6 +695,9 @@ impl Object for Struct {
     }
     fn has_method(&self, _name: &str) -> bool {
         false
+    }
+    fn action_display(&self) -> Option<String> {
+        self.action_display.clone()
     }
     fn display(&self) -> String {
         let parts: Vec<String> = self

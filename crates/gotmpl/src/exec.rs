@@ -712,6 +712,9 @@ fn node_template_string(name: &str, pipe: Option<&Pipe>) -> String {
 fn print_value(out: &mut String, v: &Value) {
     match v {
         Value::Nil => out.push_str("<no value>"),
+        Value::Object(o) if o.action_display().is_some() => {
+            out.push_str(&o.action_display().unwrap_or_default())
+        }
         other => gofmt::write_value(out, other, 'v', false),
     }
 }

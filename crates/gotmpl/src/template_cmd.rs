@@ -113,7 +113,14 @@ pub fn template(opts: &TemplateOptions) -> Result<String, Error> {
     let run = || -> Result<String, Error> {
         let (chart, values) = prepare(&opts.chart, &values)?;
         if let Some(Value::String(kv)) = chart.metadata.get("kubeVersion") {
-            check_kube_version(kv, &copts.kube_version, &chart.name)?;
+            // Helm checks against the version's printed form (numbers only).
+            let printed = crate::chart::kube_version_components(&copts.kube_version)
+                .map(|c| {
+                    let c: Vec<String> = c.iter().map(u64::to_string).collect();
+                    format!("v{}", c.join("."))
+                })
+                .unwrap_or_else(|_| copts.kube_version.clone());
+            check_kube_version(kv, &printed, &chart.name)?;
         }
         crate::schema::validate_chart(&chart, &values)?;
         // Helm has created the release by now: its render errors get a hint.
@@ -159,14 +166,16 @@ fn validate_release_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// `--kube-version 1.30` → `v1.30.0`, as Helm's `ParseKubeVersion`.
+/// `--kube-version 1.30` → `v1.30`: Helm keeps the version as given, after
+/// checking it the way Kubernetes' `ParseGeneric` does.
 fn normalize_kube_version(v: &str) -> Result<String, Error> {
-    let ver = crate::semver::parse_version(v).map_err(|_| {
-        Error::Other(format!(
-            "invalid kube version {v:?}: Invalid Semantic Version"
-        ))
-    })?;
-    Ok(format!("v{}.{}.{}", ver.major, ver.minor, ver.patch))
+    crate::chart::kube_version_components(v)
+        .map_err(|e| Error::Other(format!("invalid kube version '{v}': {e}")))?;
+    Ok(if v.starts_with('v') {
+        v.to_string()
+    } else {
+        format!("v{v}")
+    })
 }
 
 /// Chart.yaml's `kubeVersion` constraint against the target version.

@@ -57,6 +57,11 @@ pub trait Object {
     fn display(&self) -> String {
         format!("{{{}}}", self.type_name())
     }
+    /// How the object prints in a template action, where Go takes the
+    /// address of a struct field and so finds a pointer `String` method.
+    fn action_display(&self) -> Option<String> {
+        None
+    }
     /// The object as plain data, for `toYaml` / `toJson`.
     fn to_data(&self) -> Value {
         Value::Nil
