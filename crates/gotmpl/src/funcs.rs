@@ -1490,7 +1490,87 @@ fn f_uuidv4(_a: &[Value]) -> R {
 // ---- Sprig: regex ---------------------------------------------------------
 
 fn re(pat: &str) -> Result<regex::Regex, FnError> {
-    regex::Regex::new(pat).map_err(|e| FnError::Call(format!("error parsing regexp: {e}")))
+    regex::Regex::new(&go_braces(pat))
+        .map_err(|e| FnError::Call(format!("error parsing regexp: {e}")))
+}
+
+/// Go's regexp (RE2) reads a `{` that does not start a repetition `{n}`,
+/// `{n,}` or `{n,m}` as a literal brace, and any other `}` too (as in
+/// `{(v[0-9])*[^}]*}}$`); Rust's parser rejects them, so they are escaped.
+fn go_braces(pat: &str) -> std::borrow::Cow<'_, str> {
+    if !pat.contains(['{', '}']) {
+        return std::borrow::Cow::Borrowed(pat);
+    }
+    let b = pat.as_bytes();
+    // The length of a repetition `{n}`, `{n,}` or `{n,m}` at `i`, if any.
+    let repeat_len = |i: usize| -> Option<usize> {
+        let mut j = i + 1;
+        let digits = |j: &mut usize| {
+            let s = *j;
+            while *j < b.len() && b[*j].is_ascii_digit() {
+                *j += 1;
+            }
+            *j > s
+        };
+        if !digits(&mut j) {
+            return None;
+        }
+        if b.get(j) == Some(&b',') {
+            j += 1;
+            digits(&mut j);
+        }
+        (b.get(j) == Some(&b'}')).then_some(j + 1 - i)
+    };
+    let mut out = String::with_capacity(pat.len() + 4);
+    let mut i = 0;
+    let mut in_class = false;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\\' => {
+                let n = pat[i + 1..].chars().next().map_or(0, char::len_utf8);
+                out.push_str(&pat[i..i + 1 + n]);
+                i += 1 + n;
+                continue;
+            }
+            b'[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                i += 1;
+                // A `]` (after an optional `^`) first in a class is literal.
+                if b.get(i) == Some(&b'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if b.get(i) == Some(&b']') {
+                    out.push(']');
+                    i += 1;
+                }
+                continue;
+            }
+            b']' if in_class => in_class = false,
+            b'{' if !in_class => {
+                if let Some(n) = repeat_len(i) {
+                    out.push_str(&pat[i..i + n]);
+                    i += n;
+                    continue;
+                }
+                out.push_str("\\{");
+                i += 1;
+                continue;
+            }
+            b'}' if !in_class => {
+                out.push_str("\\}");
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let n = pat[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&pat[i..i + n]);
+        i += n;
+    }
+    std::borrow::Cow::Owned(out)
 }
 fn f_regex_match(a: &[Value]) -> R {
     arity("regexMatch", a, 2, Some(2))?;
