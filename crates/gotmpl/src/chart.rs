@@ -640,12 +640,15 @@ fn capabilities(opts: &ChartOptions) -> Value {
     );
     h.insert("GitTreeState".into(), Value::str("clean"));
     h.insert("GoVersion".into(), Value::str("go1.27.2"));
+    h.insert("KubeClientVersion".into(), Value::str("v1.37"));
     let mut c = BTreeMap::new();
     c.insert(
         "KubeVersion".into(),
         Value::Object(Rc::new(Struct {
             type_name: "common.KubeVersion",
+            kind: "struct",
             fields: k,
+            data_names: &[],
             // Go prints the struct's fields in order: Version, the
             // normalized version, Major, Minor.
             display_order: &["Version", " normalized", "Major", "Minor"],
@@ -660,12 +663,38 @@ fn capabilities(opts: &ChartOptions) -> Value {
         "APIVersions".into(),
         Value::Object(Rc::new(ApiVersions(api))),
     );
-    c.insert("HelmVersion".into(), Value::map(h));
+    c.insert(
+        "HelmVersion".into(),
+        Value::Object(Rc::new(Struct {
+            type_name: "version.BuildInfo",
+            kind: "struct",
+            fields: h,
+            display_order: &[
+                "Version",
+                "GitCommit",
+                "GitTreeState",
+                "GoVersion",
+                "KubeClientVersion",
+            ],
+            hidden: &[],
+            data_names: &[
+                ("Version", "version"),
+                ("GitCommit", "git_commit"),
+                ("GitTreeState", "git_tree_state"),
+                ("GoVersion", "go_version"),
+                ("KubeClientVersion", "kube_client_version"),
+            ],
+            action_display: None,
+        })),
+    );
     Value::Object(Rc::new(Struct {
         type_name: "*common.Capabilities",
+        kind: "ptr",
         fields: c,
-        display_order: &["APIVersions", "KubeVersion", "HelmVersion"],
+        // Go prints a pointer to a struct as `&{...}`, fields in order.
+        display_order: &["KubeVersion", "APIVersions", "HelmVersion"],
         hidden: &[],
+        data_names: &[],
         action_display: None,
     }))
 }
@@ -675,8 +704,12 @@ fn capabilities(opts: &ChartOptions) -> Value {
 struct Struct {
     type_name: &'static str,
     fields: BTreeMap<String, Value>,
+    /// Go's reflect kind (`ptr` for a pointer to the struct).
+    kind: &'static str,
     display_order: &'static [&'static str],
     hidden: &'static [&'static str],
+    /// Field names as `toYaml`/`toJson` write them (JSON tags).
+    data_names: &'static [(&'static str, &'static str)],
     action_display: Option<String>,
 }
 
@@ -699,6 +732,9 @@ impl Object for Struct {
     fn action_display(&self) -> Option<String> {
         self.action_display.clone()
     }
+    fn kind_name(&self) -> &'static str {
+        self.kind
+    }
     fn display(&self) -> String {
         let parts: Vec<String> = self
             .display_order
@@ -706,14 +742,27 @@ impl Object for Struct {
             .filter_map(|k| self.fields.get(*k))
             .map(crate::gofmt::sprint_value)
             .collect();
-        format!("{{{}}}", parts.join(" "))
+        let amp = if self.kind == "ptr" { "&" } else { "" };
+        format!("{amp}{{{}}}", parts.join(" "))
     }
     fn to_data(&self) -> Value {
         Value::map(
             self.fields
                 .iter()
                 .filter(|(k, _)| !self.hidden.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| {
+                    let name = self
+                        .data_names
+                        .iter()
+                        .find(|(f, _)| f == k)
+                        .map_or(k.as_str(), |(_, d)| d);
+                    // Nested objects become plain data too.
+                    let v = match v {
+                        Value::Object(o) => o.to_data(),
+                        v => v.clone(),
+                    };
+                    (name.to_string(), v)
+                })
                 .collect(),
         )
     }

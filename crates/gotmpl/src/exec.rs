@@ -712,9 +712,14 @@ fn node_template_string(name: &str, pipe: Option<&Pipe>) -> String {
 fn print_value(out: &mut String, v: &Value) {
     match v {
         Value::Nil => out.push_str("<no value>"),
-        Value::Object(o) if o.action_display().is_some() => {
-            out.push_str(&o.action_display().unwrap_or_default())
-        }
+        // Go dereferences a pointer before printing it (no `&`).
+        Value::Object(o) => match o.action_display() {
+            Some(s) => out.push_str(&s),
+            None => {
+                let d = o.display();
+                out.push_str(d.strip_prefix('&').unwrap_or(&d));
+            }
+        },
         other => gofmt::write_value(out, other, 'v', false),
     }
 }
