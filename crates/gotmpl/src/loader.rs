@@ -52,16 +52,96 @@ fn other<E: std::fmt::Display>(ctx: &str) -> impl Fn(E) -> Error + '_ {
     move |e| Error::Other(format!("{ctx}: {e}"))
 }
 
-/// Loads a chart from a directory or a `.tgz` archive.
+/// Loads a chart from a directory or a `.tgz` archive, failing the way
+/// `helm template` does for a name that is not a chart.
 pub(crate) fn load(path: &Path) -> Result<Chart, Error> {
-    let meta = std::fs::metadata(path)
-        .map_err(|_| Error::Other(format!("path {:?} not found", path.display().to_string())))?;
+    let shown = path.display().to_string();
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Helm reads a name that is neither absolute nor starts with `.` as
+        // a chart in a repository (`repo/chart`).
+        return Err(Error::Other(
+            if path.is_absolute() || shown.starts_with('.') {
+                format!("path {} not found", crate::gofmt::go_quote(&shown))
+            } else if let Some((repo, _)) = shown.split_once('/') {
+                format!("repo {repo} not found")
+            } else {
+                format!(
+                    "non-absolute URLs should be in form of repo_name/path_to_chart, got: {shown}"
+                )
+            },
+        ));
+    };
+    let abs = absolute(path);
     if meta.is_dir() {
+        let chart_yaml = abs.join("Chart.yaml");
+        if !chart_yaml.exists() {
+            let c = chart_yaml.display();
+            return Err(Error::Other(format!(
+                "unable to detect chart at {c}: open {c}: no such file or directory"
+            )));
+        }
         let files = dir_files(path)?;
         from_files(files)
     } else {
-        let data = std::fs::read(path).map_err(other(&path.display().to_string()))?;
-        from_files(archive_files(&data)?)
+        let data = std::fs::read(path).map_err(other(&shown))?;
+        if !data.starts_with(&[0x1f, 0x8b, 0x08]) {
+            let a = abs.display();
+            return Err(Error::Other(
+                if shown.ends_with(".yml") || shown.ends_with(".yaml") {
+                    format!("file '{a}' seems to be a YAML file, but expected a gzipped archive")
+                } else {
+                    format!(
+                        "file '{a}' does not appear to be a gzipped archive; got '{}'",
+                        sniffed_type(&data)
+                    )
+                },
+            ));
+        }
+        let files = archive_files(&data).map_err(|e| match e {
+            Error::Other(m) if m.starts_with("failed to read chart archive") => {
+                Error::Other("unable to load chart archive".into())
+            }
+            e => e,
+        })?;
+        from_files(files)
+    }
+}
+
+/// Go's `filepath.Abs`: joined to the working directory and cleaned.
+fn absolute(path: &Path) -> std::path::PathBuf {
+    let joined = std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What Go's `http.DetectContentType` says of a file's first 512 bytes (a
+/// zero-padded buffer, so short files look binary), for the two answers a
+/// non-archive chart file gets in practice.
+fn sniffed_type(data: &[u8]) -> &'static str {
+    let head = &data[..data.len().min(512)];
+    let binary = head.len() < 512
+        || head.iter().any(|&b| {
+            b <= 0x08 || b == 0x0b || (0x0e..=0x1a).contains(&b) || (0x1c..=0x1f).contains(&b)
+        });
+    if binary {
+        "application/octet-stream"
+    } else if std::str::from_utf8(head).is_ok()
+        || std::str::from_utf8(&head[..head.len() - 3]).is_ok()
+    {
+        "text/plain; charset=utf-8"
+    } else {
+        "text/plain; charset=windows-1252"
     }
 }
 
@@ -506,6 +586,48 @@ fn validate_metadata(meta: &BTreeMap<String, Value>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `helm template x NAME` errors for names that are not charts (Helm v4.3.1).
+    #[test]
+    fn fails_like_helm_for_what_is_not_a_chart() {
+        let err = |p: &Path| match load(p) {
+            Err(Error::Other(m)) => m,
+            _ => panic!("{} loaded", p.display()),
+        };
+        let dir = std::env::temp_dir().join(format!("trueup-notachart-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        std::fs::write(dir.join("Chart.yaml"), "name: x\n").unwrap();
+        std::fs::write(dir.join("short.txt"), "hello").unwrap();
+        std::fs::write(dir.join("long.txt"), "a".repeat(600)).unwrap();
+        std::fs::write(dir.join("bad.tgz"), b"\x1f\x8b\x08\x00garbage").unwrap();
+        let d = dir.display();
+        assert_eq!(
+            err(Path::new("no-such-chart-here")),
+            "non-absolute URLs should be in form of repo_name/path_to_chart, got: no-such-chart-here"
+        );
+        assert_eq!(err(Path::new("somerepo/chart")), "repo somerepo not found");
+        assert_eq!(err(Path::new("./nope")), "path \"./nope\" not found");
+        assert_eq!(
+            err(&dir.join("empty")),
+            format!("unable to detect chart at {d}/empty/Chart.yaml: open {d}/empty/Chart.yaml: no such file or directory")
+        );
+        assert_eq!(
+            err(&dir.join("Chart.yaml")),
+            format!(
+                "file '{d}/Chart.yaml' seems to be a YAML file, but expected a gzipped archive"
+            )
+        );
+        assert_eq!(
+            err(&dir.join("short.txt")),
+            format!("file '{d}/short.txt' does not appear to be a gzipped archive; got 'application/octet-stream'")
+        );
+        assert_eq!(
+            err(&dir.join("long.txt")),
+            format!("file '{d}/long.txt' does not appear to be a gzipped archive; got 'text/plain; charset=utf-8'")
+        );
+        assert_eq!(err(&dir.join("bad.tgz")), "unable to load chart archive");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn go_filepath_match() {
