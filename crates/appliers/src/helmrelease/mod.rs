@@ -284,7 +284,8 @@ fn render(
         .map_err(|e| err(ReleaseErrorKind::Render, e.helm_message()))?;
     let mut manifest = String::new();
     for f in files.iter().filter(|f| !f.hook) {
-        manifest.push_str(&format!("---\n# Source: {}\n{}\n\n", f.path, f.content));
+        // Helm's `---\n# Source: %s\n%s\n`: the document keeps its own trailing whitespace.
+        manifest.push_str(&format!("---\n# Source: {}\n{}\n", f.path, f.content));
     }
     // The release notes are the top chart's NOTES.txt, rendered with the same values. The
     // chart renderer leaves NOTES.txt out of the manifests, so they take a second pass, only
