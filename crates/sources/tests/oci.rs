@@ -182,6 +182,28 @@ fn desc(media_type: &str, b: &[u8]) -> serde_json::Value {
     serde_json::json!({"mediaType": media_type, "digest": digest_of(b), "size": b.len()})
 }
 
+/// A registry refusing the client's certificate (or its absence). In TLS 1.3 the server
+/// checks it after the client has finished the handshake and sent its request, so on a busy
+/// machine the server's reset can overtake its alert: then the failure is a reset connection,
+/// still naming the registry, and the kind tells the two apart.
+fn assert_tls_refusal(e: &SourceError, needles: &[&str]) {
+    let reset = [
+        "reset",
+        "broken pipe",
+        "closed",
+        "unexpected eof",
+        "unexpectedeof",
+    ]
+    .iter()
+    .any(|w| e.message.to_ascii_lowercase().contains(w));
+    if e.kind == SourceErrorKind::Auth || !reset {
+        assert_err(e, SourceErrorKind::Auth, needles);
+    } else {
+        let addr = needles.last().copied().unwrap_or_default();
+        assert!(e.message.contains(addr), "{}", e.message);
+    }
+}
+
 fn assert_err(e: &SourceError, kind: SourceErrorKind, needles: &[&str]) {
     assert_eq!(e.kind, kind, "{}", e.message);
     for n in needles {
@@ -1432,9 +1454,8 @@ async fn client_certificates_for_a_registry_that_requires_them() {
     // No client certificate: the handshake fails, named as such, with the registry's address.
     let only_ca = cert_secret(&[("ca.crt", &c.ca)]);
     let e = resolve(&s, Some(&only_ca)).await.unwrap_err();
-    assert_err(
+    assert_tls_refusal(
         &e,
-        SourceErrorKind::Auth,
         &[
             "TLS handshake failed",
             "requires a client certificate",
@@ -1449,9 +1470,8 @@ async fn client_certificates_for_a_registry_that_requires_them() {
         ("tls.key", &c.stranger_key),
     ]);
     let e = resolve(&s, Some(&stranger)).await.unwrap_err();
-    assert_err(
+    assert_tls_refusal(
         &e,
-        SourceErrorKind::Auth,
         &[
             "TLS handshake failed",
             "refused the client certificate",
