@@ -318,7 +318,29 @@ impl<'a> Builder<'a> {
         is_component: bool,
     ) -> Result<Acc, RenderError> {
         let KFile { dir, file, k } = kf;
-        let kind = k.kind.as_deref().unwrap_or("Kustomization");
+        let kind = k
+            .kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or("Kustomization");
+        if kind != "Component" && kind != "Kustomization" {
+            return Err(field_err(&file, "kind", format!("unknown kind '{kind}'")));
+        }
+        // kustomize checks the apiVersion against the kind (an empty one is defaulted).
+        let required_version = if kind == "Component" {
+            "kustomize.config.k8s.io/v1alpha1"
+        } else {
+            "kustomize.config.k8s.io/v1beta1"
+        };
+        if let Some(v) = k.api_version.as_deref().filter(|v| !v.is_empty()) {
+            if v != required_version {
+                return Err(field_err(
+                    &file,
+                    "apiVersion",
+                    format!("apiVersion for {kind} should be {required_version}, found '{v}'"),
+                ));
+            }
+        }
         if is_component && kind != "Component" {
             return Err(field_err(
                 &file,
@@ -332,9 +354,6 @@ impl<'a> Builder<'a> {
                 "kind",
                 "a Component can only be listed under `components`",
             ));
-        }
-        if kind != "Component" && kind != "Kustomization" {
-            return Err(field_err(&file, "kind", format!("unknown kind '{kind}'")));
         }
         for (field, present) in [
             ("generators", !k.generators.is_empty()),
