@@ -2117,45 +2117,54 @@ fn resolve_vars(acc: &mut Acc, root: &Path) -> Result<(), RenderError> {
         values.push((v.name.clone(), val));
     }
     let _ = root;
+    // kustomize's default varReference field specs: each workload kind's containers and
+    // init containers (args, command, env values, mount paths) and NFS servers, a few
+    // Ingress and Service fields, and every object's labels and annotations.
     let mut specs: Vec<Fs> = Vec::new();
-    for prefix in [
-        "spec",
-        "spec/template/spec",
-        "spec/jobTemplate/spec/template/spec",
-    ] {
+    let workloads = [
+        ("CronJob", "spec/jobTemplate/spec/template/spec"),
+        ("DaemonSet", "spec/template/spec"),
+        ("Deployment", "spec/template/spec"),
+        ("Job", "spec/template/spec"),
+        ("Pod", "spec"),
+        ("ReplicaSet", "spec/template/spec"),
+        ("StatefulSet", "spec/template/spec"),
+    ];
+    for (kind, prefix) in workloads {
         for c in ["containers", "initContainers"] {
-            for f in ["command", "args", "env/value"] {
+            for f in ["args", "command", "env/value", "volumeMounts/mountPath"] {
                 specs.push(Fs::new(
                     None,
                     None,
-                    None,
+                    Some(kind),
                     &format!("{prefix}/{c}/{f}"),
                     false,
                 ));
             }
         }
+        // kustomize's CronJob entry leaves out the pod template's `spec` (so it never
+        // matches); StatefulSets have theirs under volumeClaimTemplates instead.
+        let nfs = match kind {
+            "CronJob" => Some("spec/jobTemplate/spec/template/volumes/nfs/server".to_string()),
+            "StatefulSet" => None,
+            _ => Some(format!("{prefix}/volumes/nfs/server")),
+        };
+        if let Some(path) = nfs {
+            specs.push(Fs::new(None, None, Some(kind), &path, false));
+        }
     }
-    specs.push(Fs::new(
-        None,
-        None,
-        Some("Ingress"),
-        "spec/rules/host",
-        false,
-    ));
-    specs.push(Fs::new(
-        None,
-        None,
-        Some("Ingress"),
-        "spec/tls/hosts",
-        false,
-    ));
-    specs.push(Fs::new(
-        None,
-        None,
-        Some("Ingress"),
-        "spec/tls/secretName",
-        false,
-    ));
+    for (kind, path) in [
+        ("Ingress", "spec/rules/host"),
+        ("Ingress", "spec/tls/hosts"),
+        ("Ingress", "spec/tls/secretName"),
+        ("Service", "spec/ports/port"),
+        ("Service", "spec/ports/targetPort"),
+        ("StatefulSet", "spec/volumeClaimTemplates/spec/nfs/server"),
+        ("PersistentVolume", "spec/nfs/server"),
+    ] {
+        specs.push(Fs::new(None, None, Some(kind), path, false));
+    }
+    specs.push(Fs::new(None, None, None, "metadata/labels", false));
     specs.push(Fs::new(None, None, None, "metadata/annotations", false));
     specs.extend(acc.var_specs.iter().cloned());
     let subst = |s: &mut String| {
