@@ -374,43 +374,59 @@ fn new_image(image: &str, spec: &ImageSpec) -> Option<String> {
     Some(format!("{name}{tag}{digest}"))
 }
 
-/// Rewrites `image` fields of every container list anywhere in the object (kustomize looks
-/// for `containers` and `initContainers` in any kind, custom resources included).
+/// Rewrites `image` fields the way kustomize's image transformer does: each entry of `images`
+/// is its own pass over the object, in order (so one entry can rename an image for the next
+/// to match), and each pass first rewrites every container list anywhere in the object
+/// (`containers` and `initContainers` in any kind, custom resources included), then once more
+/// those at kustomize's default image paths (`spec/containers`, `spec/initContainers` and
+/// their `spec/template/spec/` forms). An entry that is not idempotent (`tagSuffix`) is
+/// therefore applied twice to the images at those paths, as kustomize does.
 pub fn images(r: &mut Res, specs: &[ImageSpec]) {
     if specs.is_empty() {
         return;
     }
-    fn visit(v: &mut Value, specs: &[ImageSpec]) {
+    fn rewrite(items: &mut [Value], spec: &ImageSpec) {
+        for it in items.iter_mut() {
+            if let Some(Value::String(img)) = it.get_mut("image") {
+                if let Some(n) = new_image(img, spec) {
+                    *img = n;
+                }
+            }
+        }
+    }
+    fn visit(v: &mut Value, spec: &ImageSpec) {
         match v {
             Value::Object(m) => {
                 for (k, c) in m.iter_mut() {
                     if k == "containers" || k == "initContainers" {
                         if let Value::Array(items) = c {
-                            for it in items.iter_mut() {
-                                if let Some(Value::String(img)) = it.get_mut("image") {
-                                    for s in specs {
-                                        if let Some(n) = new_image(img, s) {
-                                            *img = n;
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
+                            rewrite(items, spec);
                         }
                     }
-                    visit(c, specs);
+                    visit(c, spec);
                 }
             }
             Value::Array(items) => {
                 for it in items {
-                    visit(it, specs);
+                    visit(it, spec);
                 }
             }
             _ => {}
         }
     }
     let mut root = Value::Object(std::mem::take(&mut r.obj));
-    visit(&mut root, specs);
+    for spec in specs {
+        visit(&mut root, spec);
+        for pod in ["/spec", "/spec/template/spec"] {
+            if let Some(Value::Object(p)) = root.pointer_mut(pod) {
+                for list in ["containers", "initContainers"] {
+                    if let Some(Value::Array(items)) = p.get_mut(list) {
+                        rewrite(items, spec);
+                    }
+                }
+            }
+        }
+    }
     if let Value::Object(m) = root {
         r.obj = m;
     }
