@@ -1345,7 +1345,28 @@ impl<'a> Builder<'a> {
                 ))
             }
         }
-        Ok(res.into_iter().map(|r| Object(r.obj)).collect())
+        Ok(res
+            .into_iter()
+            .map(|mut r| {
+                drop_empty_annotations(&mut r.obj);
+                Object(r.obj)
+            })
+            .collect())
+    }
+}
+
+/// kustomize keeps its bookkeeping in annotations and clears them before printing, which
+/// removes an empty (or null) `metadata.annotations`; labels and nested metadata are kept.
+fn drop_empty_annotations(obj: &mut Map<String, Value>) {
+    if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
+        let empty = match meta.get("annotations") {
+            Some(Value::Null) => true,
+            Some(Value::Object(a)) => a.is_empty(),
+            _ => false,
+        };
+        if empty {
+            meta.remove("annotations");
+        }
     }
 }
 
