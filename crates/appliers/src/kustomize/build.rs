@@ -935,48 +935,47 @@ impl<'a> Builder<'a> {
                 return Err(field_err(file, field, format!("{kind} '{name}': behavior {behavior} needs an existing {kind} of that name from a base")));
             }
             ("merge" | "replace", Some(i)) => {
+                // kustomize puts the newly generated object in place of the old one: its
+                // type and `immutable` win; labels and annotations are merged (the new ones
+                // over the old), `merge` also keeps the old data under the new, and the name
+                // and namespace stay the old object's.
                 let r = &mut acc.res[i];
-                let replace = behavior == "replace";
-                for key in ["data", "binaryData"] {
-                    match obj.remove(key) {
-                        Some(Value::Object(new)) => {
-                            if replace {
-                                r.obj.insert(key.into(), Value::Object(new));
-                            } else {
-                                let e = r
-                                    .obj
-                                    .entry(key)
-                                    .or_insert_with(|| Value::Object(Map::new()));
-                                if let Value::Object(m) = e {
-                                    m.extend(new);
-                                }
+                let merge = behavior == "merge";
+                let mut new_obj = obj;
+                if merge {
+                    for key in ["data", "binaryData"] {
+                        if let Some(Value::Object(old)) = r.obj.get(key) {
+                            let mut merged = old.clone();
+                            if let Some(Value::Object(new)) = new_obj.remove(key) {
+                                merged.extend(new);
+                            }
+                            new_obj.insert(key.into(), Value::Object(merged));
+                        }
+                    }
+                }
+                let old_meta = r.meta_mut().clone();
+                if let Some(Value::Object(meta)) = new_obj.get_mut("metadata") {
+                    for key in ["labels", "annotations"] {
+                        if let Some(Value::Object(old)) = old_meta.get(key) {
+                            let mut merged = old.clone();
+                            if let Some(Value::Object(new)) = meta.remove(key) {
+                                merged.extend(new);
+                            }
+                            meta.insert(key.into(), Value::Object(merged));
+                        }
+                    }
+                    for key in ["name", "namespace"] {
+                        match old_meta.get(key) {
+                            Some(v) => {
+                                meta.insert(key.into(), v.clone());
+                            }
+                            None => {
+                                meta.remove(key);
                             }
                         }
-                        _ if replace => {
-                            r.obj.remove(key);
-                        }
-                        _ => {}
                     }
                 }
-                for key in ["labels", "annotations"] {
-                    if let Some(Value::Object(new)) =
-                        obj.get("metadata").and_then(|m| m.get(key)).cloned()
-                    {
-                        let meta = r.meta_mut();
-                        let e = meta.entry(key).or_insert_with(|| Value::Object(Map::new()));
-                        if let Value::Object(m) = e {
-                            m.extend(new);
-                        }
-                    }
-                }
-                if secret {
-                    if let Some(t) = &g.type_ {
-                        r.obj.insert("type".into(), Value::String(t.clone()));
-                    }
-                }
-                if immutable {
-                    r.obj.insert("immutable".into(), Value::Bool(true));
-                }
+                r.obj = new_obj;
                 if g.options
                     .as_ref()
                     .and_then(|o| o.disable_name_suffix_hash)
