@@ -280,8 +280,8 @@ pub fn prefix_suffix(r: &mut Res, prefix: &str, suffix: &str) {
     r.set_name(name);
 }
 
-/// Sets the namespace of namespaced objects, and of the ServiceAccount subjects of role
-/// bindings that were in the default namespace.
+/// Sets the namespace of namespaced objects, and of the subjects of role bindings named
+/// `default`.
 pub fn set_namespace(r: &mut Res, ns: &str) {
     if ns.is_empty() {
         return;
@@ -291,10 +291,10 @@ pub fn set_namespace(r: &mut Res, ns: &str) {
     }
     if matches!(r.kind(), "RoleBinding" | "ClusterRoleBinding") {
         if let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") {
+            // kustomize forces the namespace of every subject named `default` (whatever its
+            // kind or namespace) and leaves the others to the name references.
             for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
-                let is_sa = s.get("kind").and_then(Value::as_str) == Some("ServiceAccount");
-                let sns = s.get("namespace").and_then(Value::as_str).unwrap_or("");
-                if is_sa && (sns.is_empty() || sns == "default") {
+                if s.get("name").and_then(Value::as_str) == Some("default") {
                     s.insert("namespace".into(), Value::String(ns.into()));
                 }
             }
