@@ -2001,6 +2001,18 @@ fn split_field_path(p: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a created field holds when the path goes on with `next`: a list for an index or a
+/// `[key=value]` selector, else a map.
+fn created_for(next: Option<&String>) -> Value {
+    match next {
+        None => Value::Null,
+        Some(n) if (n.starts_with('[') && n.ends_with(']')) || n.parse::<usize>().is_ok() => {
+            Value::Array(Vec::new())
+        }
+        Some(_) => Value::Object(Map::new()),
+    }
+}
+
 fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut Value)) {
     let Some((seg, rest)) = segs.split_first() else {
         f(v);
@@ -2008,6 +2020,9 @@ fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut
     };
     if seg.starts_with('[') && seg.ends_with(']') {
         if let Some((k, want)) = seg[1..seg.len() - 1].split_once('=') {
+            if create && v.is_null() {
+                *v = Value::Array(Vec::new());
+            }
             if let Value::Array(items) = v {
                 let mut found = false;
                 for it in items.iter_mut() {
@@ -2035,6 +2050,9 @@ fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut
                     get_path(it, rest, create, f);
                 }
             } else if let Ok(i) = seg.parse::<usize>() {
+                if create && i == items.len() {
+                    items.push(created_for(rest.first()));
+                }
                 if let Some(it) = items.get_mut(i) {
                     get_path(it, rest, create, f);
                 }
@@ -2051,21 +2069,14 @@ fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut
                 if !create {
                     return;
                 }
-                m.insert(
-                    seg.clone(),
-                    if rest.is_empty() {
-                        Value::Null
-                    } else {
-                        Value::Object(Map::new())
-                    },
-                );
+                m.insert(seg.clone(), created_for(rest.first()));
             }
             if let Some(c) = m.get_mut(seg.as_str()) {
                 get_path(c, rest, create, f);
             }
         }
         Value::Null if create => {
-            *v = Value::Object(Map::new());
+            *v = created_for(Some(seg));
             get_path(v, segs, create, f);
         }
         _ => {}
