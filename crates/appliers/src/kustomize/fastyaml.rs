@@ -1235,7 +1235,8 @@ mod tests {
             }
             (Value::Object(f), Value::Object(s)) => {
                 f.len() == s.len()
-                    && f.iter().all(|(k, fv)| s.get(k).is_some_and(|sv| agree(fv, sv)))
+                    && f.iter()
+                        .all(|(k, fv)| s.get(k).is_some_and(|sv| agree(fv, sv)))
             }
             (Value::Number(_), Value::String(text)) => {
                 resolve_plain(text.trim()).ok().as_ref() == Some(fast)

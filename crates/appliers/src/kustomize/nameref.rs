@@ -457,7 +457,10 @@ fn fix_subjects(
         let Some(name) = s.get("name").and_then(Value::as_str).map(str::to_string) else {
             continue;
         };
-        let ns = s.get("namespace").and_then(Value::as_str).map(str::to_string);
+        let ns = s
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let in_ns: Vec<&Cand> = match &ns {
             None => targets.to_vec(),
             Some(ns) => {
@@ -482,7 +485,7 @@ fn fix_subjects(
         // with the referrer's prefixes and suffixes.
         let named: Vec<&Cand> = in_ns
             .into_iter()
-            .filter(|c| c.names.iter().any(|n| *n == name))
+            .filter(|c| c.names.contains(&name))
             .collect();
         let c = match named.as_slice() {
             [] => continue,

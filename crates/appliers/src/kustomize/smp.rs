@@ -349,7 +349,8 @@ fn merge_list(
                 }
             }
             if let Some(o) = order {
-                patched = sort_by_order(patched, o, |v| key_of(v, key).cloned().or(Some(v.clone())));
+                patched =
+                    sort_by_order(patched, o, |v| key_of(v, key).cloned().or(Some(v.clone())));
             }
             // kustomize's merge (kyaml, patch items prepended): the patch's items in patch
             // order, then the items only the target has in their order. For multi-key lists
