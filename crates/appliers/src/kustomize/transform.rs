@@ -300,20 +300,11 @@ pub fn set_namespace(r: &mut Res, ns: &str) {
             }
         }
     }
-    if matches!(
-        r.kind(),
-        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration"
-    ) {
-        if let Some(Value::Array(hooks)) = r.obj.get_mut("webhooks") {
-            for h in hooks {
-                if let Some(svc) = h
-                    .pointer_mut("/clientConfig/service")
-                    .and_then(Value::as_object_mut)
-                {
-                    svc.insert("namespace".into(), Value::String(ns.into()));
-                }
-            }
-        }
+    // kustomize's namespace field specs also name a Namespace object after the namespace;
+    // webhook configurations' service namespaces are left alone (only name references
+    // update them).
+    if r.kind() == "Namespace" {
+        r.set_name(ns.to_string());
     }
     if r.kind() == "APIService" {
         if let Some(svc) = r
