@@ -151,12 +151,20 @@ fn specs(lines: &[SpecLine]) -> Vec<Fs> {
         .collect()
 }
 
-/// Where `metadata.labels` and pod-template labels live (labels with includeTemplates).
+/// Where `metadata.labels`, pod-template labels and StatefulSet claim-template labels live
+/// (labels with includeTemplates).
 pub fn template_label_specs() -> &'static [Fs] {
     static S: OnceLock<Vec<Fs>> = OnceLock::new();
     S.get_or_init(|| {
         let mut v = vec![Fs::new(None, None, None, "metadata/labels", true)];
         v.extend(template_meta_specs("labels"));
+        v.push(Fs::new(
+            Some("apps"),
+            None,
+            Some("StatefulSet"),
+            "spec/volumeClaimTemplates[]/metadata/labels",
+            true,
+        ));
         v
     })
 }
@@ -222,7 +230,6 @@ pub fn common_label_specs() -> &'static [Fs] {
             ("", None, Some("ReplicaSet"), "spec/selector/matchLabels", true),
             ("", None, Some("DaemonSet"), "spec/selector/matchLabels", true),
             ("apps", None, Some("StatefulSet"), "spec/selector/matchLabels", true),
-            ("apps", None, Some("StatefulSet"), "spec/volumeClaimTemplates[]/metadata/labels", true),
             ("batch", None, Some("Job"), "spec/selector/matchLabels", false),
             ("batch", None, Some("CronJob"), "spec/jobTemplate/spec/selector/matchLabels", false),
             ("policy", None, Some("PodDisruptionBudget"), "spec/selector/matchLabels", false),
