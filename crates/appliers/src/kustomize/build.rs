@@ -1355,7 +1355,8 @@ impl<'a> Builder<'a> {
 }
 
 /// kustomize keeps its bookkeeping in annotations and clears them before printing, which
-/// removes an empty (or null) `metadata.annotations`; labels and nested metadata are kept.
+/// removes an empty (or null) `metadata.annotations` and turns the values left into strings;
+/// labels and nested metadata are kept as they are.
 fn drop_empty_annotations(obj: &mut Map<String, Value>) {
     if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
         let empty = match meta.get("annotations") {
@@ -1365,6 +1366,13 @@ fn drop_empty_annotations(obj: &mut Map<String, Value>) {
         };
         if empty {
             meta.remove("annotations");
+        } else if let Some(Value::Object(a)) = meta.get_mut("annotations") {
+            // Clearing rewrites the map as strings: a number or bool becomes its text.
+            for v in a.values_mut() {
+                if matches!(v, Value::Number(_) | Value::Bool(_)) {
+                    *v = Value::String(kustfile::scalar_text(v));
+                }
+            }
         }
     }
 }
@@ -2089,7 +2097,7 @@ fn resolve_vars(acc: &mut Acc, root: &Path) -> Result<(), RenderError> {
     if acc.vars.is_empty() {
         return Ok(());
     }
-    let mut values: Vec<(String, String)> = Vec::new();
+    let mut values: Vec<(String, Value)> = Vec::new();
     for (v, file) in &acc.vars {
         let kind = v.obj_ref.kind.as_deref().unwrap_or("");
         let found: Vec<&Res> = acc
@@ -2132,7 +2140,7 @@ fn resolve_vars(acc: &mut Acc, root: &Path) -> Result<(), RenderError> {
         let mut val = None;
         let mut obj = Value::Object(r.obj.clone());
         get_path(&mut obj, &split_field_path(&fp), false, &mut |x| {
-            val = Some(kustfile::scalar_text(x))
+            val = Some(x.clone())
         });
         let Some(val) = val else {
             return Err(field_err(
@@ -2198,23 +2206,75 @@ fn resolve_vars(acc: &mut Acc, root: &Path) -> Result<(), RenderError> {
     specs.push(Fs::new(None, None, None, "metadata/labels", false));
     specs.push(Fs::new(None, None, None, "metadata/annotations", false));
     specs.extend(acc.var_specs.iter().cloned());
-    let subst = |s: &mut String| {
-        if !s.contains("$(") {
+    let lookup = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    // Kubernetes' `$(VAR)` expansion, as kustomize applies it: `$$` is an escaped `$`, an
+    // unknown or unterminated reference stays as written, and a value that is exactly one
+    // reference takes the variable's value with its type (a number stays a number).
+    let subst = |v: &mut Value| {
+        let Value::String(s) = v else { return };
+        if !s.contains('$') {
             return;
         }
-        for (name, val) in &values {
-            let pat = format!("$({name})");
-            if s.contains(&pat) {
-                *s = s.replace(&pat, val);
+        if let Some(name) = s.strip_prefix("$(").and_then(|r| r.strip_suffix(')')) {
+            if !name.contains(')') {
+                if let Some(val) = lookup(name) {
+                    *v = val.clone();
+                    return;
+                }
             }
         }
+        let b = s.as_bytes();
+        let mut out = String::with_capacity(s.len());
+        let mut checkpoint = 0;
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'$' && i + 1 < b.len() {
+                out.push_str(&s[checkpoint..i]);
+                let rest = &s[i + 1..];
+                let advance = match rest.as_bytes()[0] {
+                    b'$' => {
+                        out.push('$');
+                        1
+                    }
+                    b'(' => match rest.find(')') {
+                        Some(close) => {
+                            let name = &rest[1..close];
+                            match lookup(name) {
+                                Some(val) => out.push_str(&kustfile::scalar_text(val)),
+                                None => {
+                                    out.push_str("$(");
+                                    out.push_str(name);
+                                    out.push(')');
+                                }
+                            }
+                            close + 1
+                        }
+                        None => {
+                            out.push_str("$(");
+                            1
+                        }
+                    },
+                    _ => {
+                        // `$` and the next character, as written.
+                        let ch = rest.chars().next().map_or(0, char::len_utf8);
+                        out.push('$');
+                        out.push_str(&rest[..ch]);
+                        ch
+                    }
+                };
+                i += advance;
+                checkpoint = i + 1;
+            }
+            i += 1;
+        }
+        out.push_str(&s[checkpoint.min(s.len())..]);
+        *s = out;
     };
-    fn visit(v: &mut Value, f: &dyn Fn(&mut String)) {
+    fn visit(v: &mut Value, f: &dyn Fn(&mut Value)) {
         match v {
-            Value::String(s) => f(s),
             Value::Array(a) => a.iter_mut().for_each(|x| visit(x, f)),
             Value::Object(m) => m.values_mut().for_each(|x| visit(x, f)),
-            _ => {}
+            _ => f(v),
         }
     }
     for r in &mut acc.res {
