@@ -1045,11 +1045,35 @@ impl<'a> Builder<'a> {
                     ))
                 }
             };
+            // kustomize's JSON patch library lets `replace` set a key its object lacks (as
+            // `add` would): each such op also gets an `add` form, used when the key is missing.
+            let raw_ops: Vec<Value> = match &ops {
+                Value::Array(a) => a.clone(),
+                _ => Vec::new(),
+            };
             let patch: json_patch::Patch =
                 serde_json::from_value(ops).map_err(|source| RenderError::Kustomization {
                     file: file.to_path_buf(),
                     source,
                 })?;
+            let add_forms: Vec<Option<(String, String, json_patch::PatchOperation)>> = raw_ops
+                .iter()
+                .map(|op| {
+                    let o = op.as_object()?;
+                    if o.get("op").and_then(Value::as_str) != Some("replace") {
+                        return None;
+                    }
+                    let path = o.get("path").and_then(Value::as_str)?;
+                    let (parent, key) = path.rsplit_once('/')?;
+                    let mut add = o.clone();
+                    add.insert("op".into(), Value::String("add".into()));
+                    let add: json_patch::PatchOperation =
+                        serde_json::from_value(Value::Object(add)).ok()?;
+                    let key = key.replace("~1", "/").replace("~0", "~");
+                    Some((parent.to_string(), key, add))
+                })
+                .collect();
+            let needs_steps = add_forms.iter().any(Option::is_some);
             let sel = Selector::new(file, field, target)?;
             for r in acc.res.iter_mut() {
                 if !sel.matches(r) {
@@ -1057,7 +1081,28 @@ impl<'a> Builder<'a> {
                 }
                 let old = (r.name().to_string(), r.namespace().to_string());
                 let mut v = Value::Object(std::mem::take(&mut r.obj));
-                let res = json_patch::patch(&mut v, &patch);
+                let res = if needs_steps {
+                    let mut res = Ok(());
+                    for (op, add) in patch.iter().zip(&add_forms) {
+                        let op = match add {
+                            Some((parent, key, add))
+                                if v.pointer(parent)
+                                    .and_then(Value::as_object)
+                                    .is_some_and(|m| !m.contains_key(key)) =>
+                            {
+                                add
+                            }
+                            _ => op,
+                        };
+                        res = json_patch::patch(&mut v, std::slice::from_ref(op));
+                        if res.is_err() {
+                            break;
+                        }
+                    }
+                    res
+                } else {
+                    json_patch::patch(&mut v, &patch)
+                };
                 if let Value::Object(m) = v {
                     r.obj = m;
                 }
