@@ -1484,15 +1484,9 @@ fn parse_env(text: &str, path: &Path) -> Result<Vec<(String, String)>, RenderErr
             continue;
         }
         match l.split_once('=') {
-            Some((k, v)) => {
-                if k.chars().any(char::is_whitespace) {
-                    return Err(RenderError::Invalid {
-                        file: path.to_path_buf(),
-                        message: format!("line {}: invalid key '{k}'", i + 1),
-                    });
-                }
-                out.push((k.to_string(), v.to_string()));
-            }
+            // kustomize takes any key as written (`export K`, `a/b`) and drops an empty one.
+            Some(("", _)) => {}
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
             None => {
                 // kustomize takes a bare KEY from the environment; with no network and no
                 // ambient environment in a reconciler, an unset KEY is an error.
