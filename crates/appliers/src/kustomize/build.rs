@@ -318,7 +318,29 @@ impl<'a> Builder<'a> {
         is_component: bool,
     ) -> Result<Acc, RenderError> {
         let KFile { dir, file, k } = kf;
-        let kind = k.kind.as_deref().unwrap_or("Kustomization");
+        let kind = k
+            .kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or("Kustomization");
+        if kind != "Component" && kind != "Kustomization" {
+            return Err(field_err(&file, "kind", format!("unknown kind '{kind}'")));
+        }
+        // kustomize checks the apiVersion against the kind (an empty one is defaulted).
+        let required_version = if kind == "Component" {
+            "kustomize.config.k8s.io/v1alpha1"
+        } else {
+            "kustomize.config.k8s.io/v1beta1"
+        };
+        if let Some(v) = k.api_version.as_deref().filter(|v| !v.is_empty()) {
+            if v != required_version {
+                return Err(field_err(
+                    &file,
+                    "apiVersion",
+                    format!("apiVersion for {kind} should be {required_version}, found '{v}'"),
+                ));
+            }
+        }
         if is_component && kind != "Component" {
             return Err(field_err(
                 &file,
@@ -332,9 +354,6 @@ impl<'a> Builder<'a> {
                 "kind",
                 "a Component can only be listed under `components`",
             ));
-        }
-        if kind != "Component" && kind != "Kustomization" {
-            return Err(field_err(&file, "kind", format!("unknown kind '{kind}'")));
         }
         for (field, present) in [
             ("generators", !k.generators.is_empty()),
@@ -916,48 +935,47 @@ impl<'a> Builder<'a> {
                 return Err(field_err(file, field, format!("{kind} '{name}': behavior {behavior} needs an existing {kind} of that name from a base")));
             }
             ("merge" | "replace", Some(i)) => {
+                // kustomize puts the newly generated object in place of the old one: its
+                // type and `immutable` win; labels and annotations are merged (the new ones
+                // over the old), `merge` also keeps the old data under the new, and the name
+                // and namespace stay the old object's.
                 let r = &mut acc.res[i];
-                let replace = behavior == "replace";
-                for key in ["data", "binaryData"] {
-                    match obj.remove(key) {
-                        Some(Value::Object(new)) => {
-                            if replace {
-                                r.obj.insert(key.into(), Value::Object(new));
-                            } else {
-                                let e = r
-                                    .obj
-                                    .entry(key)
-                                    .or_insert_with(|| Value::Object(Map::new()));
-                                if let Value::Object(m) = e {
-                                    m.extend(new);
-                                }
+                let merge = behavior == "merge";
+                let mut new_obj = obj;
+                if merge {
+                    for key in ["data", "binaryData"] {
+                        if let Some(Value::Object(old)) = r.obj.get(key) {
+                            let mut merged = old.clone();
+                            if let Some(Value::Object(new)) = new_obj.remove(key) {
+                                merged.extend(new);
+                            }
+                            new_obj.insert(key.into(), Value::Object(merged));
+                        }
+                    }
+                }
+                let old_meta = r.meta_mut().clone();
+                if let Some(Value::Object(meta)) = new_obj.get_mut("metadata") {
+                    for key in ["labels", "annotations"] {
+                        if let Some(Value::Object(old)) = old_meta.get(key) {
+                            let mut merged = old.clone();
+                            if let Some(Value::Object(new)) = meta.remove(key) {
+                                merged.extend(new);
+                            }
+                            meta.insert(key.into(), Value::Object(merged));
+                        }
+                    }
+                    for key in ["name", "namespace"] {
+                        match old_meta.get(key) {
+                            Some(v) => {
+                                meta.insert(key.into(), v.clone());
+                            }
+                            None => {
+                                meta.remove(key);
                             }
                         }
-                        _ if replace => {
-                            r.obj.remove(key);
-                        }
-                        _ => {}
                     }
                 }
-                for key in ["labels", "annotations"] {
-                    if let Some(Value::Object(new)) =
-                        obj.get("metadata").and_then(|m| m.get(key)).cloned()
-                    {
-                        let meta = r.meta_mut();
-                        let e = meta.entry(key).or_insert_with(|| Value::Object(Map::new()));
-                        if let Value::Object(m) = e {
-                            m.extend(new);
-                        }
-                    }
-                }
-                if secret {
-                    if let Some(t) = &g.type_ {
-                        r.obj.insert("type".into(), Value::String(t.clone()));
-                    }
-                }
-                if immutable {
-                    r.obj.insert("immutable".into(), Value::Bool(true));
-                }
+                r.obj = new_obj;
                 if g.options
                     .as_ref()
                     .and_then(|o| o.disable_name_suffix_hash)
@@ -1027,11 +1045,35 @@ impl<'a> Builder<'a> {
                     ))
                 }
             };
+            // kustomize's JSON patch library lets `replace` set a key its object lacks (as
+            // `add` would): each such op also gets an `add` form, used when the key is missing.
+            let raw_ops: Vec<Value> = match &ops {
+                Value::Array(a) => a.clone(),
+                _ => Vec::new(),
+            };
             let patch: json_patch::Patch =
                 serde_json::from_value(ops).map_err(|source| RenderError::Kustomization {
                     file: file.to_path_buf(),
                     source,
                 })?;
+            let add_forms: Vec<Option<(String, String, json_patch::PatchOperation)>> = raw_ops
+                .iter()
+                .map(|op| {
+                    let o = op.as_object()?;
+                    if o.get("op").and_then(Value::as_str) != Some("replace") {
+                        return None;
+                    }
+                    let path = o.get("path").and_then(Value::as_str)?;
+                    let (parent, key) = path.rsplit_once('/')?;
+                    let mut add = o.clone();
+                    add.insert("op".into(), Value::String("add".into()));
+                    let add: json_patch::PatchOperation =
+                        serde_json::from_value(Value::Object(add)).ok()?;
+                    let key = key.replace("~1", "/").replace("~0", "~");
+                    Some((parent.to_string(), key, add))
+                })
+                .collect();
+            let needs_steps = add_forms.iter().any(Option::is_some);
             let sel = Selector::new(file, field, target)?;
             for r in acc.res.iter_mut() {
                 if !sel.matches(r) {
@@ -1039,7 +1081,28 @@ impl<'a> Builder<'a> {
                 }
                 let old = (r.name().to_string(), r.namespace().to_string());
                 let mut v = Value::Object(std::mem::take(&mut r.obj));
-                let res = json_patch::patch(&mut v, &patch);
+                let res = if needs_steps {
+                    let mut res = Ok(());
+                    for (op, add) in patch.iter().zip(&add_forms) {
+                        let op = match add {
+                            Some((parent, key, add))
+                                if v.pointer(parent)
+                                    .and_then(Value::as_object)
+                                    .is_some_and(|m| !m.contains_key(key)) =>
+                            {
+                                add
+                            }
+                            _ => op,
+                        };
+                        res = json_patch::patch(&mut v, std::slice::from_ref(op));
+                        if res.is_err() {
+                            break;
+                        }
+                    }
+                    res
+                } else {
+                    json_patch::patch(&mut v, &patch)
+                };
                 if let Value::Object(m) = v {
                     r.obj = m;
                 }
@@ -1326,7 +1389,36 @@ impl<'a> Builder<'a> {
                 ))
             }
         }
-        Ok(res.into_iter().map(|r| Object(r.obj)).collect())
+        Ok(res
+            .into_iter()
+            .map(|mut r| {
+                drop_empty_annotations(&mut r.obj);
+                Object(r.obj)
+            })
+            .collect())
+    }
+}
+
+/// kustomize keeps its bookkeeping in annotations and clears them before printing, which
+/// removes an empty (or null) `metadata.annotations` and turns the values left into strings;
+/// labels and nested metadata are kept as they are.
+fn drop_empty_annotations(obj: &mut Map<String, Value>) {
+    if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
+        let empty = match meta.get("annotations") {
+            Some(Value::Null) => true,
+            Some(Value::Object(a)) => a.is_empty(),
+            _ => false,
+        };
+        if empty {
+            meta.remove("annotations");
+        } else if let Some(Value::Object(a)) = meta.get_mut("annotations") {
+            // Clearing rewrites the map as strings: a number or bool becomes its text.
+            for v in a.values_mut() {
+                if matches!(v, Value::Number(_) | Value::Bool(_)) {
+                    *v = Value::String(kustfile::scalar_text(v));
+                }
+            }
+        }
     }
 }
 
@@ -1392,15 +1484,9 @@ fn parse_env(text: &str, path: &Path) -> Result<Vec<(String, String)>, RenderErr
             continue;
         }
         match l.split_once('=') {
-            Some((k, v)) => {
-                if k.chars().any(char::is_whitespace) {
-                    return Err(RenderError::Invalid {
-                        file: path.to_path_buf(),
-                        message: format!("line {}: invalid key '{k}'", i + 1),
-                    });
-                }
-                out.push((k.to_string(), v.to_string()));
-            }
+            // kustomize takes any key as written (`export K`, `a/b`) and drops an empty one.
+            Some(("", _)) => {}
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
             None => {
                 // kustomize takes a bare KEY from the environment; with no network and no
                 // ambient environment in a reconciler, an unset KEY is an error.
@@ -1962,6 +2048,18 @@ fn split_field_path(p: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a created field holds when the path goes on with `next`: a list for an index or a
+/// `[key=value]` selector, else a map.
+fn created_for(next: Option<&String>) -> Value {
+    match next {
+        None => Value::Null,
+        Some(n) if (n.starts_with('[') && n.ends_with(']')) || n.parse::<usize>().is_ok() => {
+            Value::Array(Vec::new())
+        }
+        Some(_) => Value::Object(Map::new()),
+    }
+}
+
 fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut Value)) {
     let Some((seg, rest)) = segs.split_first() else {
         f(v);
@@ -1969,6 +2067,9 @@ fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut
     };
     if seg.starts_with('[') && seg.ends_with(']') {
         if let Some((k, want)) = seg[1..seg.len() - 1].split_once('=') {
+            if create && v.is_null() {
+                *v = Value::Array(Vec::new());
+            }
             if let Value::Array(items) = v {
                 let mut found = false;
                 for it in items.iter_mut() {
@@ -1996,6 +2097,9 @@ fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut
                     get_path(it, rest, create, f);
                 }
             } else if let Ok(i) = seg.parse::<usize>() {
+                if create && i == items.len() {
+                    items.push(created_for(rest.first()));
+                }
                 if let Some(it) = items.get_mut(i) {
                     get_path(it, rest, create, f);
                 }
@@ -2012,21 +2116,14 @@ fn get_path(v: &mut Value, segs: &[String], create: bool, f: &mut dyn FnMut(&mut
                 if !create {
                     return;
                 }
-                m.insert(
-                    seg.clone(),
-                    if rest.is_empty() {
-                        Value::Null
-                    } else {
-                        Value::Object(Map::new())
-                    },
-                );
+                m.insert(seg.clone(), created_for(rest.first()));
             }
             if let Some(c) = m.get_mut(seg.as_str()) {
                 get_path(c, rest, create, f);
             }
         }
         Value::Null if create => {
-            *v = Value::Object(Map::new());
+            *v = created_for(Some(seg));
             get_path(v, segs, create, f);
         }
         _ => {}
@@ -2039,7 +2136,7 @@ fn resolve_vars(acc: &mut Acc, root: &Path) -> Result<(), RenderError> {
     if acc.vars.is_empty() {
         return Ok(());
     }
-    let mut values: Vec<(String, String)> = Vec::new();
+    let mut values: Vec<(String, Value)> = Vec::new();
     for (v, file) in &acc.vars {
         let kind = v.obj_ref.kind.as_deref().unwrap_or("");
         let found: Vec<&Res> = acc
@@ -2082,7 +2179,7 @@ fn resolve_vars(acc: &mut Acc, root: &Path) -> Result<(), RenderError> {
         let mut val = None;
         let mut obj = Value::Object(r.obj.clone());
         get_path(&mut obj, &split_field_path(&fp), false, &mut |x| {
-            val = Some(kustfile::scalar_text(x))
+            val = Some(x.clone())
         });
         let Some(val) = val else {
             return Err(field_err(
@@ -2098,64 +2195,125 @@ fn resolve_vars(acc: &mut Acc, root: &Path) -> Result<(), RenderError> {
         values.push((v.name.clone(), val));
     }
     let _ = root;
+    // kustomize's default varReference field specs: each workload kind's containers and
+    // init containers (args, command, env values, mount paths) and NFS servers, a few
+    // Ingress and Service fields, and every object's labels and annotations.
     let mut specs: Vec<Fs> = Vec::new();
-    for prefix in [
-        "spec",
-        "spec/template/spec",
-        "spec/jobTemplate/spec/template/spec",
-    ] {
+    let workloads = [
+        ("CronJob", "spec/jobTemplate/spec/template/spec"),
+        ("DaemonSet", "spec/template/spec"),
+        ("Deployment", "spec/template/spec"),
+        ("Job", "spec/template/spec"),
+        ("Pod", "spec"),
+        ("ReplicaSet", "spec/template/spec"),
+        ("StatefulSet", "spec/template/spec"),
+    ];
+    for (kind, prefix) in workloads {
         for c in ["containers", "initContainers"] {
-            for f in ["command", "args", "env/value"] {
+            for f in ["args", "command", "env/value", "volumeMounts/mountPath"] {
                 specs.push(Fs::new(
                     None,
                     None,
-                    None,
+                    Some(kind),
                     &format!("{prefix}/{c}/{f}"),
                     false,
                 ));
             }
         }
+        // kustomize's CronJob entry leaves out the pod template's `spec` (so it never
+        // matches); StatefulSets have theirs under volumeClaimTemplates instead.
+        let nfs = match kind {
+            "CronJob" => Some("spec/jobTemplate/spec/template/volumes/nfs/server".to_string()),
+            "StatefulSet" => None,
+            _ => Some(format!("{prefix}/volumes/nfs/server")),
+        };
+        if let Some(path) = nfs {
+            specs.push(Fs::new(None, None, Some(kind), &path, false));
+        }
     }
-    specs.push(Fs::new(
-        None,
-        None,
-        Some("Ingress"),
-        "spec/rules/host",
-        false,
-    ));
-    specs.push(Fs::new(
-        None,
-        None,
-        Some("Ingress"),
-        "spec/tls/hosts",
-        false,
-    ));
-    specs.push(Fs::new(
-        None,
-        None,
-        Some("Ingress"),
-        "spec/tls/secretName",
-        false,
-    ));
+    for (kind, path) in [
+        ("Ingress", "spec/rules/host"),
+        ("Ingress", "spec/tls/hosts"),
+        ("Ingress", "spec/tls/secretName"),
+        ("Service", "spec/ports/port"),
+        ("Service", "spec/ports/targetPort"),
+        ("StatefulSet", "spec/volumeClaimTemplates/spec/nfs/server"),
+        ("PersistentVolume", "spec/nfs/server"),
+    ] {
+        specs.push(Fs::new(None, None, Some(kind), path, false));
+    }
+    specs.push(Fs::new(None, None, None, "metadata/labels", false));
     specs.push(Fs::new(None, None, None, "metadata/annotations", false));
     specs.extend(acc.var_specs.iter().cloned());
-    let subst = |s: &mut String| {
-        if !s.contains("$(") {
+    let lookup = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    // Kubernetes' `$(VAR)` expansion, as kustomize applies it: `$$` is an escaped `$`, an
+    // unknown or unterminated reference stays as written, and a value that is exactly one
+    // reference takes the variable's value with its type (a number stays a number).
+    let subst = |v: &mut Value| {
+        let Value::String(s) = v else { return };
+        if !s.contains('$') {
             return;
         }
-        for (name, val) in &values {
-            let pat = format!("$({name})");
-            if s.contains(&pat) {
-                *s = s.replace(&pat, val);
+        if let Some(name) = s.strip_prefix("$(").and_then(|r| r.strip_suffix(')')) {
+            if !name.contains(')') {
+                if let Some(val) = lookup(name) {
+                    *v = val.clone();
+                    return;
+                }
             }
         }
+        let b = s.as_bytes();
+        let mut out = String::with_capacity(s.len());
+        let mut checkpoint = 0;
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'$' && i + 1 < b.len() {
+                out.push_str(&s[checkpoint..i]);
+                let rest = &s[i + 1..];
+                let advance = match rest.as_bytes()[0] {
+                    b'$' => {
+                        out.push('$');
+                        1
+                    }
+                    b'(' => match rest.find(')') {
+                        Some(close) => {
+                            let name = &rest[1..close];
+                            match lookup(name) {
+                                Some(val) => out.push_str(&kustfile::scalar_text(val)),
+                                None => {
+                                    out.push_str("$(");
+                                    out.push_str(name);
+                                    out.push(')');
+                                }
+                            }
+                            close + 1
+                        }
+                        None => {
+                            out.push_str("$(");
+                            1
+                        }
+                    },
+                    _ => {
+                        // `$` and the next character, as written.
+                        let ch = rest.chars().next().map_or(0, char::len_utf8);
+                        out.push('$');
+                        out.push_str(&rest[..ch]);
+                        ch
+                    }
+                };
+                i += advance;
+                checkpoint = i + 1;
+            }
+            i += 1;
+        }
+        out.push_str(&s[checkpoint.min(s.len())..]);
+        *s = out;
     };
-    fn visit(v: &mut Value, f: &dyn Fn(&mut String)) {
+    fn visit(v: &mut Value, f: &dyn Fn(&mut Value)) {
         match v {
-            Value::String(s) => f(s),
             Value::Array(a) => a.iter_mut().for_each(|x| visit(x, f)),
             Value::Object(m) => m.values_mut().for_each(|x| visit(x, f)),
-            _ => {}
+            _ => f(v),
         }
     }
     for r in &mut acc.res {

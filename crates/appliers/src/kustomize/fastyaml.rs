@@ -994,8 +994,10 @@ fn plain_start_ok(s: &[u8], flow: bool) -> bool {
     }
 }
 
-/// Resolves a plain scalar exactly as yaml_serde's `visit_untagged_scalar` does into a
-/// `serde_json::Value`.
+/// Resolves a plain scalar into a `serde_json::Value` the way kustomize sees it: go-yaml v3
+/// resolution, which kustomize's JSON round trip turns into the printed value. It is
+/// yaml_serde's except for integers: underscores are dropped and Go's integer syntax applies,
+/// so `0755` is octal (493), `0X1F` and `0B101` are numbers, and `08` or `012e1` are floats.
 fn resolve_plain(v: &str) -> R<Value> {
     if v.is_empty() || matches!(v, "null" | "Null" | "NULL" | "~") {
         return Ok(Value::Null);
@@ -1010,25 +1012,116 @@ fn resolve_plain(v: &str) -> R<Value> {
     if !(b0.is_ascii_digit() || matches!(b0, b'+' | b'-' | b'.')) {
         return Ok(Value::String(v.to_string()));
     }
-    if let Some(u) = parse_unsigned_int(v, u64::from_str_radix) {
-        return Ok(Value::Number(u.into()));
+    let plain: std::borrow::Cow<str> = if v.contains('_') {
+        v.replace('_', "").into()
+    } else {
+        v.into()
+    };
+    if let Some(n) = go_parse_int(&plain) {
+        return Ok(Value::Number(n));
     }
-    if let Some(i) = parse_negative_int(v, i64::from_str_radix) {
-        return Ok(Value::Number(i.into()));
-    }
-    // Beyond 64 bits yaml_serde goes through i128/u128 and serde_json's number rules.
-    if parse_unsigned_int(v, u128::from_str_radix).is_some()
-        || parse_negative_int(v, i128::from_str_radix).is_some()
+    // Beyond 64 bits the value depends on float formatting: leave it to yaml_serde.
+    if parse_unsigned_int(&plain, u128::from_str_radix).is_some()
+        || parse_negative_int(&plain, i128::from_str_radix).is_some()
     {
         return Err(Fallback);
     }
-    if !digits_but_not_number(v) {
-        if let Some(f) = parse_f64(v) {
-            // serde_json's visitor turns non-finite floats into null.
-            return Ok(Number::from_f64(f).map_or(Value::Null, Value::Number));
+    if go_style_float(&plain) {
+        if let Ok(f) = plain.parse::<f64>() {
+            if f.is_finite() {
+                return Ok(Number::from_f64(f).map_or(Value::Null, Value::Number));
+            }
+        }
+        return Ok(Value::String(v.to_string()));
+    }
+    if let Some(f) = parse_f64(v) {
+        // `.inf`, `.nan` and friends: serde_json's visitor turns non-finite floats into null.
+        if !f.is_finite() {
+            return Ok(Value::Null);
         }
     }
     Ok(Value::String(v.to_string()))
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`, then `ParseUint(s, 0, 64)`: an optional sign, then a
+/// `0x`/`0o`/`0b` prefix (either case) or a leading `0` for octal, else decimal.
+fn go_parse_int(s: &str) -> Option<Number> {
+    let (neg, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let b = body.as_bytes();
+    let (radix, digits) = if b.len() > 1 && b[0] == b'0' {
+        match b[1] {
+            b'x' | b'X' => (16, &body[2..]),
+            b'o' | b'O' => (8, &body[2..]),
+            b'b' | b'B' => (2, &body[2..]),
+            _ => (8, &body[1..]),
+        }
+    } else {
+        (10, body)
+    };
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let mag = u64::from_str_radix(digits, radix).ok()?;
+    if neg {
+        if mag <= i64::MAX as u64 {
+            Some(Number::from(-(mag as i64)))
+        } else if mag == i64::MAX as u64 + 1 {
+            Some(Number::from(i64::MIN))
+        } else {
+            None
+        }
+    } else if mag <= i64::MAX as u64 {
+        Some(Number::from(mag as i64))
+    } else if s.as_bytes()[0] == b'+' {
+        // ParseUint takes no sign.
+        None
+    } else {
+        Some(Number::from(mag))
+    }
+}
+
+/// go-yaml's float syntax: `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`.
+fn go_style_float(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if i < b.len() && matches!(b[i], b'+' | b'-') {
+        i += 1;
+    }
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    } else {
+        if !digits(&mut i) {
+            return false;
+        }
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            digits(&mut i);
+        }
+    }
+    if i < b.len() && matches!(b[i], b'e' | b'E') {
+        i += 1;
+        if i < b.len() && matches!(b[i], b'+' | b'-') {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 // The four functions below are yaml_serde 0.10's (de.rs), copied so resolution matches bit
@@ -1124,10 +1217,55 @@ mod tests {
         let Ok(fast) = fast else { return false };
         let fast: Vec<Value> = fast.into_iter().filter(|d| !d.is_null()).collect();
         match slow(text) {
-            Some(s) => assert_eq!(fast, s, "fast and yaml_serde differ on {text:?}"),
+            Some(s) => assert!(
+                fast.len() == s.len() && fast.iter().zip(&s).all(|(f, s)| agree(f, s)),
+                "fast and yaml_serde differ on {text:?}: {fast:?} vs {s:?}"
+            ),
             None => panic!("fast reader accepted what yaml_serde rejects: {text:?} -> {fast:?}"),
         }
         true
+    }
+
+    /// Equal, except where a plain scalar is a number for go-yaml (so for kustomize) but a
+    /// string for yaml_serde: `012`, `1_000`, `0X1F`, `08`.
+    fn agree(fast: &Value, slow: &Value) -> bool {
+        match (fast, slow) {
+            (Value::Array(f), Value::Array(s)) => {
+                f.len() == s.len() && f.iter().zip(s).all(|(f, s)| agree(f, s))
+            }
+            (Value::Object(f), Value::Object(s)) => {
+                f.len() == s.len()
+                    && f.iter()
+                        .all(|(k, fv)| s.get(k).is_some_and(|sv| agree(fv, sv)))
+            }
+            (Value::Number(_), Value::String(text)) => {
+                resolve_plain(text.trim()).ok().as_ref() == Some(fast)
+            }
+            _ => fast == slow,
+        }
+    }
+
+    #[test]
+    fn integers_resolve_like_go_yaml() {
+        for (text, want) in [
+            ("k: 0755\n", serde_json::json!({"k": 493})),
+            ("k: 00\n", serde_json::json!({"k": 0})),
+            ("k: -012\n", serde_json::json!({"k": -10})),
+            ("k: +012\n", serde_json::json!({"k": 10})),
+            ("k: 1_000\n", serde_json::json!({"k": 1000})),
+            ("k: 0X1F\n", serde_json::json!({"k": 31})),
+            ("k: 0B101\n", serde_json::json!({"k": 5})),
+            ("k: 0x_1F\n", serde_json::json!({"k": 31})),
+            ("k: 08\n", serde_json::json!({"k": 8.0})),
+            ("k: 012e1\n", serde_json::json!({"k": 120.0})),
+            ("k: 1_0.5\n", serde_json::json!({"k": 10.5})),
+            ("k: \"0755\"\n", serde_json::json!({"k": "0755"})),
+            ("k: '1_000'\n", serde_json::json!({"k": "1_000"})),
+            ("k: 0o8\n", serde_json::json!({"k": "0o8"})),
+            ("k: 0x\n", serde_json::json!({"k": "0x"})),
+        ] {
+            assert_eq!(parse_stream(text).unwrap(), vec![want], "{text:?}");
+        }
     }
 
     fn fast_ok(text: &str) {

@@ -1,6 +1,6 @@
 //! The kustomization file (`kustomize.config.k8s.io/v1beta1` Kustomization and
-//! `v1alpha1` Component), read leniently where kustomize is lenient (scalar label values of any
-//! type) and strictly where it is strict (unknown fields are an error).
+//! `v1alpha1` Component), read as strictly as kubectl reads it: unknown fields are an error,
+//! and so is a number or bool where a string belongs (label values, image tags).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,10 +11,26 @@ pub type StringMap = BTreeMap<String, String>;
 
 fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StringMap, D::Error> {
     let v: Option<BTreeMap<String, Value>> = Option::deserialize(d)?;
-    Ok(v.unwrap_or_default()
+    v.unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k, scalar_text(&v)))
-        .collect())
+        .map(|(k, v)| Ok((k, string_value(v)?)))
+        .collect()
+}
+
+/// A string field of the kustomization: kubectl refuses a number or a bool there (quote it),
+/// and reads null as empty.
+fn string_value<E: serde::de::Error>(v: Value) -> Result<String, E> {
+    match v {
+        Value::String(s) => Ok(s),
+        Value::Null => Ok(String::new()),
+        Value::Number(n) => Err(E::custom(format!(
+            "cannot unmarshal number {n} into a string field (quote it)"
+        ))),
+        Value::Bool(b) => Err(E::custom(format!(
+            "cannot unmarshal bool {b} into a string field (quote it)"
+        ))),
+        other => Err(E::custom(format!("expected a string, found {other}"))),
+    }
 }
 
 /// The text of a scalar as kustomize sees it (numbers and bools keep their spelling).
@@ -153,7 +169,7 @@ pub struct ImageSpec {
 
 fn opt_scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v: Option<Value> = Option::deserialize(d)?;
-    Ok(v.filter(|v| !v.is_null()).map(|v| scalar_text(&v)))
+    v.filter(|v| !v.is_null()).map(string_value).transpose()
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -389,7 +389,7 @@ pub fn fix(res: &mut [Res], extra: &[RefRule]) {
                 let mut root = Value::Object(std::mem::take(&mut r.obj));
                 walk(&mut root, &f.path, false, &mut |v| {
                     if is_subjects {
-                        fix_subjects(v, targets);
+                        fix_subjects(v, targets, &r_prefixes, &r_suffixes);
                     } else if is_service_map {
                         if let Value::Object(m) = v {
                             let name = m
@@ -442,35 +442,63 @@ pub fn fix(res: &mut [Res], extra: &[RefRule]) {
     }
 }
 
-/// RoleBinding subjects: ServiceAccounts are matched by name and (when given) namespace, and
-/// both are updated.
-fn fix_subjects(v: &mut Value, targets: &[&Cand]) {
+/// RoleBinding subjects, as kustomize matches them: a subject of any kind whose name a
+/// ServiceAccount ever had is that account; a subject with a namespace looks among the
+/// accounts whose original namespace it is (or, failing that, whose current one). Name and,
+/// when the account has one, namespace are updated.
+fn fix_subjects(
+    v: &mut Value,
+    targets: &[&Cand],
+    prefixes: &[std::sync::Arc<str>],
+    suffixes: &[std::sync::Arc<str>],
+) {
     let Value::Array(items) = v else { return };
     for s in items.iter_mut().filter_map(Value::as_object_mut) {
-        if s.get("kind").and_then(Value::as_str) != Some("ServiceAccount") {
+        let Some(name) = s.get("name").and_then(Value::as_str).map(str::to_string) else {
             continue;
-        }
-        let name = s
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        };
         let ns = s
             .get("namespace")
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let found = targets.iter().find(|c| {
-            c.ids.iter().any(|(n, cns)| {
-                *n == name
-                    && (ns.is_empty() || effective_ns(cns) == effective_ns(&ns) || c.ns == ns)
-            })
-        });
-        if let Some(c) = found {
-            s.insert("name".into(), Value::String(c.name.clone()));
-            if !ns.is_empty() && !c.ns.is_empty() {
-                s.insert("namespace".into(), Value::String(c.ns.clone()));
+            .map(str::to_string);
+        let in_ns: Vec<&Cand> = match &ns {
+            None => targets.to_vec(),
+            Some(ns) => {
+                let original_ns = |c: &Cand| c.ids.first().map_or(c.ns.clone(), |i| i.1.clone());
+                let by_original: Vec<&Cand> = targets
+                    .iter()
+                    .copied()
+                    .filter(|c| effective_ns(&original_ns(c)) == effective_ns(ns))
+                    .collect();
+                if by_original.is_empty() {
+                    targets
+                        .iter()
+                        .copied()
+                        .filter(|c| effective_ns(&c.ns) == effective_ns(ns))
+                        .collect()
+                } else {
+                    by_original
+                }
             }
+        };
+        // Several accounts had that name: as kustomize's `selectReferral`, the one named
+        // with the referrer's prefixes and suffixes.
+        let named: Vec<&Cand> = in_ns
+            .into_iter()
+            .filter(|c| c.names.contains(&name))
+            .collect();
+        let c = match named.as_slice() {
+            [] => continue,
+            [one] => *one,
+            several => several
+                .iter()
+                .copied()
+                .find(|c| same_ending(&c.prefixes, prefixes) && same_ending(&c.suffixes, suffixes))
+                .unwrap_or(several[0]),
+        };
+        s.insert("name".into(), Value::String(c.name.clone()));
+        if !c.ns.is_empty() {
+            s.insert("namespace".into(), Value::String(c.ns.clone()));
         }
     }
 }

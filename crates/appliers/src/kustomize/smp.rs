@@ -6,8 +6,10 @@
 //! and list items, `$setElementOrder/<field>`, `$deleteFromPrimitiveList/<field>`,
 //! `$retainKeys`. A `null` deletes a field.
 //!
-//! Merged lists keep apimachinery's order: items named by the patch in patch order, with the
-//! items only the target has slotted in by their original order.
+//! Merged lists keep kustomize's order (kyaml's merge with the patch's items prepended): the
+//! patch's items in patch order, then the items only the target has, in their order. In lists
+//! keyed by more than one field (ports, spread constraints) the items the patch merged into
+//! stay at their place in the target and only the patch's new items go first.
 
 use serde_json::{Map, Value};
 
@@ -309,19 +311,12 @@ fn merge_list(
             merge_sorted(server_only, patched, &server_order, |v| Some(v.clone()))
         }
         ListStrategy::MergeKey(key) => {
-            // Only the merge keys of the original order are needed, not the items.
-            let server_order: Vec<Value> = target
-                .iter()
-                .map(|t| {
-                    let mut m = Map::new();
-                    if let Some(k) = key_of(t, key) {
-                        m.insert(key.to_string(), k.clone());
-                    }
-                    Value::Object(m)
-                })
-                .collect();
+            // Lists whose schema names more than one list-map key (ports by port and
+            // protocol, spread constraints by key and condition).
+            let multi_key = matches!(key, "containerPort" | "port" | "topologyKey");
             let mut target: Vec<Option<Value>> = target.into_iter().map(Some).collect();
             let mut patched: Vec<Value> = Vec::new();
+            let mut merged_in_place: Vec<Option<Value>> = vec![None; target.len()];
             for pi in patch {
                 let pk = key_of(pi, key);
                 let is_delete = key_of(pi, "$patch").and_then(Value::as_str) == Some("delete");
@@ -340,7 +335,11 @@ fn merge_list(
                     Some(i) => {
                         let mut t = target[i].take().unwrap_or(Value::Null);
                         merge_value(&mut t, pi, elem_ctx, None);
-                        patched.push(t);
+                        if multi_key {
+                            merged_in_place[i] = Some(t);
+                        } else {
+                            patched.push(t);
+                        }
                     }
                     None => {
                         let mut v = pi.clone();
@@ -349,15 +348,18 @@ fn merge_list(
                     }
                 }
             }
-            let server_only: Vec<Value> = target.into_iter().flatten().collect();
-            let get = |v: &Value| key_of(v, key).cloned();
-            let patched = match order {
-                Some(o) => {
-                    sort_by_order(patched, o, |v| key_of(v, key).cloned().or(Some(v.clone())))
-                }
-                None => patched,
-            };
-            merge_sorted(server_only, patched, &server_order, get)
+            if let Some(o) = order {
+                patched =
+                    sort_by_order(patched, o, |v| key_of(v, key).cloned().or(Some(v.clone())));
+            }
+            // kustomize's merge (kyaml, patch items prepended): the patch's items in patch
+            // order, then the items only the target has in their order. For multi-key lists
+            // the items the patch merged stay where they were in the target.
+            let mut out = patched;
+            for (t, m) in target.into_iter().zip(merged_in_place) {
+                out.extend(m.or(t));
+            }
+            out
         }
         ListStrategy::Replace => unreachable!("handled above"),
     }

@@ -151,12 +151,20 @@ fn specs(lines: &[SpecLine]) -> Vec<Fs> {
         .collect()
 }
 
-/// Where `metadata.labels` and pod-template labels live (labels with includeTemplates).
+/// Where `metadata.labels`, pod-template labels and StatefulSet claim-template labels live
+/// (labels with includeTemplates).
 pub fn template_label_specs() -> &'static [Fs] {
     static S: OnceLock<Vec<Fs>> = OnceLock::new();
     S.get_or_init(|| {
         let mut v = vec![Fs::new(None, None, None, "metadata/labels", true)];
         v.extend(template_meta_specs("labels"));
+        v.push(Fs::new(
+            Some("apps"),
+            None,
+            Some("StatefulSet"),
+            "spec/volumeClaimTemplates[]/metadata/labels",
+            true,
+        ));
         v
     })
 }
@@ -222,7 +230,6 @@ pub fn common_label_specs() -> &'static [Fs] {
             ("", None, Some("ReplicaSet"), "spec/selector/matchLabels", true),
             ("", None, Some("DaemonSet"), "spec/selector/matchLabels", true),
             ("apps", None, Some("StatefulSet"), "spec/selector/matchLabels", true),
-            ("apps", None, Some("StatefulSet"), "spec/volumeClaimTemplates[]/metadata/labels", true),
             ("batch", None, Some("Job"), "spec/selector/matchLabels", false),
             ("batch", None, Some("CronJob"), "spec/jobTemplate/spec/selector/matchLabels", false),
             ("policy", None, Some("PodDisruptionBudget"), "spec/selector/matchLabels", false),
@@ -280,8 +287,8 @@ pub fn prefix_suffix(r: &mut Res, prefix: &str, suffix: &str) {
     r.set_name(name);
 }
 
-/// Sets the namespace of namespaced objects, and of the ServiceAccount subjects of role
-/// bindings that were in the default namespace.
+/// Sets the namespace of namespaced objects, and of the subjects of role bindings named
+/// `default`.
 pub fn set_namespace(r: &mut Res, ns: &str) {
     if ns.is_empty() {
         return;
@@ -291,29 +298,20 @@ pub fn set_namespace(r: &mut Res, ns: &str) {
     }
     if matches!(r.kind(), "RoleBinding" | "ClusterRoleBinding") {
         if let Some(Value::Array(subjects)) = r.obj.get_mut("subjects") {
+            // kustomize forces the namespace of every subject named `default` (whatever its
+            // kind or namespace) and leaves the others to the name references.
             for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
-                let is_sa = s.get("kind").and_then(Value::as_str) == Some("ServiceAccount");
-                let sns = s.get("namespace").and_then(Value::as_str).unwrap_or("");
-                if is_sa && (sns.is_empty() || sns == "default") {
+                if s.get("name").and_then(Value::as_str) == Some("default") {
                     s.insert("namespace".into(), Value::String(ns.into()));
                 }
             }
         }
     }
-    if matches!(
-        r.kind(),
-        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration"
-    ) {
-        if let Some(Value::Array(hooks)) = r.obj.get_mut("webhooks") {
-            for h in hooks {
-                if let Some(svc) = h
-                    .pointer_mut("/clientConfig/service")
-                    .and_then(Value::as_object_mut)
-                {
-                    svc.insert("namespace".into(), Value::String(ns.into()));
-                }
-            }
-        }
+    // kustomize's namespace field specs also name a Namespace object after the namespace;
+    // webhook configurations' service namespaces are left alone (only name references
+    // update them).
+    if r.kind() == "Namespace" {
+        r.set_name(ns.to_string());
     }
     if r.kind() == "APIService" {
         if let Some(svc) = r
@@ -374,43 +372,59 @@ fn new_image(image: &str, spec: &ImageSpec) -> Option<String> {
     Some(format!("{name}{tag}{digest}"))
 }
 
-/// Rewrites `image` fields of every container list anywhere in the object (kustomize looks
-/// for `containers` and `initContainers` in any kind, custom resources included).
+/// Rewrites `image` fields the way kustomize's image transformer does: each entry of `images`
+/// is its own pass over the object, in order (so one entry can rename an image for the next
+/// to match), and each pass first rewrites every container list anywhere in the object
+/// (`containers` and `initContainers` in any kind, custom resources included), then once more
+/// those at kustomize's default image paths (`spec/containers`, `spec/initContainers` and
+/// their `spec/template/spec/` forms). An entry that is not idempotent (`tagSuffix`) is
+/// therefore applied twice to the images at those paths, as kustomize does.
 pub fn images(r: &mut Res, specs: &[ImageSpec]) {
     if specs.is_empty() {
         return;
     }
-    fn visit(v: &mut Value, specs: &[ImageSpec]) {
+    fn rewrite(items: &mut [Value], spec: &ImageSpec) {
+        for it in items.iter_mut() {
+            if let Some(Value::String(img)) = it.get_mut("image") {
+                if let Some(n) = new_image(img, spec) {
+                    *img = n;
+                }
+            }
+        }
+    }
+    fn visit(v: &mut Value, spec: &ImageSpec) {
         match v {
             Value::Object(m) => {
                 for (k, c) in m.iter_mut() {
                     if k == "containers" || k == "initContainers" {
                         if let Value::Array(items) = c {
-                            for it in items.iter_mut() {
-                                if let Some(Value::String(img)) = it.get_mut("image") {
-                                    for s in specs {
-                                        if let Some(n) = new_image(img, s) {
-                                            *img = n;
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
+                            rewrite(items, spec);
                         }
                     }
-                    visit(c, specs);
+                    visit(c, spec);
                 }
             }
             Value::Array(items) => {
                 for it in items {
-                    visit(it, specs);
+                    visit(it, spec);
                 }
             }
             _ => {}
         }
     }
     let mut root = Value::Object(std::mem::take(&mut r.obj));
-    visit(&mut root, specs);
+    for spec in specs {
+        visit(&mut root, spec);
+        for pod in ["/spec", "/spec/template/spec"] {
+            if let Some(Value::Object(p)) = root.pointer_mut(pod) {
+                for list in ["containers", "initContainers"] {
+                    if let Some(Value::Array(items)) = p.get_mut(list) {
+                        rewrite(items, spec);
+                    }
+                }
+            }
+        }
+    }
     if let Value::Object(m) = root {
         r.obj = m;
     }
