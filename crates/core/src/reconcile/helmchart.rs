@@ -97,44 +97,9 @@ pub async fn read_repository_credentials(
     })
 }
 
-/// Redacts a Secret's values from a message, including the parts of a `.dockerconfigjson`.
+/// Redacts a Secret's values from a message (see [`Credentials::redact`]).
 pub fn redact_credentials(creds: Option<&Credentials>, msg: &str) -> String {
-    use base64::Engine as _;
-    let Some(creds) = creds else {
-        return msg.to_string();
-    };
-    let mut out = creds.redact(msg);
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(json) = creds.0.get(".dockerconfigjson") {
-        if let Ok(v) = serde_json::from_slice::<Value>(json) {
-            let mut stack = vec![&v];
-            while let Some(v) = stack.pop() {
-                match v {
-                    Value::Object(m) => stack.extend(m.values()),
-                    Value::Array(a) => stack.extend(a.iter()),
-                    Value::String(s) => {
-                        parts.push(s.clone());
-                        if let Some(decoded) = base64::engine::general_purpose::STANDARD
-                            .decode(s.trim())
-                            .ok()
-                            .and_then(|b| String::from_utf8(b).ok())
-                        {
-                            if let Some((u, p)) = decoded.split_once(':') {
-                                parts.push(p.to_string());
-                                parts.push(u.to_string());
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in parts.iter().filter(|p| p.len() >= 3) {
-        out = out.replace(p.as_str(), "*****");
-    }
-    out
+    creds.map_or_else(|| msg.to_string(), |c| c.redact(msg))
 }
 
 /// The hex of a Git revision (`main@sha1:<hex>`, `sha1:<hex>`, `<hex>`, `main/<hex>`).

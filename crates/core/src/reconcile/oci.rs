@@ -59,47 +59,6 @@ pub async fn read_oci_credentials(
     })
 }
 
-/// Redacts the Secrets' values from a message, including the user names and passwords inside a
-/// `.dockerconfigjson` (whose whole value `Credentials::redact` knows, but not its parts) and
-/// inside its base64 `auth` entries.
-fn redact(creds: Option<&Credentials>, msg: String) -> String {
-    use base64::Engine as _;
-    let Some(creds) = creds else { return msg };
-    let mut out = creds.redact(&msg);
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(json) = creds.0.get(".dockerconfigjson") {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) {
-            let mut stack = vec![&v];
-            while let Some(v) = stack.pop() {
-                match v {
-                    serde_json::Value::Object(m) => stack.extend(m.values()),
-                    serde_json::Value::Array(a) => stack.extend(a.iter()),
-                    serde_json::Value::String(s) => {
-                        parts.push(s.clone());
-                        if let Some(decoded) = base64::engine::general_purpose::STANDARD
-                            .decode(s.trim())
-                            .ok()
-                            .and_then(|b| String::from_utf8(b).ok())
-                        {
-                            if let Some((u, p)) = decoded.split_once(':') {
-                                parts.push(p.to_string());
-                                parts.push(u.to_string());
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    // Longest first, so that a value containing another is replaced whole.
-    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in parts.iter().filter(|p| p.len() >= 3) {
-        out = out.replace(p.as_str(), "*****");
-    }
-    out
-}
-
 fn timeout_of(spec: &OciRepositorySpec) -> Duration {
     spec.timeout
         .as_ref()
@@ -157,7 +116,7 @@ where
                 _ => OCI_PULL_FAILED,
             };
             // Belt and braces: sources redact already, but the Secret's values never leave.
-            let msg = redact(creds.as_ref(), msg);
+            let msg = super::helmchart::redact_credentials(creds.as_ref(), &msg);
             Outcome::failed(obj, status, why, msg, kind == SourceErrorKind::InvalidSpec)
         };
         let resolved = match self.source.resolve(&req).await {

@@ -25,11 +25,42 @@ impl Credentials {
             .filter(|s| s.len() >= 3)
     }
 
-    /// Replaces every secret value that occurs in `text` with `*****`.
+    /// Replaces every secret value that occurs in `text` with `*****`, including the user
+    /// names and passwords inside a `.dockerconfigjson` (its strings and their base64 `auth`
+    /// `user:password` pairs), which appear in messages on their own.
     pub fn redact(&self, text: &str) -> String {
+        use base64::Engine as _;
+        let mut parts: Vec<String> = self.secret_values().map(str::to_string).collect();
+        if let Some(json) = self.0.get(".dockerconfigjson") {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) {
+                let mut stack = vec![&v];
+                while let Some(v) = stack.pop() {
+                    match v {
+                        serde_json::Value::Object(m) => stack.extend(m.values()),
+                        serde_json::Value::Array(a) => stack.extend(a.iter()),
+                        serde_json::Value::String(s) => {
+                            parts.push(s.clone());
+                            if let Some(decoded) = base64::engine::general_purpose::STANDARD
+                                .decode(s.trim())
+                                .ok()
+                                .and_then(|b| String::from_utf8(b).ok())
+                            {
+                                if let Some((u, p)) = decoded.split_once(':') {
+                                    parts.push(p.to_string());
+                                    parts.push(u.to_string());
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Longest first, so that a value containing another is replaced whole.
+        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
         let mut out = text.to_string();
-        for v in self.secret_values() {
-            out = out.replace(v, "*****");
+        for p in parts.iter().filter(|p| p.len() >= 3) {
+            out = out.replace(p.as_str(), "*****");
         }
         out
     }
